@@ -1,0 +1,46 @@
+//! Dead letters: records a source delivered but the pipeline could not use, kept with the raw
+//! text, the reason, where they came from and the epoch, so nothing is silently lost.
+
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+
+use crate::decode::Rejected;
+use crate::raw::RawBatch;
+
+/// The schema of every dead-letter table.
+pub fn dead_letter_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("epoch", DataType::Int64, false),
+        Field::new("position", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, false),
+        Field::new("raw", DataType::Utf8, false),
+    ]))
+}
+
+/// One batch of dead-letter rows for the `rejected` records of `raw`.
+pub fn dead_letter_batch(
+    source: &str,
+    epoch: u64,
+    raw: &RawBatch,
+    rejected: &[Rejected],
+) -> Result<RecordBatch, ArrowError> {
+    let n = rejected.len();
+    let columns: Vec<arrow::array::ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(source, n))),
+        Arc::new(Int64Array::from_iter_values(std::iter::repeat_n(epoch as i64, n))),
+        Arc::new(StringArray::from_iter_values(
+            rejected.iter().map(|r| raw.position(r.index)),
+        )),
+        Arc::new(StringArray::from_iter_values(rejected.iter().map(|r| r.error.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            rejected
+                .iter()
+                .map(|r| String::from_utf8_lossy(raw.record(r.index)).into_owned()),
+        )),
+    ];
+    RecordBatch::try_new(dead_letter_schema(), columns)
+}

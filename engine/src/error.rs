@@ -1,0 +1,102 @@
+//! The engine's error type: every variant names what failed (source, sink, epoch, file) so a
+//! user can act on it without reading a backtrace.
+
+use std::path::PathBuf;
+
+/// Result alias used across the engine.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Boxed error from a sink implementation (the engine does not know the sink's error type).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can stop the engine. Bad *records* are never errors: they are dead-lettered.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A WITH option of a source or table is missing, unknown or has a bad value.
+    #[error("option `{key}`: {message}")]
+    Option {
+        /// The option key as written by the user.
+        key: String,
+        /// What is wrong and what to write instead.
+        message: String,
+    },
+
+    /// A source could not be read (files missing, unreadable).
+    #[error("source `{source_name}`: {message}")]
+    Source {
+        /// The source as named in `CREATE SOURCE`.
+        source_name: String,
+        /// What went wrong.
+        message: String,
+        /// The underlying I/O error, if any.
+        #[source]
+        cause: Option<std::io::Error>,
+    },
+
+    /// A sink failed to commit an epoch.
+    #[error("sink `{sink}` failed to commit epoch {epoch}: {cause}")]
+    Sink {
+        /// The sink's description (table URL).
+        sink: String,
+        /// The epoch being committed.
+        epoch: u64,
+        /// The sink's own error.
+        #[source]
+        cause: BoxError,
+    },
+
+    /// Reading or writing the checkpoint folder failed.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The file or folder involved.
+        path: PathBuf,
+        /// What went wrong and how to recover.
+        message: String,
+        /// The underlying I/O or JSON error, if any.
+        #[source]
+        cause: Option<BoxError>,
+    },
+
+    /// DataFusion failed while running a node's plan.
+    #[error("node `{node}` in epoch {epoch}: {cause}")]
+    Plan {
+        /// The table or view whose plan failed.
+        node: String,
+        /// The epoch being processed.
+        epoch: u64,
+        /// DataFusion's error.
+        #[source]
+        cause: datafusion::error::DataFusionError,
+    },
+
+    /// DataFusion failed outside a node (session setup, registration).
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+
+    /// Arrow failed while assembling batches.
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+impl EngineError {
+    /// An option error, for use by option parsers.
+    pub fn option(key: impl Into<String>, message: impl Into<String>) -> Self {
+        EngineError::Option {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A checkpoint error with its cause.
+    pub fn checkpoint(
+        path: impl Into<PathBuf>,
+        message: impl Into<String>,
+        cause: impl Into<BoxError>,
+    ) -> Self {
+        EngineError::Checkpoint {
+            path: path.into(),
+            message: message.into(),
+            cause: Some(cause.into()),
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Weir's runtime: reads sources in micro-batch epochs, decodes records into Arrow, runs the
+//! pipeline's DataFusion plans over each epoch and hands the results to sinks, with a
+//! write-ahead offset log and a commit log so a restart neither loses nor repeats an epoch.
+//!
+//! The engine knows sinks only through the [`sink::Sink`] trait, so it never depends on Delta.
+
+pub mod checkpoint;
+pub mod dead_letter;
+pub mod decode;
+pub mod epoch_table;
+pub mod error;
+pub mod generator;
+pub mod options;
+pub mod pipeline;
+pub mod progress;
+pub mod raw;
+pub mod sink;
+pub mod source;
+pub mod types;
+
+pub use error::{EngineError, Result};

@@ -1,0 +1,154 @@
+//! WITH options as written in `CREATE SOURCE ... WITH (...)` and `CREATE TABLE ... WITH (...)`.
+//!
+//! Values may be written as strings or numbers; connectors take what they understand with typed
+//! getters and then call [`Options::finish`], which rejects anything left over, so a typo in an
+//! option name is an error with a suggestion instead of being silently ignored.
+
+use std::collections::BTreeMap;
+
+use crate::error::{EngineError, Result};
+
+/// The options of one statement, keyed by lower-cased name, with the keys not yet consumed.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    values: BTreeMap<String, String>,
+    taken: Vec<String>,
+}
+
+impl Options {
+    /// Options from `(key, value)` pairs; keys are matched case-insensitively.
+    pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        Options {
+            values: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
+            taken: Vec::new(),
+        }
+    }
+
+    /// All keys, for callers that pass options through (e.g. `kafka.*`).
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.values.keys().map(String::as_str)
+    }
+
+    /// Takes a string option.
+    pub fn take_str(&mut self, key: &str) -> Option<String> {
+        self.taken.push(key.to_string());
+        self.values.remove(key)
+    }
+
+    /// Takes a required string option.
+    pub fn require_str(&mut self, key: &str, hint: &str) -> Result<String> {
+        self.take_str(key)
+            .ok_or_else(|| EngineError::option(key, format!("is required; {hint}")))
+    }
+
+    /// Takes an unsigned integer option (`events = 1000` or `events = '1_000'`).
+    pub fn take_u64(&mut self, key: &str) -> Result<Option<u64>> {
+        match self.take_str(key) {
+            None => Ok(None),
+            Some(v) => v.replace('_', "").trim().parse::<u64>().map(Some).map_err(|_| {
+                EngineError::option(key, format!("expected a whole number >= 0, got '{v}'"))
+            }),
+        }
+    }
+
+    /// Takes a fraction option in `[0, 1]` (`late_ratio = 0.01`).
+    pub fn take_ratio(&mut self, key: &str) -> Result<Option<f64>> {
+        match self.take_str(key) {
+            None => Ok(None),
+            Some(v) => match v.trim().parse::<f64>() {
+                Ok(x) if (0.0..=1.0).contains(&x) => Ok(Some(x)),
+                _ => Err(EngineError::option(
+                    key,
+                    format!("expected a number between 0 and 1, got '{v}'"),
+                )),
+            },
+        }
+    }
+
+    /// Takes an option that must be one of `choices`.
+    pub fn take_choice(&mut self, key: &str, choices: &[&str]) -> Result<Option<String>> {
+        match self.take_str(key) {
+            None => Ok(None),
+            Some(v) if choices.iter().any(|c| c.eq_ignore_ascii_case(&v)) => {
+                Ok(Some(v.to_ascii_lowercase()))
+            }
+            Some(v) => Err(EngineError::option(
+                key,
+                format!("'{v}' is not supported; use one of: {}", choices.join(", ")),
+            )),
+        }
+    }
+
+    /// Fails on the first option nobody took, suggesting the closest known key.
+    pub fn finish(self, what: &str) -> Result<()> {
+        if let Some(key) = self.values.keys().next() {
+            let suggestion = closest(key, &self.taken)
+                .map(|k| format!(" Did you mean `{k}`?"))
+                .unwrap_or_default();
+            let mut known = self.taken.clone();
+            known.sort();
+            known.dedup();
+            return Err(EngineError::option(
+                key.clone(),
+                format!(
+                    "is not an option of {what}.{suggestion} Known options: {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The known key closest to `key` by edit distance, if it is close enough to be a typo.
+fn closest<'a>(key: &str, known: &'a [String]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.as_str())
+}
+
+/// Levenshtein distance between two short strings.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(pairs: &[(&str, &str)]) -> Options {
+        Options::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn numbers_accept_strings_and_underscores() {
+        let mut o = opts(&[("events", "1_000"), ("max", "'x'")]);
+        assert_eq!(o.take_u64("events").unwrap(), Some(1000));
+        assert!(o.take_u64("max").is_err());
+    }
+
+    #[test]
+    fn leftover_option_is_an_error_with_suggestion() {
+        let mut o = opts(&[("evnts", "10")]);
+        let _ = o.take_u64("events");
+        let err = o.finish("connector 'generator'").unwrap_err().to_string();
+        assert!(err.contains("`evnts`"), "{err}");
+        assert!(err.contains("Did you mean `events`?"), "{err}");
+    }
+}

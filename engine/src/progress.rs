@@ -1,0 +1,68 @@
+//! What one epoch did, printed as a progress line for people or a JSON record for machines.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// The outcome of one epoch.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EpochReport {
+    /// The epoch number.
+    pub epoch: u64,
+    /// True when this epoch was re-run from the offset log after a restart.
+    pub replayed: bool,
+    /// Records read per source.
+    pub rows_in: BTreeMap<String, u64>,
+    /// Records dead-lettered per source.
+    pub dead_letters: BTreeMap<String, u64>,
+    /// Rows produced per table (written, or already committed on replay).
+    pub rows_out: BTreeMap<String, u64>,
+    /// Tables that skipped this epoch because they had already committed it.
+    pub already_committed: Vec<String>,
+    /// Wall time of the epoch.
+    #[serde(with = "duration_ms")]
+    pub duration: Duration,
+    /// Position of each source after the epoch.
+    pub positions: BTreeMap<String, String>,
+}
+
+impl EpochReport {
+    /// Records read from all sources.
+    pub fn total_in(&self) -> u64 {
+        self.rows_in.values().sum()
+    }
+}
+
+impl fmt::Display for EpochReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.duration.as_secs_f64().max(1e-9);
+        write!(
+            f,
+            "epoch {:>4}{} | in {:>8} | dead {:>5} | {:>9.0} ev/s |",
+            self.epoch,
+            if self.replayed { " (replay)" } else { "" },
+            self.total_in(),
+            self.dead_letters.values().sum::<u64>(),
+            self.total_in() as f64 / secs,
+        )?;
+        for (table, rows) in &self.rows_out {
+            let skipped = if self.already_committed.contains(table) { " (already committed)" } else { "" };
+            write!(f, " {table} +{rows}{skipped}")?;
+        }
+        for (source, pos) in &self.positions {
+            write!(f, " | {source}: {pos}")?;
+        }
+        Ok(())
+    }
+}
+
+mod duration_ms {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+}

@@ -1,0 +1,33 @@
+//! The sink trait: how the engine hands an epoch's rows to a table without knowing its format.
+
+use arrow::array::RecordBatch;
+
+use crate::error::BoxError;
+
+/// What a sink did with one epoch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SinkReport {
+    /// Rows written (0 when skipped).
+    pub rows_written: u64,
+    /// True when the sink had already committed this epoch (a replay after a crash).
+    pub already_committed: bool,
+    /// The table version the commit created, where the format has versions.
+    pub version: Option<i64>,
+}
+
+/// A table that receives every epoch's rows of one pipeline node.
+///
+/// Implementations must be idempotent per epoch: writing an epoch that was already committed
+/// (the engine replays the last epoch after a crash) must not duplicate rows.
+#[async_trait::async_trait]
+pub trait Sink: Send {
+    /// Where the sink writes (a table URL), for messages.
+    fn describe(&self) -> String;
+
+    /// Writes `batches` as epoch `epoch`, or skips them if that epoch is already committed.
+    async fn write_epoch(
+        &mut self,
+        epoch: u64,
+        batches: Vec<RecordBatch>,
+    ) -> Result<SinkReport, BoxError>;
+}

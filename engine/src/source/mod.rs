@@ -1,0 +1,104 @@
+//! Sources: where an epoch's records come from, and how far each epoch reads.
+//!
+//! A source plans a *range* for the next epoch (which the pipeline writes to the offset log
+//! before reading), reads exactly that range, and only moves on when told the epoch committed.
+//! Ranges are JSON so each connector records what it needs (event indices, file names).
+
+mod files;
+mod generator;
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, FieldRef, SchemaRef};
+use serde_json::Value;
+
+pub use files::FilesSource;
+pub use generator::GeneratorSource;
+
+use crate::error::{EngineError, Result};
+use crate::options::Options;
+use crate::raw::RawBatch;
+
+/// Metadata columns every source has: its name and the epoch that read the row.
+pub const COMMON_METADATA: [&str; 2] = ["_source", "_epoch"];
+
+/// A stream of raw records read in epochs.
+pub trait Source: Send {
+    /// Metadata columns this connector adds per record (besides `_source` and `_epoch`).
+    fn metadata_fields(&self) -> Vec<FieldRef>;
+
+    /// Moves past every range in `history` (the offset log, oldest first) after a restart.
+    fn restore(&mut self, history: &[Value]) -> Result<()>;
+
+    /// The range the next epoch should read, or `None` when nothing new is available now.
+    /// With `available_now`, rate limits are ignored: everything that exists is available.
+    fn plan_next(&mut self, available_now: bool) -> Result<Option<Value>>;
+
+    /// Reads exactly `range` (a value returned by `plan_next`, possibly from a previous run).
+    fn read(&mut self, range: &Value) -> Result<RawBatch>;
+
+    /// Marks `range` as done, so the next plan starts after it.
+    fn advance(&mut self, range: &Value) -> Result<()>;
+
+    /// Where the source is, for `weir status` and progress lines.
+    fn describe_position(&self) -> String;
+}
+
+/// Builds a source for `connector` from its WITH options (after `connector` itself was taken).
+/// Unknown connectors and options are errors naming the option and the accepted values.
+pub fn build_source(
+    source_name: &str,
+    connector: &str,
+    mut options: Options,
+    schema: &SchemaRef,
+) -> Result<Box<dyn Source>> {
+    let source: Box<dyn Source> = match connector {
+        "generator" => Box::new(GeneratorSource::from_options(source_name, &mut options)?),
+        "files" => Box::new(FilesSource::from_options(source_name, &mut options)?),
+        "kafka" => {
+            return Err(EngineError::option(
+                "connector",
+                "'kafka' is not available in this build yet; use 'generator' or 'files'",
+            ))
+        }
+        other => {
+            return Err(EngineError::option(
+                "connector",
+                format!("unknown connector '{other}'; use one of: generator, files"),
+            ))
+        }
+    };
+    options.finish(&format!("connector '{connector}'"))?;
+    for f in source.metadata_fields() {
+        if schema.field_with_name(f.name()).is_ok() {
+            return Err(EngineError::option(
+                "connector",
+                format!(
+                    "column `{}` clashes with a metadata column of connector '{connector}'; rename it",
+                    f.name()
+                ),
+            ));
+        }
+    }
+    Ok(source)
+}
+
+/// The fields of the common metadata columns.
+pub fn common_metadata_fields() -> Vec<FieldRef> {
+    vec![
+        Arc::new(Field::new("_source", DataType::Utf8, false)),
+        Arc::new(Field::new("_epoch", DataType::Int64, false)),
+    ]
+}
+
+/// Reads a typed range back from the offset log.
+pub(crate) fn parse_range<T: serde::de::DeserializeOwned>(source: &str, range: &Value) -> Result<T> {
+    serde_json::from_value(range.clone()).map_err(|e| EngineError::Source {
+        source_name: source.to_string(),
+        message: format!(
+            "offset log entry {range} does not match this connector ({e}); was the source's \
+             connector changed? Start with a fresh --checkpoint to reset"
+        ),
+        cause: None,
+    })
+}

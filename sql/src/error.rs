@@ -1,0 +1,89 @@
+//! SQL errors: a position in a pipeline file, what is wrong, and a hint saying what to do.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A position in a pipeline file (1-based line and column).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Location {
+    /// The file.
+    pub file: PathBuf,
+    /// Line, from 1.
+    pub line: u64,
+    /// Column, from 1.
+    pub column: u64,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// One mistake in a pipeline file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct SqlError {
+    /// Where the mistake is.
+    pub location: Location,
+    /// What is wrong.
+    pub message: String,
+    /// What to write instead, when we know.
+    pub hint: Option<String>,
+    /// The offending source line, for the caret display.
+    pub source_line: Option<String>,
+}
+
+impl SqlError {
+    /// An error at `location`.
+    pub fn new(location: Location, message: impl Into<String>) -> Self {
+        SqlError {
+            location,
+            message: message.into(),
+            hint: None,
+            source_line: None,
+        }
+    }
+
+    /// Adds a hint.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl fmt::Display for SqlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: error: {}", self.location, self.message)?;
+        if let Some(line) = &self.source_line {
+            let col = self.location.column.saturating_sub(1) as usize;
+            let pad: String = line.chars().take(col).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+            write!(f, "\n    | {line}\n    | {pad}^")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// All the mistakes found in a pipeline (planning goes on after the first where it can).
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct SqlErrors(pub Vec<SqlError>);
+
+impl fmt::Display for SqlErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<SqlError> for SqlErrors {
+    fn from(e: SqlError) -> Self {
+        SqlErrors(vec![e])
+    }
+}

@@ -1,0 +1,15 @@
+//! Weir's SQL dialect: pipeline files of `CREATE SOURCE`, `CREATE TABLE ... AS SELECT` and
+//! `CREATE VIEW ... AS SELECT` statements, parsed with DataFusion's sqlparser and planned into
+//! DataFusion logical plans over the pipeline's streams.
+//!
+//! Every error names the file, line and column and says what to write instead.
+
+pub mod env;
+pub mod error;
+pub mod parser;
+pub mod planner;
+mod rewrite;
+
+pub use error::{SqlError, SqlErrors};
+pub use parser::{load_pipeline_files, PipelineFile};
+pub use planner::{plan_pipeline, PlannedNode, PlannedPipeline, PlannedSource, SinkSpec, StreamKind};

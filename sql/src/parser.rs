@@ -1,0 +1,476 @@
+//! Parses pipeline files into statements: `CREATE SOURCE`, `CREATE TABLE ... AS SELECT`,
+//! `CREATE VIEW ... AS SELECT`. Queries are parsed by sqlparser (the one DataFusion uses) with
+//! positions relative to the whole file, so planning errors can point into the file too.
+
+use std::path::{Path, PathBuf};
+
+use datafusion::sql::sqlparser::ast::{ColumnOption, DataType, Expr, ObjectName, Query};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan, Tokenizer};
+
+use crate::env::substitute;
+use crate::error::{Location, SqlError, SqlErrors};
+
+/// One pipeline file after environment substitution.
+#[derive(Debug, Clone)]
+pub struct PipelineFile {
+    /// Path as given (for messages).
+    pub path: PathBuf,
+    /// Text after `${VAR}` substitution.
+    pub text: String,
+}
+
+impl PipelineFile {
+    /// A location in this file from a sqlparser span.
+    pub fn location(&self, span: Span) -> Location {
+        Location {
+            file: self.path.clone(),
+            line: span.start.line.max(1),
+            column: span.start.column.max(1),
+        }
+    }
+
+    /// An error at `span` with the offending line attached.
+    pub fn error(&self, span: Span, message: impl Into<String>) -> SqlError {
+        self.error_at(self.location(span), message)
+    }
+
+    /// An error at a location of this file with the offending line attached.
+    pub fn error_at(&self, location: Location, message: impl Into<String>) -> SqlError {
+        let mut e = SqlError::new(location.clone(), message);
+        e.source_line = self
+            .text
+            .lines()
+            .nth(location.line.saturating_sub(1) as usize)
+            .map(|l| l.to_string());
+        e
+    }
+}
+
+/// Reads a `.sql` file, or every `.sql` file of a folder in name order, and substitutes
+/// environment variables.
+pub fn load_pipeline_files(path: &Path) -> Result<Vec<PipelineFile>, SqlErrors> {
+    let io_err = |p: &Path, e: std::io::Error| {
+        SqlError::new(
+            Location { file: p.to_path_buf(), line: 1, column: 1 },
+            format!("cannot read pipeline: {e}"),
+        )
+        .with_hint("pass a .sql file or a folder containing .sql files")
+    };
+    let mut paths = Vec::new();
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).map_err(|e| io_err(path, e))? {
+            let p = entry.map_err(|e| io_err(path, e))?.path();
+            if p.extension().is_some_and(|e| e == "sql") {
+                paths.push(p);
+            }
+        }
+        paths.sort();
+        if paths.is_empty() {
+            return Err(SqlError::new(
+                Location { file: path.to_path_buf(), line: 1, column: 1 },
+                "folder has no .sql files",
+            )
+            .with_hint("put the pipeline's CREATE SOURCE / CREATE TABLE statements in .sql files")
+            .into());
+        }
+    } else {
+        paths.push(path.to_path_buf());
+    }
+    let mut files = Vec::new();
+    for p in paths {
+        let raw = std::fs::read_to_string(&p).map_err(|e| io_err(&p, e))?;
+        let text = substitute(&p, &raw, |name| std::env::var(name).ok())?;
+        files.push(PipelineFile { path: p, text });
+    }
+    Ok(files)
+}
+
+/// A value written in a WITH clause, with where it was written.
+#[derive(Debug, Clone)]
+pub struct OptionSpec {
+    /// Lower-cased key (`'bootstrap.servers'` and `bootstrap.servers` are the same).
+    pub key: String,
+    /// The value as text (strings unquoted, numbers as written).
+    pub value: String,
+    /// Position of the key.
+    pub key_span: Span,
+    /// Position of the value.
+    pub value_span: Span,
+}
+
+/// A declared column of a source.
+#[derive(Debug, Clone)]
+pub struct ColumnSpec {
+    /// Column name.
+    pub name: String,
+    /// The SQL type as written.
+    pub data_type: DataType,
+    /// Declared `NOT NULL`.
+    pub not_null: bool,
+    /// Position of the column name.
+    pub span: Span,
+}
+
+/// `WATERMARK FOR col AS <expr>`.
+#[derive(Debug, Clone)]
+pub struct WatermarkSpec {
+    /// The event-time column.
+    pub column: String,
+    /// The watermark expression (`col - INTERVAL '10 minutes'`).
+    pub expr: Expr,
+    /// Position of the WATERMARK keyword.
+    pub span: Span,
+}
+
+/// `CREATE SOURCE name (...) WITH (...)`.
+#[derive(Debug, Clone)]
+pub struct SourceStatement {
+    /// Source name (lower-cased unless quoted).
+    pub name: String,
+    /// Position of the name.
+    pub name_span: Span,
+    /// Declared columns in order.
+    pub columns: Vec<ColumnSpec>,
+    /// The watermark declaration, if any.
+    pub watermark: Option<WatermarkSpec>,
+    /// WITH options.
+    pub options: Vec<OptionSpec>,
+    /// Position of CREATE.
+    pub span: Span,
+}
+
+/// Whether a stream statement writes a table or only names a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// `CREATE TABLE`: written every epoch.
+    Table,
+    /// `CREATE VIEW` / `CREATE STREAM`: intermediate, not stored.
+    View,
+}
+
+/// `CREATE TABLE|VIEW name [WITH (...)] AS <query>`.
+#[derive(Debug, Clone)]
+pub struct StreamStatement {
+    /// Table or view.
+    pub kind: StreamKind,
+    /// Name, possibly dotted (`bronze.events`).
+    pub name: String,
+    /// Position of the name.
+    pub name_span: Span,
+    /// WITH options.
+    pub options: Vec<OptionSpec>,
+    /// The query.
+    pub query: Box<Query>,
+    /// Position of CREATE.
+    pub span: Span,
+}
+
+/// One statement of a pipeline file.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    /// A source.
+    Source(SourceStatement),
+    /// A table or view.
+    Stream(StreamStatement),
+}
+
+/// Parses one file into statements.
+pub fn parse_file(file: &PipelineFile) -> Result<Vec<Statement>, SqlError> {
+    let dialect = GenericDialect {};
+    let tokens = Tokenizer::new(&dialect, &file.text)
+        .tokenize_with_location()
+        .map_err(|e| {
+            file.error_at(
+                Location { file: file.path.clone(), line: e.location.line, column: e.location.column },
+                e.message.clone(),
+            )
+        })?;
+    let mut p = StatementParser {
+        file,
+        parser: Parser::new(&dialect).with_tokens_with_locations(tokens),
+    };
+    let mut statements = Vec::new();
+    loop {
+        while p.parser.consume_token(&Token::SemiColon) {}
+        if p.parser.peek_token().token == Token::EOF {
+            break;
+        }
+        statements.push(p.statement()?);
+        let next = p.parser.peek_token();
+        if !matches!(next.token, Token::SemiColon | Token::EOF) {
+            return Err(file
+                .error(next.span, format!("unexpected `{}` after the statement", next.token))
+                .with_hint("end each statement with `;`"));
+        }
+    }
+    Ok(statements)
+}
+
+struct StatementParser<'a> {
+    file: &'a PipelineFile,
+    parser: Parser<'a>,
+}
+
+impl StatementParser<'_> {
+    fn statement(&mut self) -> Result<Statement, SqlError> {
+        let start = self.parser.peek_token();
+        if !self.parser.parse_keyword(Keyword::CREATE) {
+            return Err(self
+                .file
+                .error(start.span, format!("expected CREATE, found `{}`", start.token))
+                .with_hint("a pipeline file holds CREATE SOURCE, CREATE TABLE ... AS SELECT and CREATE VIEW ... AS SELECT statements"));
+        }
+        let _ = self.parser.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
+        let what = self.parser.next_token();
+        let word = match &what.token {
+            Token::Word(w) => w.value.to_ascii_uppercase(),
+            _ => String::new(),
+        };
+        match word.as_str() {
+            "SOURCE" => self.source(start.span).map(Statement::Source),
+            "TABLE" => self.stream(StreamKind::Table, start.span).map(Statement::Stream),
+            "VIEW" | "STREAM" => self.stream(StreamKind::View, start.span).map(Statement::Stream),
+            "MATERIALIZED" if self.parser.parse_keyword(Keyword::VIEW) => {
+                self.stream(StreamKind::Table, start.span).map(Statement::Stream)
+            }
+            _ => Err(self
+                .file
+                .error(what.span, format!("expected SOURCE, TABLE or VIEW after CREATE, found `{}`", what.token))
+                .with_hint("CREATE SOURCE name (...) WITH (connector = ...), CREATE TABLE name AS SELECT ..., CREATE VIEW name AS SELECT ...")),
+        }
+    }
+
+    fn sql_err(&self, e: ParserError) -> SqlError {
+        let text = e.to_string();
+        let (line, column) = position_in_message(&text).unwrap_or_else(|| {
+            let s = self.parser.peek_token().span.start;
+            (s.line, s.column)
+        });
+        let message = text
+            .split(" at Line:")
+            .next()
+            .unwrap_or(&text)
+            .trim_start_matches("sql parser error: ")
+            .to_string();
+        self.file.error_at(Location { file: self.file.path.clone(), line, column }, message)
+    }
+
+    fn name(&mut self) -> Result<(String, Span), SqlError> {
+        let span = self.parser.peek_token().span;
+        let name = self.parser.parse_object_name(false).map_err(|e| self.sql_err(e))?;
+        Ok((object_name_to_string(&name), span))
+    }
+
+    fn source(&mut self, span: Span) -> Result<SourceStatement, SqlError> {
+        let (name, name_span) = self.name()?;
+        let mut columns = Vec::new();
+        let mut watermark = None;
+        let open = self.parser.peek_token();
+        if !self.parser.consume_token(&Token::LParen) {
+            return Err(self
+                .file
+                .error(open.span, format!("expected `(` and the source's columns, found `{}`", open.token))
+                .with_hint("CREATE SOURCE events (event_id TEXT NOT NULL, amount DOUBLE, event_time TIMESTAMP) WITH (...)"));
+        }
+        loop {
+            let next = self.parser.peek_token();
+            let is_watermark = matches!(&next.token, Token::Word(w) if w.value.eq_ignore_ascii_case("WATERMARK"));
+            if is_watermark {
+                self.parser.next_token();
+                self.parser.expect_keyword_is(Keyword::FOR).map_err(|e| self.sql_err(e))?;
+                let column = self.parser.parse_identifier().map_err(|e| self.sql_err(e))?;
+                self.parser.expect_keyword_is(Keyword::AS).map_err(|e| self.sql_err(e))?;
+                let expr = self.parser.parse_expr().map_err(|e| self.sql_err(e))?;
+                watermark = Some(WatermarkSpec { column: normalize(&column.value, column.quote_style), expr, span: next.span });
+            } else {
+                let col_span = next.span;
+                let def = self.parser.parse_column_def().map_err(|e| self.sql_err(e))?;
+                let not_null = def.options.iter().any(|o| matches!(o.option, ColumnOption::NotNull));
+                columns.push(ColumnSpec {
+                    name: normalize(&def.name.value, def.name.quote_style),
+                    data_type: def.data_type,
+                    not_null,
+                    span: col_span,
+                });
+            }
+            if self.parser.consume_token(&Token::Comma) {
+                continue;
+            }
+            let close = self.parser.peek_token();
+            if self.parser.consume_token(&Token::RParen) {
+                break;
+            }
+            return Err(self
+                .file
+                .error(close.span, format!("expected `,` or `)` in the column list, found `{}`", close.token))
+                .with_hint("separate columns with commas and close the list with `)`"));
+        }
+        let options = self.options()?;
+        Ok(SourceStatement { name, name_span, columns, watermark, options, span })
+    }
+
+    fn stream(&mut self, kind: StreamKind, span: Span) -> Result<StreamStatement, SqlError> {
+        let _ = self.parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+        let (name, name_span) = self.name()?;
+        let options = self.options()?;
+        let as_token = self.parser.peek_token();
+        if !self.parser.parse_keyword(Keyword::AS) {
+            return Err(self
+                .file
+                .error(as_token.span, format!("expected AS SELECT ..., found `{}`", as_token.token))
+                .with_hint(format!("CREATE {} {name} AS SELECT ... FROM ...", if kind == StreamKind::Table { "TABLE" } else { "VIEW" })));
+        }
+        let query = self.parser.parse_query().map_err(|e| self.sql_err(e))?;
+        Ok(StreamStatement { kind, name, name_span, options, query, span })
+    }
+
+    /// `WITH (key = value, ...)`, or nothing.
+    fn options(&mut self) -> Result<Vec<OptionSpec>, SqlError> {
+        let mut options = Vec::new();
+        if !self.parser.parse_keyword(Keyword::WITH) {
+            return Ok(options);
+        }
+        self.parser.expect_token(&Token::LParen).map_err(|e| self.sql_err(e))?;
+        loop {
+            let key_tok = self.parser.next_token();
+            let mut key = match &key_tok.token {
+                Token::Word(w) => w.value.clone(),
+                Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => s.clone(),
+                Token::RParen if options.is_empty() => break,
+                other => {
+                    return Err(self
+                        .file
+                        .error(key_tok.span, format!("expected an option name, found `{other}`"))
+                        .with_hint("WITH (connector = 'generator', events = 1000)"))
+                }
+            };
+            // Unquoted dotted keys: bootstrap.servers
+            while self.parser.consume_token(&Token::Period) {
+                let part = self.parser.next_token();
+                match &part.token {
+                    Token::Word(w) => {
+                        key.push('.');
+                        key.push_str(&w.value);
+                    }
+                    other => return Err(self.file.error(part.span, format!("expected the rest of option name `{key}.`, found `{other}`"))),
+                }
+            }
+            let eq = self.parser.next_token();
+            if eq.token != Token::Eq {
+                return Err(self
+                    .file
+                    .error(eq.span, format!("expected `=` after option `{key}`, found `{}`", eq.token))
+                    .with_hint(format!("{key} = 'value'")));
+            }
+            let value_tok = self.parser.next_token();
+            let value = match &value_tok.token {
+                Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => s.clone(),
+                Token::Number(n, _) => n.clone(),
+                Token::Word(w) => w.value.clone(),
+                Token::Minus => match self.parser.next_token().token {
+                    Token::Number(n, _) => format!("-{n}"),
+                    other => return Err(self.file.error(value_tok.span, format!("expected a number after `-`, found `{other}`"))),
+                },
+                other => {
+                    return Err(self
+                        .file
+                        .error(value_tok.span, format!("expected a value for option `{key}`, found `{other}`"))
+                        .with_hint("write the value as a string ('x') or a number"))
+                }
+            };
+            options.push(OptionSpec { key: key.to_ascii_lowercase(), value, key_span: key_tok.span, value_span: value_tok.span });
+            if self.parser.consume_token(&Token::Comma) {
+                continue;
+            }
+            let close = self.parser.next_token();
+            if close.token == Token::RParen {
+                break;
+            }
+            return Err(self
+                .file
+                .error(close.span, format!("expected `,` or `)` in WITH options, found `{}`", close.token))
+                .with_hint("separate options with commas"));
+        }
+        Ok(options)
+    }
+}
+
+/// Identifiers are case-insensitive unless quoted, as in DataFusion.
+fn normalize(value: &str, quote: Option<char>) -> String {
+    if quote.is_some() {
+        value.to_string()
+    } else {
+        value.to_ascii_lowercase()
+    }
+}
+
+/// `a.b` from an object name, normalising unquoted parts.
+pub fn object_name_to_string(name: &ObjectName) -> String {
+    name.0
+        .iter()
+        .map(|part| match part.as_ident() {
+            Some(i) => normalize(&i.value, i.quote_style),
+            None => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Extracts `(line, column)` from sqlparser's "... at Line: 3, Column: 7".
+fn position_in_message(text: &str) -> Option<(u64, u64)> {
+    let rest = &text[text.find("Line: ")? + 6..];
+    let (line, rest) = rest.split_once(',')?;
+    let col_text = &rest[rest.find("Column: ")? + 8..];
+    let col: String = col_text.chars().take_while(|c| c.is_ascii_digit()).collect();
+    Some((line.trim().parse().ok()?, col.parse().ok()?))
+}
+
+/// The span of a token list's first token, or an empty span.
+pub fn first_span(tokens: &[TokenWithSpan]) -> Span {
+    tokens.first().map(|t| t.span).unwrap_or(Span::empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<Statement>, SqlError> {
+        parse_file(&PipelineFile { path: "p.sql".into(), text: text.to_string() })
+    }
+
+    #[test]
+    fn parses_sources_tables_and_views() {
+        let stmts = parse(
+            "CREATE SOURCE tx (\n  id TEXT NOT NULL,\n  ts TIMESTAMP,\n  WATERMARK FOR ts AS ts - INTERVAL '10 minutes'\n) WITH (connector = 'files', 'bootstrap.servers' = 'x:1', max_files_per_trigger = 3);\n\
+             CREATE TABLE bronze.tx WITH (partition_by = 'd') AS SELECT * FROM tx;\n\
+             CREATE VIEW v AS SELECT id FROM tx",
+        )
+        .unwrap();
+        assert_eq!(stmts.len(), 3);
+        let Statement::Source(s) = &stmts[0] else { panic!() };
+        assert_eq!(s.name, "tx");
+        assert_eq!(s.columns.len(), 2);
+        assert!(s.columns[0].not_null);
+        assert_eq!(s.watermark.as_ref().unwrap().column, "ts");
+        let keys: Vec<_> = s.options.iter().map(|o| (o.key.as_str(), o.value.as_str())).collect();
+        assert_eq!(keys, vec![("connector", "files"), ("bootstrap.servers", "x:1"), ("max_files_per_trigger", "3")]);
+        let Statement::Stream(t) = &stmts[1] else { panic!() };
+        assert_eq!((t.kind, t.name.as_str()), (StreamKind::Table, "bronze.tx"));
+        let Statement::Stream(v) = &stmts[2] else { panic!() };
+        assert_eq!(v.kind, StreamKind::View);
+    }
+
+    #[test]
+    fn syntax_errors_point_at_line_and_column() {
+        let e = parse("CREATE SOURCE s (a TEXT) WITH (connector 'x');").unwrap_err();
+        assert_eq!((e.location.line, e.location.column), (1, 42), "{e}");
+        assert!(e.to_string().contains("expected `=`"), "{e}");
+        let e = parse("CREATE TABLE t AS\nSELEC 1;").unwrap_err();
+        assert_eq!(e.location.line, 2, "{e}");
+        let e = parse("CREATE INDEX i;").unwrap_err();
+        assert!(e.hint.is_some());
+    }
+}
