@@ -1,1 +1,128 @@
-fn main() {}
+//! `weir`: run, check and inspect streaming SQL pipelines. This crate only parses arguments,
+//! wires the SQL planner, the engine and the lakehouse together, and prints results.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Streaming SQL pipelines from Kafka, files or generators into Delta Lake tables.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How progress is reported while a pipeline runs.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq)]
+pub enum ProgressFormat {
+    /// One line per epoch on stderr.
+    Text,
+    /// One JSON record per epoch on stdout.
+    Json,
+    /// Nothing but the final summary.
+    Quiet,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline (a .sql file or a folder of them) until Ctrl-C, or once with --once.
+    Run {
+        /// Pipeline file or folder.
+        pipeline: PathBuf,
+        /// Process everything available now, then exit.
+        #[arg(long, alias = "available-now")]
+        once: bool,
+        /// Folder that holds the pipeline's tables.
+        #[arg(long, default_value = "lake", env = "WEIR_LAKE")]
+        lake: PathBuf,
+        /// Checkpoint folder (default: <lake>/_checkpoints/<pipeline>).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Seconds between polls when no source has new data.
+        #[arg(long, default_value_t = 1.0)]
+        trigger_interval: f64,
+        /// Threads for decoding and query execution (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Progress output.
+        #[arg(long, value_enum, default_value_t = ProgressFormat::Text)]
+        progress: ProgressFormat,
+    },
+    /// Parse and plan a pipeline without reading any data.
+    Validate {
+        /// Pipeline file or folder.
+        pipeline: PathBuf,
+    },
+    /// Show a pipeline's DAG and each node's DataFusion plans.
+    Explain {
+        /// Pipeline file or folder.
+        pipeline: PathBuf,
+    },
+    /// Run batch SQL over every Delta table of the lake (`SELECT * FROM bronze.events`).
+    Query {
+        /// The SQL query.
+        sql: String,
+        /// Folder that holds the tables.
+        #[arg(long, default_value = "lake", env = "WEIR_LAKE")]
+        lake: PathBuf,
+    },
+    /// Write generated e-commerce events as newline-delimited JSON files (for demos and benchmarks).
+    Generate {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of events.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Number of files to spread them over.
+        #[arg(long, default_value_t = 10)]
+        files: u64,
+        /// Seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Fraction of broken JSON records.
+        #[arg(long, default_value_t = 0.001)]
+        malformed_ratio: f64,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run { pipeline, once, lake, checkpoint, trigger_interval, threads, progress } => {
+                commands::run(commands::RunArgs { pipeline, once, lake, checkpoint, trigger_interval, threads, progress }).await
+            }
+            Command::Validate { pipeline } => commands::validate(&pipeline).await,
+            Command::Explain { pipeline } => commands::explain(&pipeline).await,
+            Command::Query { sql, lake } => commands::query(&sql, &lake).await,
+            Command::Generate { out, events, files, seed, malformed_ratio } => {
+                commands::generate(&out, events, files, seed, malformed_ratio)
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            e.exit_code()
+        }
+    }
+}

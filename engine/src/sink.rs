@@ -12,7 +12,7 @@ pub struct SinkReport {
     /// True when the sink had already committed this epoch (a replay after a crash).
     pub already_committed: bool,
     /// The table version the commit created, where the format has versions.
-    pub version: Option<i64>,
+    pub version: Option<u64>,
 }
 
 /// A table that receives every epoch's rows of one pipeline node.

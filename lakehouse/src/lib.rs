@@ -1,1 +1,11 @@
-//! placeholder while dependencies build
+//! Weir's lakehouse side: Delta Lake sinks that commit each epoch exactly once, and a catalog
+//! that registers every Delta table of a lake folder for batch SQL (`weir query`, test oracles).
+
+pub mod catalog;
+pub mod delta_sink;
+pub mod error;
+pub mod normalize;
+
+pub use catalog::{find_delta_tables, register_lake};
+pub use delta_sink::DeltaSink;
+pub use error::LakehouseError;

@@ -52,6 +52,14 @@ impl PipelineFile {
 /// Reads a `.sql` file, or every `.sql` file of a folder in name order, and substitutes
 /// environment variables.
 pub fn load_pipeline_files(path: &Path) -> Result<Vec<PipelineFile>, SqlErrors> {
+    load_pipeline_files_with_env(path, &|name| std::env::var(name).ok())
+}
+
+/// Like [`load_pipeline_files`], with variables looked up by `env` (tests, embedding).
+pub fn load_pipeline_files_with_env(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<PipelineFile>, SqlErrors> {
     let io_err = |p: &Path, e: std::io::Error| {
         SqlError::new(
             Location { file: p.to_path_buf(), line: 1, column: 1 },
@@ -82,7 +90,7 @@ pub fn load_pipeline_files(path: &Path) -> Result<Vec<PipelineFile>, SqlErrors> 
     let mut files = Vec::new();
     for p in paths {
         let raw = std::fs::read_to_string(&p).map_err(|e| io_err(&p, e))?;
-        let text = substitute(&p, &raw, |name| std::env::var(name).ok())?;
+        let text = substitute(&p, &raw, env)?;
         files.push(PipelineFile { path: p, text });
     }
     Ok(files)

@@ -1,0 +1,193 @@
+//! The subcommands: glue between the SQL planner, the engine and the lakehouse.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use weir_engine::checkpoint::Checkpoint;
+use weir_engine::generator::{EcommerceConfig, EcommerceGenerator};
+use weir_engine::pipeline::{session_context, RunOptions};
+use weir_engine::EngineError;
+use weir_lakehouse::{register_lake, LakehouseError};
+use weir_sql::{load_pipeline_files, plan_pipeline, PlannedPipeline, SqlErrors};
+
+use crate::ProgressFormat;
+
+/// Why a command failed; each kind has its own exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The pipeline's SQL is wrong (exit 2).
+    #[error("{0}")]
+    Sql(#[from] SqlErrors),
+    /// The engine stopped (exit 1).
+    #[error("error: {0}")]
+    Engine(#[from] EngineError),
+    /// A table could not be opened or written (exit 1).
+    #[error("error: {0}")]
+    Lakehouse(#[from] LakehouseError),
+    /// A batch query failed (exit 1).
+    #[error("error: {0}")]
+    Query(#[from] datafusion::error::DataFusionError),
+    /// Writing output failed (exit 1).
+    #[error("error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Sql(_) => ExitCode::from(2),
+            _ => ExitCode::FAILURE,
+        }
+    }
+}
+
+/// Arguments of `weir run`.
+#[derive(Debug)]
+pub struct RunArgs {
+    pub pipeline: PathBuf,
+    pub once: bool,
+    pub lake: PathBuf,
+    pub checkpoint: Option<PathBuf>,
+    pub trigger_interval: f64,
+    pub threads: Option<usize>,
+    pub progress: ProgressFormat,
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
+async fn plan(path: &Path, threads: usize) -> Result<PlannedPipeline, CliError> {
+    let files = load_pipeline_files(path)?;
+    Ok(plan_pipeline(&weir_cli::pipeline_name(path), &files, threads).await?)
+}
+
+/// `weir run`.
+pub async fn run(args: RunArgs) -> Result<(), CliError> {
+    let threads = args.threads.unwrap_or_else(default_threads);
+    let planned = plan(&args.pipeline, threads).await?;
+    let name = planned.name.clone();
+    std::fs::create_dir_all(&args.lake)?;
+    let checkpoint_dir = args.checkpoint.clone().unwrap_or_else(|| args.lake.join("_checkpoints").join(&name));
+    let checkpoint = Checkpoint::open(&checkpoint_dir, &name)?;
+
+    let mut pipeline = weir_cli::assemble(planned, &args.lake, checkpoint).await?;
+
+    let options = RunOptions {
+        once: args.once,
+        trigger_interval: Duration::from_secs_f64(args.trigger_interval.max(0.01)),
+        on_epoch: match args.progress {
+            ProgressFormat::Text => Some(Arc::new(|r: &weir_engine::progress::EpochReport| eprintln!("{r}"))),
+            ProgressFormat::Json => Some(Arc::new(|r: &weir_engine::progress::EpochReport| {
+                if let Ok(line) = serde_json::to_string(r) {
+                    println!("{line}");
+                }
+            })),
+            ProgressFormat::Quiet => None,
+        },
+        ..RunOptions::default()
+    };
+    let stop = options.stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("stopping after the current epoch (Ctrl-C again to abort)");
+            stop.store(true, Ordering::SeqCst);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    if args.progress == ProgressFormat::Text {
+        eprintln!("weir: running pipeline `{name}` into {} (checkpoint {})", args.lake.display(), checkpoint_dir.display());
+    }
+    let started = Instant::now();
+    let summary = pipeline.run(&options).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let rows_in: u64 = summary.rows_in.values().sum();
+    let dead: u64 = summary.dead_letters.values().sum();
+    if args.progress != ProgressFormat::Json {
+        eprintln!(
+            "weir: {} epochs, {rows_in} records in {secs:.1}s ({:.0} records/s), {dead} dead-lettered",
+            summary.epochs,
+            rows_in as f64 / secs.max(1e-9)
+        );
+        for (table, rows) in &summary.rows_out {
+            eprintln!("  {table}: +{rows} rows");
+        }
+    }
+    Ok(())
+}
+
+/// `weir validate`.
+pub async fn validate(path: &Path) -> Result<(), CliError> {
+    let planned = plan(path, 1).await?;
+    println!(
+        "ok: pipeline `{}` with {} source(s), {} table(s), {} view(s)",
+        planned.name,
+        planned.sources.len(),
+        planned.nodes.iter().filter(|n| n.sink.is_some()).count(),
+        planned.nodes.iter().filter(|n| n.sink.is_none()).count()
+    );
+    Ok(())
+}
+
+/// `weir explain`.
+pub async fn explain(path: &Path) -> Result<(), CliError> {
+    let planned = plan(path, default_threads()).await?;
+    print_stdout(&planned.explain().await?)
+}
+
+/// `weir query`.
+pub async fn query(sql: &str, lake: &Path) -> Result<(), CliError> {
+    let ctx = session_context(default_threads());
+    let tables = register_lake(&ctx, lake).await?;
+    if tables.is_empty() {
+        eprintln!("note: no Delta tables found under {}", lake.display());
+    }
+    let batches = ctx.sql(sql).await?.collect().await?;
+    let table = arrow::util::pretty::pretty_format_batches(&batches).map_err(datafusion::error::DataFusionError::from)?;
+    print_stdout(&table.to_string())?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    eprintln!("({rows} rows)");
+    Ok(())
+}
+
+/// `weir generate`.
+pub fn generate(out: &Path, events: u64, files: u64, seed: u64, malformed_ratio: f64) -> Result<(), CliError> {
+    std::fs::create_dir_all(out)?;
+    let generator = EcommerceGenerator::new(EcommerceConfig { seed, malformed_ratio, ..EcommerceConfig::default() });
+    let files = files.max(1);
+    let per_file = events.div_ceil(files);
+    let mut written = 0u64;
+    for f in 0..files {
+        let start = f * per_file;
+        let end = ((f + 1) * per_file).min(events);
+        if start >= end {
+            break;
+        }
+        let path = out.join(format!("events-{f:05}.json"));
+        let mut buf = Vec::with_capacity(((end - start) * 420) as usize);
+        for i in start..end {
+            generator.write_event(i, &mut buf);
+            buf.push(b'\n');
+        }
+        std::fs::File::create(&path)?.write_all(&buf)?;
+        written += end - start;
+    }
+    eprintln!("wrote {written} events to {}", out.display());
+    Ok(())
+}
+
+/// Prints to stdout; a closed pipe (`weir explain | head`) is not an error.
+fn print_stdout(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}

@@ -1,0 +1,72 @@
+//! The wiring behind `weir run`, shared with the end-to-end tests: turns a planned pipeline into
+//! a runnable one by attaching a Delta sink to every table and a dead-letter table to every
+//! source.
+
+use std::path::{Path, PathBuf};
+
+use weir_engine::checkpoint::Checkpoint;
+use weir_engine::decode::JsonDecoder;
+use weir_engine::pipeline::{Pipeline, QueryNode, SourceNode};
+use weir_engine::sink::Sink;
+use weir_lakehouse::{DeltaSink, LakehouseError};
+use weir_sql::PlannedPipeline;
+
+/// The pipeline name for a path: the folder name, or the file name without `.sql`.
+pub fn pipeline_name(path: &Path) -> String {
+    let stem = if path.is_dir() { path.file_name() } else { path.file_stem() };
+    stem.map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "pipeline".to_string())
+}
+
+/// Resolves a table path (`bronze/events`, or absolute) against the lake folder.
+pub fn table_location(lake: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        lake.join(p)
+    }
+}
+
+/// Where a source's dead letters go: `<lake>/_dead_letter/<source>`.
+pub fn dead_letter_location(lake: &Path, source: &str) -> PathBuf {
+    lake.join("_dead_letter").join(source)
+}
+
+/// Attaches sinks to `planned` and returns the pipeline ready to run against `checkpoint`.
+/// Each Delta table's transaction app id is `weir:<pipeline>:<table>`.
+pub async fn assemble(planned: PlannedPipeline, lake: &Path, checkpoint: Checkpoint) -> Result<Pipeline, LakehouseError> {
+    let name = planned.name.clone();
+    let mut sources = Vec::new();
+    for s in planned.sources {
+        let dead_letter = DeltaSink::open(
+            &dead_letter_location(lake, &s.name),
+            format!("weir:{name}:_dead_letter.{}", s.name),
+            Vec::new(),
+        )
+        .await?;
+        sources.push(SourceNode {
+            name: s.name,
+            source: s.source,
+            decoder: JsonDecoder::new(s.declared),
+            table: s.table,
+            dead_letter: Box::new(dead_letter),
+        });
+    }
+    let mut nodes = Vec::new();
+    for n in planned.nodes {
+        let sink: Option<Box<dyn Sink>> = match &n.sink {
+            Some(spec) => Some(Box::new(
+                DeltaSink::open(
+                    &table_location(lake, &spec.path),
+                    format!("weir:{name}:{}", n.name),
+                    spec.partition_by.clone(),
+                )
+                .await?,
+            )),
+            None => None,
+        };
+        nodes.push(QueryNode { name: n.name, plan: n.plan, table: n.table, sink });
+    }
+    Ok(Pipeline::new(&name, planned.ctx, sources, nodes, checkpoint))
+}

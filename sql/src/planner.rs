@@ -1,0 +1,530 @@
+//! Plans a parsed pipeline: builds each source's connector and schema, orders tables and views
+//! by their dependencies (cycles are errors), and plans every query with DataFusion against the
+//! pipeline's streams. The result is what `weir run`, `weir validate` and `weir explain` use.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::displayable;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, Expr, Query, Statement as SqlStatement, Visit, Visitor,
+};
+use datafusion::sql::sqlparser::tokenizer::Span;
+use weir_engine::epoch_table::EpochTable;
+use weir_engine::options::{edit_distance, Options};
+use weir_engine::pipeline::{register_stream, session_context, source_schema};
+use weir_engine::source::{build_source, Source, COMMON_METADATA};
+use weir_engine::types::{arrow_type_for, SUPPORTED_TYPES};
+use weir_engine::EngineError;
+
+use crate::error::{Location, SqlError, SqlErrors};
+use crate::interval::expr_duration;
+pub use crate::parser::StreamKind;
+use crate::parser::{parse_file, OptionSpec, PipelineFile, SourceStatement, Statement, StreamStatement};
+use crate::rewrite::hide_metadata_columns;
+
+/// Where a table's rows go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkSpec {
+    /// Table format; `delta` is the only one so far.
+    pub format: String,
+    /// Path relative to the lake (or absolute).
+    pub path: String,
+    /// Delta partition columns.
+    pub partition_by: Vec<String>,
+}
+
+/// A planned source.
+pub struct PlannedSource {
+    /// Name from `CREATE SOURCE`.
+    pub name: String,
+    /// Connector name.
+    pub connector: String,
+    /// The connector, ready to plan epochs.
+    pub source: Box<dyn Source>,
+    /// Declared columns: what records are decoded into.
+    pub declared: SchemaRef,
+    /// The stream SQL reads (declared + metadata columns).
+    pub table: Arc<EpochTable>,
+    /// The event-time column and watermark delay, if declared.
+    pub watermark: Option<(String, Duration)>,
+    /// Where it is declared.
+    pub location: Location,
+}
+
+/// A planned table or view.
+pub struct PlannedNode {
+    /// Name from `CREATE TABLE` / `CREATE VIEW`.
+    pub name: String,
+    /// Table (stored) or view.
+    pub kind: StreamKind,
+    /// The DataFusion logical plan over the pipeline's streams.
+    pub plan: LogicalPlan,
+    /// The stream downstream nodes read.
+    pub table: Arc<EpochTable>,
+    /// Sources, tables and views this node reads.
+    pub inputs: Vec<String>,
+    /// Where a table writes.
+    pub sink: Option<SinkSpec>,
+    /// Where it is declared.
+    pub location: Location,
+}
+
+/// A whole pipeline, planned and ready to run.
+pub struct PlannedPipeline {
+    /// Pipeline name (file stem or folder name).
+    pub name: String,
+    /// The session the plans were built in; plans must run in it.
+    pub ctx: SessionContext,
+    /// Sources in declaration order.
+    pub sources: Vec<PlannedSource>,
+    /// Tables and views in dependency order (inputs first).
+    pub nodes: Vec<PlannedNode>,
+}
+
+impl PlannedPipeline {
+    /// The DAG and each node's optimised logical and physical plan, for `weir explain`.
+    pub async fn explain(&self) -> Result<String, DataFusionError> {
+        let mut out = String::new();
+        out.push_str(&format!("pipeline {}\n\nsources:\n", self.name));
+        for s in &self.sources {
+            let wm = s
+                .watermark
+                .as_ref()
+                .map(|(c, d)| format!(", watermark {c} - {}s", d.as_secs()))
+                .unwrap_or_default();
+            out.push_str(&format!("  {} (connector {}{wm}) at {}\n", s.name, s.connector, s.location));
+            for f in s.table.schema_ref().fields() {
+                out.push_str(&format!("    {}: {}{}\n", f.name(), f.data_type(), if f.is_nullable() { "" } else { " NOT NULL" }));
+            }
+        }
+        out.push_str("\nnodes (in run order):\n");
+        for n in &self.nodes {
+            let target = match &n.sink {
+                Some(s) => format!(" -> {} table '{}'{}", s.format, s.path,
+                    if s.partition_by.is_empty() { String::new() } else { format!(" partitioned by {}", s.partition_by.join(", ")) }),
+                None => " (view, not stored)".to_string(),
+            };
+            out.push_str(&format!("  {} <- [{}]{target}\n", n.name, n.inputs.join(", ")));
+        }
+        for n in &self.nodes {
+            let state = self.ctx.state();
+            let optimized = state.optimize(&n.plan)?;
+            let physical = state.create_physical_plan(&n.plan).await?;
+            out.push_str(&format!(
+                "\n== {} ({}) ==\nlogical plan:\n{}\nphysical plan:\n{}",
+                n.name,
+                n.location,
+                optimized.display_indent(),
+                displayable(physical.as_ref()).indent(true)
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// Parses and plans all `files` as one pipeline named `name`, with `threads` partitions.
+/// Collects as many errors as it can before giving up.
+pub async fn plan_pipeline(name: &str, files: &[PipelineFile], threads: usize) -> Result<PlannedPipeline, SqlErrors> {
+    let mut errors = Vec::new();
+    let mut statements: Vec<(&PipelineFile, Statement)> = Vec::new();
+    for file in files {
+        match parse_file(file) {
+            Ok(stmts) => statements.extend(stmts.into_iter().map(|s| (file, s))),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(SqlErrors(errors));
+    }
+
+    // Names are unique across sources, tables and views.
+    let mut declared_at: HashMap<String, Location> = HashMap::new();
+    for (file, stmt) in &statements {
+        let (name, span) = match stmt {
+            Statement::Source(s) => (&s.name, s.name_span),
+            Statement::Stream(s) => (&s.name, s.name_span),
+        };
+        let here = file.location(span);
+        if let Some(first) = declared_at.get(name) {
+            errors.push(file.error(span, format!("`{name}` is declared twice")).with_hint(format!("the first declaration is at {first}; rename one of them")));
+        } else {
+            declared_at.insert(name.clone(), here);
+        }
+    }
+
+    let ctx = session_context(threads);
+    let mut sources = Vec::new();
+    let mut hidden: HashMap<String, Vec<String>> = HashMap::new();
+    for (file, stmt) in &statements {
+        if let Statement::Source(s) = stmt {
+            match plan_source(&ctx, file, s) {
+                Ok(planned) => {
+                    let declared: HashSet<&str> = planned.declared.fields().iter().map(|f| f.name().as_str()).collect();
+                    let meta = planned
+                        .table
+                        .schema_ref()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .filter(|n| !declared.contains(n.as_str()))
+                        .collect();
+                    hidden.insert(planned.name.clone(), meta);
+                    sources.push(planned);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+
+    let streams: Vec<(&PipelineFile, &StreamStatement)> = statements
+        .iter()
+        .filter_map(|(f, s)| match s {
+            Statement::Stream(st) => Some((*f, st)),
+            _ => None,
+        })
+        .collect();
+    let known: HashSet<String> = declared_at.keys().cloned().collect();
+    let mut inputs: HashMap<String, Vec<(String, Span)>> = HashMap::new();
+    for (file, st) in &streams {
+        let ctes = cte_names(&st.query);
+        let mut refs = Vec::new();
+        let _ = datafusion::sql::sqlparser::ast::visit_relations(&*st.query, |rel| {
+            let name = crate::parser::object_name_to_string(rel);
+            let span = rel.0.first().and_then(|p| p.as_ident()).map(|i| i.span).unwrap_or(st.name_span);
+            if known.contains(&name) {
+                refs.push((name, span));
+            } else if !ctes.contains(&name) {
+                let mut e = file.error(span, format!("unknown source, table or view `{name}`"));
+                let mut names: Vec<&String> = known.iter().collect();
+                names.sort();
+                let close = names.iter().filter(|k| edit_distance(k, &name) <= 2).min_by_key(|k| edit_distance(k, &name));
+                e = e.with_hint(match close {
+                    Some(k) => format!("did you mean `{k}`? Declared: {}", names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+                    None => format!("declare it with CREATE SOURCE / CREATE TABLE / CREATE VIEW; declared: {}", names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+                });
+                errors.push(e);
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        if refs.iter().any(|(r, _)| r == &st.name) {
+            let span = refs.iter().find(|(r, _)| r == &st.name).map(|(_, s)| *s).unwrap_or(st.name_span);
+            errors.push(file.error(span, format!("`{}` reads itself", st.name)).with_hint("a streaming table cannot read its own output; read its inputs instead"));
+        }
+        inputs.insert(st.name.clone(), refs);
+    }
+    if !errors.is_empty() {
+        return Err(SqlErrors(errors));
+    }
+
+    let order = match dependency_order(&streams, &inputs) {
+        Ok(order) => order,
+        Err(e) => return Err(e.into()),
+    };
+
+    let mut nodes = Vec::new();
+    for idx in order {
+        let (file, st) = streams[idx];
+        match plan_stream(&ctx, file, st, &hidden).await {
+            Ok((plan, schema)) => {
+                let sink = match st.kind {
+                    StreamKind::Table => match sink_spec(file, st, &schema) {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            errors.push(e);
+                            None
+                        }
+                    },
+                    StreamKind::View => {
+                        if let Some(o) = st.options.first() {
+                            errors.push(file.error(o.key_span, "a view has no storage options").with_hint("use CREATE TABLE ... WITH (...) AS SELECT to store a stream"));
+                        }
+                        None
+                    }
+                };
+                let table = match register_stream(&ctx, &st.name, schema) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        errors.push(file.error(st.name_span, format!("cannot register `{}`: {e}", st.name)));
+                        continue;
+                    }
+                };
+                let mut deps: Vec<String> = inputs[&st.name].iter().map(|(n, _)| n.clone()).collect();
+                deps.dedup();
+                nodes.push(PlannedNode {
+                    name: st.name.clone(),
+                    kind: st.kind,
+                    plan,
+                    table,
+                    inputs: deps,
+                    sink,
+                    location: file.location(st.name_span),
+                });
+            }
+            Err(e) => {
+                errors.push(e);
+                // Later nodes may read this one; stop rather than report knock-on errors.
+                break;
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(SqlErrors(errors));
+    }
+    Ok(PlannedPipeline { name: name.to_string(), ctx, sources, nodes })
+}
+
+fn option_error(file: &PipelineFile, options: &[OptionSpec], fallback: Span, err: EngineError) -> SqlError {
+    match err {
+        EngineError::Option { key, message } => {
+            let opt = options.iter().find(|o| o.key == key);
+            let span = opt.map(|o| if message.starts_with("is not an option") { o.key_span } else { o.value_span }).unwrap_or(fallback);
+            let (msg, hint) = match message.split_once(". ") {
+                Some((m, h)) if message.starts_with("is not an option") => (format!("`{key}` {m}"), Some(h.to_string())),
+                _ => (format!("option `{key}` {message}"), None),
+            };
+            let e = file.error(span, msg);
+            match hint {
+                Some(h) => e.with_hint(h),
+                None => e,
+            }
+        }
+        other => file.error(fallback, other.to_string()),
+    }
+}
+
+fn plan_source(ctx: &SessionContext, file: &PipelineFile, s: &SourceStatement) -> Result<PlannedSource, SqlError> {
+    let mut fields = Vec::new();
+    let mut seen = HashSet::new();
+    for c in &s.columns {
+        if !seen.insert(c.name.clone()) {
+            return Err(file.error(c.span, format!("column `{}` is declared twice", c.name)));
+        }
+        let type_name = c.data_type.to_string();
+        let data_type = arrow_type_for(&type_name).ok_or_else(|| {
+            file.error(c.span, format!("type `{type_name}` of column `{}` is not supported", c.name))
+                .with_hint(format!("use one of {SUPPORTED_TYPES}"))
+        })?;
+        if COMMON_METADATA.contains(&c.name.as_str()) {
+            return Err(file.error(c.span, format!("`{}` is a metadata column every source has", c.name)).with_hint("rename the column"));
+        }
+        fields.push(Field::new(&c.name, data_type, !c.not_null));
+    }
+    if fields.is_empty() {
+        return Err(file.error(s.name_span, format!("source `{}` declares no columns", s.name)).with_hint("list the record's fields: CREATE SOURCE s (id TEXT, amount DOUBLE, ...)"));
+    }
+    let declared = Arc::new(Schema::new(fields));
+    let watermark = match &s.watermark {
+        None => None,
+        Some(w) => {
+            let Ok(field) = declared.field_with_name(&w.column) else {
+                return Err(file.error(w.span, format!("WATERMARK FOR `{}`: no such column", w.column)).with_hint("name a TIMESTAMP column of this source"));
+            };
+            if !matches!(field.data_type(), arrow::datatypes::DataType::Timestamp(_, _)) {
+                return Err(file.error(w.span, format!("WATERMARK FOR `{}`: the column is {}, not TIMESTAMP", w.column, field.data_type())));
+            }
+            let delay = match &w.expr {
+                Expr::Identifier(i) if i.value.eq_ignore_ascii_case(&w.column) => Some(Duration::ZERO),
+                Expr::BinaryOp { left, op: BinaryOperator::Minus, right } if matches!(&**left, Expr::Identifier(i) if i.value.eq_ignore_ascii_case(&w.column)) => expr_duration(right),
+                _ => None,
+            };
+            let Some(delay) = delay else {
+                return Err(file.error(w.span, "the watermark must be the column minus an interval").with_hint(format!("WATERMARK FOR {0} AS {0} - INTERVAL '10 minutes'", w.column)));
+            };
+            Some((w.column.clone(), delay))
+        }
+    };
+    let mut options = Options::new(s.options.iter().map(|o| (o.key.clone(), o.value.clone())));
+    let Some(connector) = options.take_str("connector") else {
+        return Err(file.error(s.name_span, format!("source `{}` has no connector", s.name)).with_hint("add WITH (connector = 'generator' | 'files', ...)"));
+    };
+    let connector = connector.to_ascii_lowercase();
+    let source = build_source(&s.name, &connector, options, &declared).map_err(|e| option_error(file, &s.options, s.name_span, e))?;
+    let schema = source_schema(&declared, &source.metadata_fields());
+    let table = register_stream(ctx, &s.name, schema).map_err(|e| file.error(s.name_span, format!("cannot register source: {e}")))?;
+    Ok(PlannedSource {
+        name: s.name.clone(),
+        connector,
+        source,
+        declared,
+        table,
+        watermark,
+        location: file.location(s.name_span),
+    })
+}
+
+async fn plan_stream(
+    ctx: &SessionContext,
+    file: &PipelineFile,
+    st: &StreamStatement,
+    hidden: &HashMap<String, Vec<String>>,
+) -> Result<(LogicalPlan, SchemaRef), SqlError> {
+    let mut query: Box<Query> = st.query.clone();
+    hide_metadata_columns(&mut query, hidden);
+    let statement = DFStatement::Statement(Box::new(SqlStatement::Query(query)));
+    let plan = ctx
+        .state()
+        .statement_to_plan(statement)
+        .await
+        .map_err(|e| datafusion_error(file, st, e))?;
+    let schema: Schema = plan.schema().as_arrow().clone();
+    let mut names = HashSet::new();
+    for f in schema.fields() {
+        if !names.insert(f.name().clone()) {
+            return Err(file
+                .error(st.query.body_span(), format!("`{}` produces two columns named `{}`", st.name, f.name()))
+                .with_hint("give one of them another name with AS"));
+        }
+    }
+    Ok((plan, Arc::new(schema)))
+}
+
+/// Turns a DataFusion planning error into a positioned SQL error.
+fn datafusion_error(file: &PipelineFile, st: &StreamStatement, e: DataFusionError) -> SqlError {
+    let fallback = file.location(st.query.body_span());
+    let (location, message, mut hints) = match e.diagnostic() {
+        Some(d) => {
+            let loc = d
+                .span
+                .map(|s| Location { file: file.path.clone(), line: s.start.line, column: s.start.column })
+                .unwrap_or(fallback);
+            let hints: Vec<String> = d.helps.iter().map(|h| h.message.clone()).chain(d.notes.iter().map(|n| n.message.clone())).collect();
+            (loc, d.message.clone(), hints)
+        }
+        None => (fallback, e.find_root().to_string(), Vec::new()),
+    };
+    let root = e.find_root().to_string();
+    if let Some(valid) = root.split("Valid fields are ").nth(1) {
+        hints.push(format!("available columns: {}", valid.trim_end_matches('.')));
+    } else if root.contains("No field named") {
+        hints.push("check the spelling, or add the column to the source's column list".to_string());
+    }
+    let mut err = file.error_at(location, format!("in `{}`: {message}", st.name));
+    if !hints.is_empty() {
+        err = err.with_hint(hints.join("; "));
+    }
+    err
+}
+
+fn sink_spec(file: &PipelineFile, st: &StreamStatement, schema: &Schema) -> Result<SinkSpec, SqlError> {
+    let mut options = Options::new(st.options.iter().map(|o| (o.key.clone(), o.value.clone())));
+    let result = (|| {
+        let format = options.take_choice("format", &["delta"])?.unwrap_or_else(|| "delta".into());
+        let path = options.take_str("path").unwrap_or_else(|| st.name.replace('.', "/"));
+        let partition_by: Vec<String> = options
+            .take_str("partition_by")
+            .map(|v| v.split(',').map(|c| c.trim().to_ascii_lowercase()).filter(|c| !c.is_empty()).collect())
+            .unwrap_or_default();
+        options.clone().finish("a table")?;
+        Ok::<_, EngineError>(SinkSpec { format, path, partition_by })
+    })();
+    let spec = result.map_err(|e| option_error(file, &st.options, st.name_span, e))?;
+    for col in &spec.partition_by {
+        if schema.field_with_name(col).is_err() {
+            let span = st.options.iter().find(|o| o.key == "partition_by").map(|o| o.value_span).unwrap_or(st.name_span);
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            return Err(file
+                .error(span, format!("partition column `{col}` is not a column of `{}`", st.name))
+                .with_hint(format!("columns: {}", names.join(", "))));
+        }
+    }
+    if spec.partition_by.len() == schema.fields().len() {
+        return Err(file.error(st.name_span, "a Delta table needs at least one column that is not a partition column"));
+    }
+    Ok(spec)
+}
+
+/// Names of the CTEs defined anywhere in `query`.
+fn cte_names(query: &Query) -> HashSet<String> {
+    struct Ctes(HashSet<String>);
+    impl Visitor for Ctes {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            if let Some(with) = &q.with {
+                for cte in &with.cte_tables {
+                    self.0.insert(cte.alias.name.value.to_ascii_lowercase());
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = Ctes(HashSet::new());
+    let _ = query.visit(&mut v);
+    v.0
+}
+
+/// Orders streams so every stream comes after the streams it reads; a cycle is an error at the
+/// reference that closes it.
+fn dependency_order(
+    streams: &[(&PipelineFile, &StreamStatement)],
+    inputs: &HashMap<String, Vec<(String, Span)>>,
+) -> Result<Vec<usize>, SqlError> {
+    let index: BTreeMap<&str, usize> = streams.iter().enumerate().map(|(i, (_, s))| (s.name.as_str(), i)).collect();
+    let deps: Vec<Vec<usize>> = streams
+        .iter()
+        .map(|(_, s)| inputs[&s.name].iter().filter_map(|(n, _)| index.get(n.as_str()).copied()).collect())
+        .collect();
+    // Depth-first search; colours: 0 new, 1 in progress, 2 done.
+    let mut colour = vec![0u8; streams.len()];
+    let mut order = Vec::new();
+    let mut path: Vec<usize> = Vec::new();
+    fn visit(
+        i: usize,
+        deps: &[Vec<usize>],
+        colour: &mut [u8],
+        order: &mut Vec<usize>,
+        path: &mut Vec<usize>,
+    ) -> Result<(), Vec<usize>> {
+        match colour[i] {
+            2 => return Ok(()),
+            1 => {
+                let start = path.iter().position(|&p| p == i).unwrap_or(0);
+                let mut cycle = path[start..].to_vec();
+                cycle.push(i);
+                return Err(cycle);
+            }
+            _ => {}
+        }
+        colour[i] = 1;
+        path.push(i);
+        for &d in &deps[i] {
+            visit(d, deps, colour, order, path)?;
+        }
+        path.pop();
+        colour[i] = 2;
+        order.push(i);
+        Ok(())
+    }
+    for i in 0..streams.len() {
+        if let Err(cycle) = visit(i, &deps, &mut colour, &mut order, &mut path) {
+            // The cycle is [a, b, ..., a] where each reads the next.
+            let names: Vec<&str> = cycle.iter().map(|&c| streams[c].1.name.as_str()).collect();
+            let (file, first) = streams[cycle[0]];
+            let next = &streams[cycle[1]].1.name;
+            let span = inputs[&first.name].iter().find(|(n, _)| n == next).map(|(_, s)| *s).unwrap_or(first.name_span);
+            return Err(file
+                .error(span, format!("cycle between streams: {}", names.join(" reads ")))
+                .with_hint("a pipeline is a DAG: make one of these read a source or an upstream table instead"));
+        }
+    }
+    Ok(order)
+}
+
+/// Spans of query parts, for errors that DataFusion reports without a position.
+trait QuerySpan {
+    fn body_span(&self) -> Span;
+}
+
+impl QuerySpan for Query {
+    fn body_span(&self) -> Span {
+        use datafusion::sql::sqlparser::ast::Spanned;
+        self.span()
+    }
+}
