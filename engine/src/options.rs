@@ -49,7 +49,10 @@ impl Options {
         match self.take_str(key) {
             None => Ok(None),
             Some(v) => v.replace('_', "").trim().parse::<u64>().map(Some).map_err(|_| {
-                EngineError::option(key, format!("expected a whole number >= 0, got '{v}'"))
+                EngineError::option(
+                    key,
+                    format!("expected a whole number, got '{v}'; write e.g. {key} = 1000"),
+                )
             }),
         }
     }
@@ -62,7 +65,7 @@ impl Options {
                 Ok(x) if (0.0..=1.0).contains(&x) => Ok(Some(x)),
                 _ => Err(EngineError::option(
                     key,
-                    format!("expected a number between 0 and 1, got '{v}'"),
+                    format!("expected a number between 0 and 1, got '{v}'; write e.g. {key} = 0.01"),
                 )),
             },
         }

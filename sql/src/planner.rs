@@ -286,9 +286,16 @@ fn option_error(file: &PipelineFile, options: &[OptionSpec], fallback: Span, err
         EngineError::Option { key, message } => {
             let opt = options.iter().find(|o| o.key == key);
             let span = opt.map(|o| if message.starts_with("is not an option") { o.key_span } else { o.value_span }).unwrap_or(fallback);
-            let (msg, hint) = match message.split_once(". ") {
-                Some((m, h)) if message.starts_with("is not an option") => (format!("`{key}` {m}"), Some(h.to_string())),
-                _ => (format!("option `{key}` {message}"), None),
+            let (msg, hint) = if message.starts_with("is not an option") {
+                match message.split_once(". ") {
+                    Some((m, h)) => (format!("`{key}` {m}"), Some(h.to_string())),
+                    None => (format!("`{key}` {message}"), None),
+                }
+            } else {
+                match message.split_once("; ") {
+                    Some((m, h)) => (format!("option `{key}`: {m}"), Some(h.to_string())),
+                    None => (format!("option `{key}`: {message}"), None),
+                }
             };
             let e = file.error(span, msg);
             match hint {

@@ -1,0 +1,115 @@
+//! Pipeline mistakes are reported at file:line:col with a hint. Each case is SQL in, and the
+//! expected position (the first occurrence of a marker text) and message out.
+
+use std::path::Path;
+
+use weir_sql::{load_pipeline_files_with_env, plan_pipeline, SqlErrors};
+
+const SOURCE: &str = "CREATE SOURCE tx (\n    id TEXT NOT NULL,\n    amount DOUBLE,\n    ts TIMESTAMP\n) WITH (connector = 'generator', events = 10);\n";
+
+/// Plans `sql` from a file and returns the errors (the test fails if planning succeeds).
+async fn errors_of(sql: &str) -> (SqlErrors, std::path::PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pipeline.sql");
+    std::fs::write(&file, sql).unwrap();
+    let files = load_pipeline_files_with_env(&file, &|_| None).unwrap();
+    match plan_pipeline("p", &files, 1).await {
+        Ok(_) => panic!("expected an error for:\n{sql}"),
+        Err(e) => (e, file, dir),
+    }
+}
+
+/// 1-based line and column of the first `marker` at or after line `from_line`.
+fn position_of(sql: &str, marker: &str, from_line: usize) -> (u64, u64) {
+    for (i, line) in sql.lines().enumerate().skip(from_line - 1) {
+        if let Some(col) = line.find(marker) {
+            return (i as u64 + 1, line[..col].chars().count() as u64 + 1);
+        }
+    }
+    panic!("marker {marker:?} not in the SQL");
+}
+
+/// Asserts one error at `marker` whose text contains every `expected` fragment.
+async fn assert_error(sql: &str, marker: &str, from_line: usize, expected: &[&str]) {
+    let (errors, file, _dir) = errors_of(sql).await;
+    let e = &errors.0[0];
+    let text = errors.to_string();
+    assert_eq!((e.location.line, e.location.column), position_of(sql, marker, from_line), "{text}");
+    assert_eq!(e.location.file, file.as_path());
+    let prefix = format!("{}:{}:{}: error:", file.display(), e.location.line, e.location.column);
+    assert!(text.starts_with(&prefix), "{text}");
+    for fragment in expected {
+        assert!(text.contains(fragment), "missing {fragment:?} in:\n{text}");
+    }
+    assert!(e.hint.is_some(), "no hint in:\n{text}");
+}
+
+#[tokio::test]
+async fn unknown_column_points_at_the_column() {
+    let sql = format!("{SOURCE}CREATE TABLE t AS\nSELECT id, amout FROM tx;\n");
+    assert_error(&sql, "amout", 6, &["amout", "amount"]).await;
+}
+
+#[tokio::test]
+async fn misspelt_option_points_at_the_key_and_suggests() {
+    let sql = "CREATE SOURCE tx (id TEXT)\nWITH (connector = 'generator', evnts = 10);\n";
+    assert_error(sql, "evnts", 1, &["`evnts`", "Did you mean `events`?"]).await;
+}
+
+#[tokio::test]
+async fn bad_option_value_points_at_the_value() {
+    let sql = "CREATE SOURCE tx (id TEXT)\nWITH (connector = 'generator', events = 'lots');\n";
+    assert_error(sql, "'lots'", 1, &["events", "whole number"]).await;
+}
+
+#[tokio::test]
+async fn unknown_table_option_is_rejected() {
+    let sql = format!("{SOURCE}CREATE TABLE t WITH (partition = 'id') AS SELECT * FROM tx;\n");
+    assert_error(&sql, "partition ", 6, &["`partition`", "partition_by"]).await;
+}
+
+#[tokio::test]
+async fn unknown_connector_lists_the_known_ones() {
+    let sql = "CREATE SOURCE tx (id TEXT)\nWITH (connector = 'kinesis');\n";
+    assert_error(sql, "'kinesis'", 1, &["unknown connector 'kinesis'", "generator, files"]).await;
+}
+
+#[tokio::test]
+async fn cycle_between_views_is_an_error() {
+    let sql = format!("{SOURCE}CREATE VIEW a AS SELECT * FROM b;\nCREATE VIEW b AS SELECT * FROM a;\n");
+    assert_error(&sql, "b;", 6, &["cycle between streams: a reads b reads a"]).await;
+}
+
+#[tokio::test]
+async fn unknown_table_suggests_the_closest() {
+    let sql = format!("{SOURCE}CREATE TABLE t AS SELECT * FROM txx;\n");
+    assert_error(&sql, "txx", 6, &["unknown source, table or view `txx`", "did you mean `tx`?"]).await;
+}
+
+#[tokio::test]
+async fn partition_column_must_exist() {
+    let sql = format!("{SOURCE}CREATE TABLE t WITH (partition_by = 'day') AS SELECT id FROM tx;\n");
+    assert_error(&sql, "'day'", 6, &["partition column `day`"]).await;
+}
+
+#[tokio::test]
+async fn unsupported_column_type_lists_supported_ones() {
+    let sql = "CREATE SOURCE tx (id TEXT, blob BYTEA) WITH (connector = 'generator');\n";
+    assert_error(sql, "blob", 1, &["BYTEA", "TIMESTAMP"]).await;
+}
+
+#[tokio::test]
+async fn syntax_error_has_a_position() {
+    let sql = format!("{SOURCE}CREATE TABLE t AS\nSELECT id FROM tx WHERE;\n");
+    let (errors, _file, _dir) = errors_of(&sql).await;
+    assert_eq!(errors.0[0].location.line, 7, "{errors}");
+}
+
+#[test]
+fn positions_survive_environment_substitution() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.sql");
+    std::fs::write(&file, "CREATE SOURCE tx (id TEXT)\nWITH (connector = 'generator', events = ${N});\n").unwrap();
+    let err = load_pipeline_files_with_env(Path::new(&file), &|_| None).unwrap_err().to_string();
+    assert!(err.contains("p.sql:2:41: error: environment variable `N` is not set"), "{err}");
+}
