@@ -59,7 +59,9 @@ pub struct RunArgs {
 }
 
 fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }
 
 async fn plan(path: &Path, threads: usize) -> Result<PlannedPipeline, CliError> {
@@ -73,7 +75,10 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let planned = plan(&args.pipeline, threads).await?;
     let name = planned.name.clone();
     std::fs::create_dir_all(&args.lake)?;
-    let checkpoint_dir = args.checkpoint.clone().unwrap_or_else(|| args.lake.join("_checkpoints").join(&name));
+    let checkpoint_dir = args
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| args.lake.join("_checkpoints").join(&name));
     let checkpoint = Checkpoint::open(&checkpoint_dir, &name)?;
 
     let mut pipeline = weir_cli::assemble(planned, &args.lake, checkpoint).await?;
@@ -82,7 +87,9 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         once: args.once,
         trigger_interval: Duration::from_secs_f64(args.trigger_interval.max(0.01)),
         on_epoch: match args.progress {
-            ProgressFormat::Text => Some(Arc::new(|r: &weir_engine::progress::EpochReport| eprintln!("{r}"))),
+            ProgressFormat::Text => Some(Arc::new(|r: &weir_engine::progress::EpochReport| {
+                eprintln!("{r}")
+            })),
             ProgressFormat::Json => Some(Arc::new(|r: &weir_engine::progress::EpochReport| {
                 if let Ok(line) = serde_json::to_string(r) {
                     println!("{line}");
@@ -103,7 +110,11 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         }
     });
     if args.progress == ProgressFormat::Text {
-        eprintln!("weir: running pipeline `{name}` into {} (checkpoint {})", args.lake.display(), checkpoint_dir.display());
+        eprintln!(
+            "weir: running pipeline `{name}` into {} (checkpoint {})",
+            args.lake.display(),
+            checkpoint_dir.display()
+        );
     }
     let started = Instant::now();
     let summary = pipeline.run(&options).await?;
@@ -150,7 +161,8 @@ pub async fn query(sql: &str, lake: &Path) -> Result<(), CliError> {
         eprintln!("note: no Delta tables found under {}", lake.display());
     }
     let batches = ctx.sql(sql).await?.collect().await?;
-    let table = arrow::util::pretty::pretty_format_batches(&batches).map_err(datafusion::error::DataFusionError::from)?;
+    let table = arrow::util::pretty::pretty_format_batches(&batches)
+        .map_err(datafusion::error::DataFusionError::from)?;
     print_stdout(&table.to_string())?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     eprintln!("({rows} rows)");
@@ -158,9 +170,19 @@ pub async fn query(sql: &str, lake: &Path) -> Result<(), CliError> {
 }
 
 /// `weir generate`.
-pub fn generate(out: &Path, events: u64, files: u64, seed: u64, malformed_ratio: f64) -> Result<(), CliError> {
+pub fn generate(
+    out: &Path,
+    events: u64,
+    files: u64,
+    seed: u64,
+    malformed_ratio: f64,
+) -> Result<(), CliError> {
     std::fs::create_dir_all(out)?;
-    let generator = EcommerceGenerator::new(EcommerceConfig { seed, malformed_ratio, ..EcommerceConfig::default() });
+    let generator = EcommerceGenerator::new(EcommerceConfig {
+        seed,
+        malformed_ratio,
+        ..EcommerceConfig::default()
+    });
     let files = files.max(1);
     let per_file = events.div_ceil(files);
     let mut written = 0u64;

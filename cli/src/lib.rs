@@ -13,7 +13,11 @@ use weir_sql::PlannedPipeline;
 
 /// The pipeline name for a path: the folder name, or the file name without `.sql`.
 pub fn pipeline_name(path: &Path) -> String {
-    let stem = if path.is_dir() { path.file_name() } else { path.file_stem() };
+    let stem = if path.is_dir() {
+        path.file_name()
+    } else {
+        path.file_stem()
+    };
     stem.map(|s| s.to_string_lossy().to_string())
         .unwrap_or_else(|| "pipeline".to_string())
 }
@@ -35,7 +39,11 @@ pub fn dead_letter_location(lake: &Path, source: &str) -> PathBuf {
 
 /// Attaches sinks to `planned` and returns the pipeline ready to run against `checkpoint`.
 /// Each Delta table's transaction app id is `weir:<pipeline>:<table>`.
-pub async fn assemble(planned: PlannedPipeline, lake: &Path, checkpoint: Checkpoint) -> Result<Pipeline, LakehouseError> {
+pub async fn assemble(
+    planned: PlannedPipeline,
+    lake: &Path,
+    checkpoint: Checkpoint,
+) -> Result<Pipeline, LakehouseError> {
     let name = planned.name.clone();
     let mut sources = Vec::new();
     for s in planned.sources {
@@ -66,7 +74,18 @@ pub async fn assemble(planned: PlannedPipeline, lake: &Path, checkpoint: Checkpo
             )),
             None => None,
         };
-        nodes.push(QueryNode { name: n.name, plan: n.plan, table: n.table, sink });
+        nodes.push(QueryNode {
+            name: n.name,
+            plan: n.plan,
+            table: n.table,
+            sink,
+        });
     }
-    Ok(Pipeline::new(&name, planned.ctx, sources, nodes, checkpoint))
+    Ok(Pipeline::new(
+        &name,
+        planned.ctx,
+        sources,
+        nodes,
+        checkpoint,
+    ))
 }

@@ -93,12 +93,16 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -107,15 +111,36 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run { pipeline, once, lake, checkpoint, trigger_interval, threads, progress } => {
-                commands::run(commands::RunArgs { pipeline, once, lake, checkpoint, trigger_interval, threads, progress }).await
+            Command::Run {
+                pipeline,
+                once,
+                lake,
+                checkpoint,
+                trigger_interval,
+                threads,
+                progress,
+            } => {
+                commands::run(commands::RunArgs {
+                    pipeline,
+                    once,
+                    lake,
+                    checkpoint,
+                    trigger_interval,
+                    threads,
+                    progress,
+                })
+                .await
             }
             Command::Validate { pipeline } => commands::validate(&pipeline).await,
             Command::Explain { pipeline } => commands::explain(&pipeline).await,
             Command::Query { sql, lake } => commands::query(&sql, &lake).await,
-            Command::Generate { out, events, files, seed, malformed_ratio } => {
-                commands::generate(&out, events, files, seed, malformed_ratio)
-            }
+            Command::Generate {
+                out,
+                events,
+                files,
+                seed,
+                malformed_ratio,
+            } => commands::generate(&out, events, files, seed, malformed_ratio),
         }
     });
     match result {

@@ -101,8 +101,8 @@ impl Checkpoint {
 
     fn epochs(&self, dir: &str) -> Result<Vec<u64>> {
         let path = self.root.join(dir);
-        let entries =
-            std::fs::read_dir(&path).map_err(|e| EngineError::checkpoint(&path, "cannot list", e))?;
+        let entries = std::fs::read_dir(&path)
+            .map_err(|e| EngineError::checkpoint(&path, "cannot list", e))?;
         let mut epochs: Vec<u64> = entries
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
@@ -127,7 +127,11 @@ impl Checkpoint {
         }
     }
 
-    fn read_entry<T: serde::de::DeserializeOwned + HasVersion>(&self, dir: &str, epoch: u64) -> Result<T> {
+    fn read_entry<T: serde::de::DeserializeOwned + HasVersion>(
+        &self,
+        dir: &str,
+        epoch: u64,
+    ) -> Result<T> {
         let path = self.root.join(dir).join(epoch.to_string());
         let entry: T = read_json(&path)?;
         if entry.format_version() != CHECKPOINT_FORMAT_VERSION {
@@ -146,12 +150,18 @@ impl Checkpoint {
 
     /// Logs an epoch's ranges before it reads them.
     pub fn write_offsets(&self, entry: &OffsetEntry) -> Result<()> {
-        write_atomic(&self.root.join("offsets").join(entry.epoch.to_string()), entry)
+        write_atomic(
+            &self.root.join("offsets").join(entry.epoch.to_string()),
+            entry,
+        )
     }
 
     /// Logs that an epoch committed everywhere.
     pub fn write_commit(&self, entry: &CommitEntry) -> Result<()> {
-        write_atomic(&self.root.join("commits").join(entry.epoch.to_string()), entry)
+        write_atomic(
+            &self.root.join("commits").join(entry.epoch.to_string()),
+            entry,
+        )
     }
 }
 
@@ -186,12 +196,13 @@ fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| EngineError::checkpoint(path, "cannot serialise", e))?;
     let tmp = path.with_extension("tmp");
-    let mut file =
-        std::fs::File::create(&tmp).map_err(|e| EngineError::checkpoint(&tmp, "cannot create", e))?;
+    let mut file = std::fs::File::create(&tmp)
+        .map_err(|e| EngineError::checkpoint(&tmp, "cannot create", e))?;
     file.write_all(&bytes)
         .and_then(|_| file.sync_all())
         .map_err(|e| EngineError::checkpoint(&tmp, "cannot write", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| EngineError::checkpoint(path, "cannot rename into place", e))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| EngineError::checkpoint(path, "cannot rename into place", e))?;
     if let Some(dir) = path.parent() {
         // Make the rename itself durable; not every platform can open a folder, so best effort.
         if let Ok(d) = std::fs::File::open(dir) {

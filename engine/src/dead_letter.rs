@@ -30,17 +30,22 @@ pub fn dead_letter_batch(
 ) -> Result<RecordBatch, ArrowError> {
     let n = rejected.len();
     let columns: Vec<arrow::array::ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(source, n))),
-        Arc::new(Int64Array::from_iter_values(std::iter::repeat_n(epoch as i64, n))),
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            source, n,
+        ))),
+        Arc::new(Int64Array::from_iter_values(std::iter::repeat_n(
+            epoch as i64,
+            n,
+        ))),
         Arc::new(StringArray::from_iter_values(
             rejected.iter().map(|r| raw.position(r.index)),
         )),
-        Arc::new(StringArray::from_iter_values(rejected.iter().map(|r| r.error.as_str()))),
         Arc::new(StringArray::from_iter_values(
-            rejected
-                .iter()
-                .map(|r| String::from_utf8_lossy(raw.record(r.index)).into_owned()),
+            rejected.iter().map(|r| r.error.as_str()),
         )),
+        Arc::new(StringArray::from_iter_values(rejected.iter().map(|r| {
+            String::from_utf8_lossy(raw.record(r.index)).into_owned()
+        }))),
     ];
     RecordBatch::try_new(dead_letter_schema(), columns)
 }

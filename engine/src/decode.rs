@@ -268,7 +268,9 @@ mod tests {
             r#"{"id":"e","amount":2,"ts":1709251202455}"#,
         ]);
         for threads in [1, 2] {
-            let d = decoder().decode(&input.data, &input.records, threads).unwrap();
+            let d = decoder()
+                .decode(&input.data, &input.records, threads)
+                .unwrap();
             assert_eq!(d.kept, vec![0, 4]);
             let ids: Vec<usize> = d.rejected.iter().map(|r| r.index).collect();
             assert_eq!(ids, vec![1, 2, 3]);

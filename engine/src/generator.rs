@@ -137,7 +137,13 @@ impl EcommerceGenerator {
         }
     }
 
-    fn write_payload(&self, index: u64, rng: &mut ChaCha8Rng, may_be_late: bool, out: &mut Vec<u8>) {
+    fn write_payload(
+        &self,
+        index: u64,
+        rng: &mut ChaCha8Rng,
+        may_be_late: bool,
+        out: &mut Vec<u8>,
+    ) {
         let c = &self.config;
         let user = rng.random_range(0..c.users);
         // A stable 0.5% of users are known fraudsters.
@@ -153,9 +159,14 @@ impl EcommerceGenerator {
         } else {
             base * rng.random_range(0.8..1.2)
         };
-        let amount = if event_type == "refund" { -amount } else { amount };
+        let amount = if event_type == "refund" {
+            -amount
+        } else {
+            amount
+        };
         let payment = weighted(rng, &PAYMENT_METHODS);
-        let (country, currency, cities) = COUNTRIES[(splitmix(user) % COUNTRIES.len() as u64) as usize];
+        let (country, currency, cities) =
+            COUNTRIES[(splitmix(user) % COUNTRIES.len() as u64) as usize];
         let city = cities[rng.random_range(0..cities.len())];
         let country_text = match rng.random_range(0..20) {
             0 => country.to_ascii_lowercase(),

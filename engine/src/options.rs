@@ -48,12 +48,17 @@ impl Options {
     pub fn take_u64(&mut self, key: &str) -> Result<Option<u64>> {
         match self.take_str(key) {
             None => Ok(None),
-            Some(v) => v.replace('_', "").trim().parse::<u64>().map(Some).map_err(|_| {
-                EngineError::option(
-                    key,
-                    format!("expected a whole number, got '{v}'; write e.g. {key} = 1000"),
-                )
-            }),
+            Some(v) => v
+                .replace('_', "")
+                .trim()
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| {
+                    EngineError::option(
+                        key,
+                        format!("expected a whole number, got '{v}'; write e.g. {key} = 1000"),
+                    )
+                }),
         }
     }
 
@@ -65,7 +70,9 @@ impl Options {
                 Ok(x) if (0.0..=1.0).contains(&x) => Ok(Some(x)),
                 _ => Err(EngineError::option(
                     key,
-                    format!("expected a number between 0 and 1, got '{v}'; write e.g. {key} = 0.01"),
+                    format!(
+                        "expected a number between 0 and 1, got '{v}'; write e.g. {key} = 0.01"
+                    ),
                 )),
             },
         }

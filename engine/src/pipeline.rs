@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 use arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use datafusion::catalog::MemorySchemaProvider;
+use datafusion::common::TableReference;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::collect;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::common::TableReference;
 use tracing::{info, info_span, Instrument};
 
-use crate::checkpoint::{now_rfc3339, Checkpoint, CommitEntry, OffsetEntry, CHECKPOINT_FORMAT_VERSION};
+use crate::checkpoint::{
+    now_rfc3339, Checkpoint, CommitEntry, OffsetEntry, CHECKPOINT_FORMAT_VERSION,
+};
 use crate::dead_letter::dead_letter_batch;
 use crate::decode::{take_rows, JsonDecoder};
 use crate::epoch_table::EpochTable;
@@ -38,7 +40,11 @@ pub fn session_context(threads: usize) -> SessionContext {
 
 /// Registers a stream (source, view or table) under its possibly dotted name, creating the
 /// schema for `bronze.events` on first use, and returns the table that holds its epoch rows.
-pub fn register_stream(ctx: &SessionContext, name: &str, schema: SchemaRef) -> Result<Arc<EpochTable>> {
+pub fn register_stream(
+    ctx: &SessionContext,
+    name: &str,
+    schema: SchemaRef,
+) -> Result<Arc<EpochTable>> {
     let table = EpochTable::new(schema, ctx.copied_config().target_partitions());
     let reference = TableReference::from(name);
     if let Some(schema_name) = reference.schema() {
@@ -171,7 +177,11 @@ impl Pipeline {
     pub async fn run(&mut self, options: &RunOptions) -> Result<RunSummary> {
         let mut summary = RunSummary::default();
         let history = self.checkpoint.all_offsets()?;
-        let last_commit = self.checkpoint.latest_commit()?.map(|c| c.epoch).unwrap_or(0);
+        let last_commit = self
+            .checkpoint
+            .latest_commit()?
+            .map(|c| c.epoch)
+            .unwrap_or(0);
         let (committed, pending): (Vec<_>, Vec<_>) =
             history.into_iter().partition(|e| e.epoch <= last_commit);
         for node in &mut self.sources {
@@ -183,7 +193,10 @@ impl Pipeline {
         }
         let mut next_epoch = last_commit + 1;
         if let Some(entry) = pending.into_iter().find(|e| e.epoch == next_epoch) {
-            info!(epoch = entry.epoch, "re-running the epoch that was logged but not committed");
+            info!(
+                epoch = entry.epoch,
+                "re-running the epoch that was logged but not committed"
+            );
             let report = self.run_epoch(&entry, true).await?;
             self.finish_epoch(report, options, &mut summary);
             next_epoch += 1;
@@ -254,10 +267,13 @@ impl Pipeline {
                 };
                 let raw = node.source.read(range)?;
                 let decoded = node.decoder.decode(&raw.data, &raw.records, threads)?;
-                let mut batch = take_rows_with_metadata(&decoded.batch, &decoded.kept, &raw.metadata)?;
+                let mut batch =
+                    take_rows_with_metadata(&decoded.batch, &decoded.kept, &raw.metadata)?;
                 batch = append_common_metadata(batch, &node.name, epoch, node.table.schema_ref())?;
                 report.rows_in.insert(node.name.clone(), raw.len() as u64);
-                report.dead_letters.insert(node.name.clone(), decoded.rejected.len() as u64);
+                report
+                    .dead_letters
+                    .insert(node.name.clone(), decoded.rejected.len() as u64);
                 if !decoded.rejected.is_empty() {
                     let dead = dead_letter_batch(&node.name, epoch, &raw, &decoded.rejected)?;
                     node.dead_letter
@@ -276,15 +292,27 @@ impl Pipeline {
                 let physical = state
                     .create_physical_plan(&node.plan)
                     .await
-                    .map_err(|cause| EngineError::Plan { node: node.name.clone(), epoch, cause })?;
+                    .map_err(|cause| EngineError::Plan {
+                        node: node.name.clone(),
+                        epoch,
+                        cause,
+                    })?;
                 let batches = collect(physical, self.ctx.task_ctx())
                     .await
-                    .map_err(|cause| EngineError::Plan { node: node.name.clone(), epoch, cause })?;
+                    .map_err(|cause| EngineError::Plan {
+                        node: node.name.clone(),
+                        epoch,
+                        cause,
+                    })?;
                 let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
                 node.table.set(batches.clone());
                 if let Some(sink) = &mut node.sink {
                     let written = sink.write_epoch(epoch, batches).await.map_err(|cause| {
-                        EngineError::Sink { sink: sink.describe(), epoch, cause }
+                        EngineError::Sink {
+                            sink: sink.describe(),
+                            epoch,
+                            cause,
+                        }
                     })?;
                     if written.already_committed {
                         report.already_committed.push(node.name.clone());
@@ -304,7 +332,9 @@ impl Pipeline {
                 if let Some(range) = entry.sources.get(&node.name) {
                     node.source.advance(range)?;
                 }
-                report.positions.insert(node.name.clone(), node.source.describe_position());
+                report
+                    .positions
+                    .insert(node.name.clone(), node.source.describe_position());
             }
             Ok::<(), EngineError>(())
         }
@@ -334,20 +364,34 @@ fn take_rows_with_metadata(
         let meta_schema = Arc::new(Schema::new(
             metadata.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
         ));
-        let meta = RecordBatch::try_new(meta_schema, metadata.iter().map(|(_, a)| a.clone()).collect())?;
+        let meta = RecordBatch::try_new(
+            meta_schema,
+            metadata.iter().map(|(_, a)| a.clone()).collect(),
+        )?;
         let meta = take_rows(&meta, kept)?;
         fields.extend(meta.schema().fields().iter().cloned());
         columns.extend(meta.columns().iter().cloned());
     }
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 /// Adds `_source` and `_epoch`, and stamps the batch with the stream's registered schema.
-fn append_common_metadata(batch: RecordBatch, source: &str, epoch: u64, schema: SchemaRef) -> Result<RecordBatch> {
+fn append_common_metadata(
+    batch: RecordBatch,
+    source: &str,
+    epoch: u64,
+    schema: SchemaRef,
+) -> Result<RecordBatch> {
     let n = batch.num_rows();
     let mut columns = batch.columns().to_vec();
     columns.push(constant_string(source, n));
-    columns.push(Arc::new(Int64Array::from_iter_values(std::iter::repeat_n(epoch as i64, n))));
+    columns.push(Arc::new(Int64Array::from_iter_values(std::iter::repeat_n(
+        epoch as i64,
+        n,
+    ))));
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 

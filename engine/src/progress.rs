@@ -48,7 +48,11 @@ impl fmt::Display for EpochReport {
             self.total_in() as f64 / secs,
         )?;
         for (table, rows) in &self.rows_out {
-            let skipped = if self.already_committed.contains(table) { " (already committed)" } else { "" };
+            let skipped = if self.already_committed.contains(table) {
+                " (already committed)"
+            } else {
+                ""
+            };
             write!(f, " {table} +{rows}{skipped}")?;
         }
         for (source, pos) in &self.positions {

@@ -58,5 +58,7 @@ impl RawBatch {
 
 /// Builds a string metadata column holding the same value for `len` records.
 pub fn constant_string(value: &str, len: usize) -> ArrayRef {
-    std::sync::Arc::new(StringArray::from_iter_values(std::iter::repeat_n(value, len)))
+    std::sync::Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+        value, len,
+    )))
 }

@@ -21,17 +21,29 @@ pub fn find_delta_tables(lake: &Path) -> Result<Vec<(String, PathBuf)>, Lakehous
     Ok(found)
 }
 
-fn walk(lake: &Path, dir: &Path, depth: usize, found: &mut Vec<(String, PathBuf)>) -> Result<(), LakehouseError> {
+fn walk(
+    lake: &Path,
+    dir: &Path,
+    depth: usize,
+    found: &mut Vec<(String, PathBuf)>,
+) -> Result<(), LakehouseError> {
     if dir.join("_delta_log").is_dir() {
         let rel = dir.strip_prefix(lake).unwrap_or(dir);
-        let name = rel.components().map(|c| c.as_os_str().to_string_lossy().to_string()).collect::<Vec<_>>().join(".");
+        let name = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().to_string())
+            .collect::<Vec<_>>()
+            .join(".");
         found.push((name, dir.to_path_buf()));
         return Ok(());
     }
     if depth >= 3 {
         return Ok(());
     }
-    let entries = std::fs::read_dir(dir).map_err(|source| LakehouseError::Io { path: dir.display().to_string(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| LakehouseError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().to_string();
@@ -43,21 +55,42 @@ fn walk(lake: &Path, dir: &Path, depth: usize, found: &mut Vec<(String, PathBuf)
 }
 
 /// Registers every Delta table of `lake` with `ctx`; returns the registered names.
-pub async fn register_lake(ctx: &SessionContext, lake: &Path) -> Result<Vec<String>, LakehouseError> {
+pub async fn register_lake(
+    ctx: &SessionContext,
+    lake: &Path,
+) -> Result<Vec<String>, LakehouseError> {
     let mut names = Vec::new();
     for (name, path) in find_delta_tables(lake)? {
-        let delta_err = |source| LakehouseError::Delta { table: path.display().to_string(), epoch: None, source };
+        let delta_err = |source| LakehouseError::Delta {
+            table: path.display().to_string(),
+            epoch: None,
+            source,
+        };
         let url = deltalake::ensure_table_uri(path.to_string_lossy()).map_err(delta_err)?;
         let mut table = DeltaTable::try_from_url(url).await.map_err(delta_err)?;
         table.load().await.map_err(delta_err)?;
-        table.update_datafusion_session(&ctx.state()).map_err(delta_err)?;
-        let provider = table.table_provider().await.map_err(|source| LakehouseError::DataFusion { table: name.clone(), source })?;
+        table
+            .update_datafusion_session(&ctx.state())
+            .map_err(delta_err)?;
+        let provider =
+            table
+                .table_provider()
+                .await
+                .map_err(|source| LakehouseError::DataFusion {
+                    table: name.clone(),
+                    source,
+                })?;
         let reference = TableReference::from(name.as_str());
-        let df_err = |source| LakehouseError::DataFusion { table: name.clone(), source };
+        let df_err = |source| LakehouseError::DataFusion {
+            table: name.clone(),
+            source,
+        };
         if let Some(schema) = reference.schema() {
             if let Some(catalog) = ctx.catalog("datafusion") {
                 if catalog.schema(schema).is_none() {
-                    catalog.register_schema(schema, Arc::new(MemorySchemaProvider::new())).map_err(df_err)?;
+                    catalog
+                        .register_schema(schema, Arc::new(MemorySchemaProvider::new()))
+                        .map_err(df_err)?;
                 }
             }
         }

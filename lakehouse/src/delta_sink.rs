@@ -38,22 +38,44 @@ pub struct DeltaSink {
 impl DeltaSink {
     /// Opens the table at `location` (a local path; created on first write), reading the last
     /// epoch committed by `app_id`.
-    pub async fn open(location: &Path, app_id: impl Into<String>, partition_by: Vec<String>) -> Result<Self, LakehouseError> {
+    pub async fn open(
+        location: &Path,
+        app_id: impl Into<String>,
+        partition_by: Vec<String>,
+    ) -> Result<Self, LakehouseError> {
         let app_id = app_id.into();
         let display = location.display().to_string();
-        let delta_err = |source| LakehouseError::Delta { table: display.clone(), epoch: None, source };
+        let delta_err = |source| LakehouseError::Delta {
+            table: display.clone(),
+            epoch: None,
+            source,
+        };
         let url = deltalake::ensure_table_uri(location.to_string_lossy()).map_err(delta_err)?;
         // Only load a table that exists: loading an empty folder makes the kernel log errors.
         let table = if location.join("_delta_log").is_dir() {
-            DeltaTable::try_from_url(url.clone()).await.map_err(delta_err)?
+            DeltaTable::try_from_url(url.clone())
+                .await
+                .map_err(delta_err)?
         } else {
-            deltalake::DeltaTableBuilder::from_url(url.clone()).map_err(delta_err)?.build().map_err(delta_err)?
+            deltalake::DeltaTableBuilder::from_url(url.clone())
+                .map_err(delta_err)?
+                .build()
+                .map_err(delta_err)?
         };
         let last_epoch = match table.snapshot() {
-            Ok(state) => state.transaction_version(table.log_store().as_ref(), &app_id).await.map_err(delta_err)?,
+            Ok(state) => state
+                .transaction_version(table.log_store().as_ref(), &app_id)
+                .await
+                .map_err(delta_err)?,
             Err(_) => None,
         };
-        Ok(DeltaSink { url, app_id, partition_by, table, last_epoch })
+        Ok(DeltaSink {
+            url,
+            app_id,
+            partition_by,
+            table,
+            last_epoch,
+        })
     }
 
     /// The table's URL.
@@ -67,19 +89,37 @@ impl DeltaSink {
     }
 
     #[instrument(skip(self, batches), fields(table = %self.url, epoch))]
-    async fn append(&mut self, epoch: u64, batches: Vec<RecordBatch>) -> Result<SinkReport, LakehouseError> {
+    async fn append(
+        &mut self,
+        epoch: u64,
+        batches: Vec<RecordBatch>,
+    ) -> Result<SinkReport, LakehouseError> {
         let table_name = self.url.to_string();
         if self.last_epoch.is_some_and(|e| e >= epoch as i64) {
             debug!("epoch already committed; skipping");
-            return Ok(SinkReport { rows_written: 0, already_committed: true, version: self.table.version() });
+            return Ok(SinkReport {
+                rows_written: 0,
+                already_committed: true,
+                version: self.table.version(),
+            });
         }
         let mut converted = Vec::with_capacity(batches.len());
         for b in batches.iter().filter(|b| b.num_rows() > 0) {
-            converted.push(to_delta_batch(b).map_err(|(column, source)| LakehouseError::Convert { table: table_name.clone(), column, source })?);
+            converted.push(to_delta_batch(b).map_err(|(column, source)| {
+                LakehouseError::Convert {
+                    table: table_name.clone(),
+                    column,
+                    source,
+                }
+            })?);
         }
         let rows: u64 = converted.iter().map(|b| b.num_rows() as u64).sum();
         if rows == 0 {
-            return Ok(SinkReport { rows_written: 0, already_committed: false, version: self.table.version() });
+            return Ok(SinkReport {
+                rows_written: 0,
+                already_committed: false,
+                version: self.table.version(),
+            });
         }
         let mut write = self
             .table
@@ -87,18 +127,28 @@ impl DeltaSink {
             .write(converted)
             .with_save_mode(SaveMode::Append)
             .with_commit_properties(
-                CommitProperties::default().with_application_transaction(Transaction::new(&self.app_id, epoch as i64)),
+                CommitProperties::default()
+                    .with_application_transaction(Transaction::new(&self.app_id, epoch as i64)),
             );
         if !self.partition_by.is_empty() {
             write = write.with_partition_columns(self.partition_by.clone());
         }
         if self.table.version().is_none() {
-            write = write.with_configuration([("delta.checkpointInterval", Some(CHECKPOINT_INTERVAL))]);
+            write =
+                write.with_configuration([("delta.checkpointInterval", Some(CHECKPOINT_INTERVAL))]);
         }
-        let table = write.await.map_err(|source| LakehouseError::Delta { table: table_name, epoch: Some(epoch), source })?;
+        let table = write.await.map_err(|source| LakehouseError::Delta {
+            table: table_name,
+            epoch: Some(epoch),
+            source,
+        })?;
         self.table = table;
         self.last_epoch = Some(epoch as i64);
-        Ok(SinkReport { rows_written: rows, already_committed: false, version: self.table.version() })
+        Ok(SinkReport {
+            rows_written: rows,
+            already_committed: false,
+            version: self.table.version(),
+        })
     }
 }
 
@@ -108,7 +158,11 @@ impl Sink for DeltaSink {
         self.url.to_string()
     }
 
-    async fn write_epoch(&mut self, epoch: u64, batches: Vec<RecordBatch>) -> Result<SinkReport, BoxError> {
+    async fn write_epoch(
+        &mut self,
+        epoch: u64,
+        batches: Vec<RecordBatch>,
+    ) -> Result<SinkReport, BoxError> {
         Ok(self.append(epoch, batches).await?)
     }
 }

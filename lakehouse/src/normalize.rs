@@ -13,7 +13,10 @@ use arrow::error::ArrowError;
 fn delta_type(data_type: &DataType) -> Option<DataType> {
     match data_type {
         DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() == "UTC" => None,
-        DataType::Timestamp(_, _) => Some(DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))),
+        DataType::Timestamp(_, _) => Some(DataType::Timestamp(
+            TimeUnit::Microsecond,
+            Some(Arc::from("UTC")),
+        )),
         DataType::Utf8View | DataType::LargeUtf8 => Some(DataType::Utf8),
         DataType::BinaryView | DataType::LargeBinary => Some(DataType::Binary),
         DataType::Date64 => Some(DataType::Date32),
@@ -39,7 +42,11 @@ pub fn delta_schema(schema: &Schema) -> SchemaRef {
 /// column's name with the error.
 pub fn to_delta_batch(batch: &RecordBatch) -> Result<RecordBatch, (String, ArrowError)> {
     let schema = batch.schema();
-    if schema.fields().iter().all(|f| delta_type(f.data_type()).is_none()) {
+    if schema
+        .fields()
+        .iter()
+        .all(|f| delta_type(f.data_type()).is_none())
+    {
         return Ok(batch.clone());
     }
     let target = delta_schema(&schema);
@@ -63,19 +70,28 @@ mod tests {
     #[test]
     fn timestamps_and_string_views_become_delta_types() {
         let schema = Arc::new(Schema::new(vec![
-            Field::new("ts", DataType::Timestamp(TimeUnit::Nanosecond, Some(Arc::from("+00:00"))), true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Nanosecond, Some(Arc::from("+00:00"))),
+                true,
+            ),
             Field::new("s", DataType::Utf8View, false),
         ]));
         let batch = RecordBatch::try_new(
             schema,
             vec![
-                Arc::new(TimestampNanosecondArray::from(vec![1_000_000_000]).with_timezone("+00:00")),
+                Arc::new(
+                    TimestampNanosecondArray::from(vec![1_000_000_000]).with_timezone("+00:00"),
+                ),
                 Arc::new(StringViewArray::from(vec!["a"])),
             ],
         )
         .unwrap();
         let out = to_delta_batch(&batch).unwrap();
-        assert_eq!(out.schema().field(0).data_type(), &DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC"))));
+        assert_eq!(
+            out.schema().field(0).data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, Some(Arc::from("UTC")))
+        );
         assert_eq!(out.schema().field(1).data_type(), &DataType::Utf8);
         assert!(!out.schema().field(1).is_nullable());
     }

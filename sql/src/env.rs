@@ -22,7 +22,11 @@ pub fn substitute(
             let after = &rest[start + 2..];
             let Some(end) = after.find('}') else {
                 return Err(SqlError::new(
-                    Location { file: file.to_path_buf(), line: line_no as u64 + 1, column: col },
+                    Location {
+                        file: file.to_path_buf(),
+                        line: line_no as u64 + 1,
+                        column: col,
+                    },
                     "unterminated `${`",
                 )
                 .with_hint("write ${NAME} or ${NAME:-default}"));
@@ -37,7 +41,11 @@ pub fn substitute(
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => {
                     return Err(SqlError::new(
-                        Location { file: file.to_path_buf(), line: line_no as u64 + 1, column: col },
+                        Location {
+                            file: file.to_path_buf(),
+                            line: line_no as u64 + 1,
+                            column: col,
+                        },
                         format!("environment variable `{name}` is not set"),
                     )
                     .with_hint(format!("export {name}=... or write ${{{name}:-default}}")))

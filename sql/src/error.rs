@@ -56,7 +56,11 @@ impl fmt::Display for SqlError {
         write!(f, "{}: error: {}", self.location, self.message)?;
         if let Some(line) = &self.source_line {
             let col = self.location.column.saturating_sub(1) as usize;
-            let pad: String = line.chars().take(col).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+            let pad: String = line
+                .chars()
+                .take(col)
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
             write!(f, "\n    | {line}\n    | {pad}^")?;
         }
         if let Some(hint) = &self.hint {

@@ -11,7 +11,10 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     let mut tokens = Vec::new();
     // Split "10minutes" and "10 minutes" alike.
     for word in text.split_whitespace() {
-        let digits: String = word.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+        let digits: String = word
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
         if !digits.is_empty() && digits.len() < word.len() {
             tokens.push(digits.clone());
             tokens.push(word[digits.len()..].to_string());
@@ -79,7 +82,10 @@ mod tests {
     #[test]
     fn parses_common_spellings() {
         assert_eq!(parse_duration("10 minutes"), Some(Duration::from_secs(600)));
-        assert_eq!(parse_duration("1 hour 30 minutes"), Some(Duration::from_secs(5400)));
+        assert_eq!(
+            parse_duration("1 hour 30 minutes"),
+            Some(Duration::from_secs(5400))
+        );
         assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
         assert_eq!(parse_duration("500 ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("30 seconds"), Some(Duration::from_secs(30)));

@@ -6,11 +6,13 @@
 
 pub mod env;
 pub mod error;
+pub mod interval;
 pub mod parser;
 pub mod planner;
-pub mod interval;
 mod rewrite;
 
 pub use error::{SqlError, SqlErrors};
 pub use parser::{load_pipeline_files, load_pipeline_files_with_env, PipelineFile};
-pub use planner::{plan_pipeline, PlannedNode, PlannedPipeline, PlannedSource, SinkSpec, StreamKind};
+pub use planner::{
+    plan_pipeline, PlannedNode, PlannedPipeline, PlannedSource, SinkSpec, StreamKind,
+};

@@ -62,7 +62,11 @@ pub fn load_pipeline_files_with_env(
 ) -> Result<Vec<PipelineFile>, SqlErrors> {
     let io_err = |p: &Path, e: std::io::Error| {
         SqlError::new(
-            Location { file: p.to_path_buf(), line: 1, column: 1 },
+            Location {
+                file: p.to_path_buf(),
+                line: 1,
+                column: 1,
+            },
             format!("cannot read pipeline: {e}"),
         )
         .with_hint("pass a .sql file or a folder containing .sql files")
@@ -78,7 +82,11 @@ pub fn load_pipeline_files_with_env(
         paths.sort();
         if paths.is_empty() {
             return Err(SqlError::new(
-                Location { file: path.to_path_buf(), line: 1, column: 1 },
+                Location {
+                    file: path.to_path_buf(),
+                    line: 1,
+                    column: 1,
+                },
                 "folder has no .sql files",
             )
             .with_hint("put the pipeline's CREATE SOURCE / CREATE TABLE statements in .sql files")
@@ -192,7 +200,11 @@ pub fn parse_file(file: &PipelineFile) -> Result<Vec<Statement>, SqlError> {
         .tokenize_with_location()
         .map_err(|e| {
             file.error_at(
-                Location { file: file.path.clone(), line: e.location.line, column: e.location.column },
+                Location {
+                    file: file.path.clone(),
+                    line: e.location.line,
+                    column: e.location.column,
+                },
                 e.message.clone(),
             )
         })?;
@@ -210,7 +222,10 @@ pub fn parse_file(file: &PipelineFile) -> Result<Vec<Statement>, SqlError> {
         let next = p.parser.peek_token();
         if !matches!(next.token, Token::SemiColon | Token::EOF) {
             return Err(file
-                .error(next.span, format!("unexpected `{}` after the statement", next.token))
+                .error(
+                    next.span,
+                    format!("unexpected `{}` after the statement", next.token),
+                )
                 .with_hint("end each statement with `;`"));
         }
     }
@@ -263,12 +278,22 @@ impl StatementParser<'_> {
             .unwrap_or(&text)
             .trim_start_matches("sql parser error: ")
             .to_string();
-        self.file.error_at(Location { file: self.file.path.clone(), line, column }, message)
+        self.file.error_at(
+            Location {
+                file: self.file.path.clone(),
+                line,
+                column,
+            },
+            message,
+        )
     }
 
     fn name(&mut self) -> Result<(String, Span), SqlError> {
         let span = self.parser.peek_token().span;
-        let name = self.parser.parse_object_name(false).map_err(|e| self.sql_err(e))?;
+        let name = self
+            .parser
+            .parse_object_name(false)
+            .map_err(|e| self.sql_err(e))?;
         Ok((object_name_to_string(&name), span))
     }
 
@@ -285,18 +310,36 @@ impl StatementParser<'_> {
         }
         loop {
             let next = self.parser.peek_token();
-            let is_watermark = matches!(&next.token, Token::Word(w) if w.value.eq_ignore_ascii_case("WATERMARK"));
+            let is_watermark =
+                matches!(&next.token, Token::Word(w) if w.value.eq_ignore_ascii_case("WATERMARK"));
             if is_watermark {
                 self.parser.next_token();
-                self.parser.expect_keyword_is(Keyword::FOR).map_err(|e| self.sql_err(e))?;
-                let column = self.parser.parse_identifier().map_err(|e| self.sql_err(e))?;
-                self.parser.expect_keyword_is(Keyword::AS).map_err(|e| self.sql_err(e))?;
+                self.parser
+                    .expect_keyword_is(Keyword::FOR)
+                    .map_err(|e| self.sql_err(e))?;
+                let column = self
+                    .parser
+                    .parse_identifier()
+                    .map_err(|e| self.sql_err(e))?;
+                self.parser
+                    .expect_keyword_is(Keyword::AS)
+                    .map_err(|e| self.sql_err(e))?;
                 let expr = self.parser.parse_expr().map_err(|e| self.sql_err(e))?;
-                watermark = Some(WatermarkSpec { column: normalize(&column.value, column.quote_style), expr, span: next.span });
+                watermark = Some(WatermarkSpec {
+                    column: normalize(&column.value, column.quote_style),
+                    expr,
+                    span: next.span,
+                });
             } else {
                 let col_span = next.span;
-                let def = self.parser.parse_column_def().map_err(|e| self.sql_err(e))?;
-                let not_null = def.options.iter().any(|o| matches!(o.option, ColumnOption::NotNull));
+                let def = self
+                    .parser
+                    .parse_column_def()
+                    .map_err(|e| self.sql_err(e))?;
+                let not_null = def
+                    .options
+                    .iter()
+                    .any(|o| matches!(o.option, ColumnOption::NotNull));
                 columns.push(ColumnSpec {
                     name: normalize(&def.name.value, def.name.quote_style),
                     data_type: def.data_type,
@@ -313,26 +356,58 @@ impl StatementParser<'_> {
             }
             return Err(self
                 .file
-                .error(close.span, format!("expected `,` or `)` in the column list, found `{}`", close.token))
+                .error(
+                    close.span,
+                    format!(
+                        "expected `,` or `)` in the column list, found `{}`",
+                        close.token
+                    ),
+                )
                 .with_hint("separate columns with commas and close the list with `)`"));
         }
         let options = self.options()?;
-        Ok(SourceStatement { name, name_span, columns, watermark, options, span })
+        Ok(SourceStatement {
+            name,
+            name_span,
+            columns,
+            watermark,
+            options,
+            span,
+        })
     }
 
     fn stream(&mut self, kind: StreamKind, span: Span) -> Result<StreamStatement, SqlError> {
-        let _ = self.parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+        let _ = self
+            .parser
+            .parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
         let (name, name_span) = self.name()?;
         let options = self.options()?;
         let as_token = self.parser.peek_token();
         if !self.parser.parse_keyword(Keyword::AS) {
             return Err(self
                 .file
-                .error(as_token.span, format!("expected AS SELECT ..., found `{}`", as_token.token))
-                .with_hint(format!("CREATE {} {name} AS SELECT ... FROM ...", if kind == StreamKind::Table { "TABLE" } else { "VIEW" })));
+                .error(
+                    as_token.span,
+                    format!("expected AS SELECT ..., found `{}`", as_token.token),
+                )
+                .with_hint(format!(
+                    "CREATE {} {name} AS SELECT ... FROM ...",
+                    if kind == StreamKind::Table {
+                        "TABLE"
+                    } else {
+                        "VIEW"
+                    }
+                )));
         }
         let query = self.parser.parse_query().map_err(|e| self.sql_err(e))?;
-        Ok(StreamStatement { kind, name, name_span, options, query, span })
+        Ok(StreamStatement {
+            kind,
+            name,
+            name_span,
+            options,
+            query,
+            span,
+        })
     }
 
     /// `WITH (key = value, ...)`, or nothing.
@@ -341,7 +416,9 @@ impl StatementParser<'_> {
         if !self.parser.parse_keyword(Keyword::WITH) {
             return Ok(options);
         }
-        self.parser.expect_token(&Token::LParen).map_err(|e| self.sql_err(e))?;
+        self.parser
+            .expect_token(&Token::LParen)
+            .map_err(|e| self.sql_err(e))?;
         loop {
             let key_tok = self.parser.next_token();
             let mut key = match &key_tok.token {
@@ -351,7 +428,10 @@ impl StatementParser<'_> {
                 other => {
                     return Err(self
                         .file
-                        .error(key_tok.span, format!("expected an option name, found `{other}`"))
+                        .error(
+                            key_tok.span,
+                            format!("expected an option name, found `{other}`"),
+                        )
                         .with_hint("WITH (connector = 'generator', events = 1000)"))
                 }
             };
@@ -363,14 +443,22 @@ impl StatementParser<'_> {
                         key.push('.');
                         key.push_str(&w.value);
                     }
-                    other => return Err(self.file.error(part.span, format!("expected the rest of option name `{key}.`, found `{other}`"))),
+                    other => {
+                        return Err(self.file.error(
+                            part.span,
+                            format!("expected the rest of option name `{key}.`, found `{other}`"),
+                        ))
+                    }
                 }
             }
             let eq = self.parser.next_token();
             if eq.token != Token::Eq {
                 return Err(self
                     .file
-                    .error(eq.span, format!("expected `=` after option `{key}`, found `{}`", eq.token))
+                    .error(
+                        eq.span,
+                        format!("expected `=` after option `{key}`, found `{}`", eq.token),
+                    )
                     .with_hint(format!("{key} = 'value'")));
             }
             let value_tok = self.parser.next_token();
@@ -380,16 +468,29 @@ impl StatementParser<'_> {
                 Token::Word(w) => w.value.clone(),
                 Token::Minus => match self.parser.next_token().token {
                     Token::Number(n, _) => format!("-{n}"),
-                    other => return Err(self.file.error(value_tok.span, format!("expected a number after `-`, found `{other}`"))),
+                    other => {
+                        return Err(self.file.error(
+                            value_tok.span,
+                            format!("expected a number after `-`, found `{other}`"),
+                        ))
+                    }
                 },
                 other => {
                     return Err(self
                         .file
-                        .error(value_tok.span, format!("expected a value for option `{key}`, found `{other}`"))
+                        .error(
+                            value_tok.span,
+                            format!("expected a value for option `{key}`, found `{other}`"),
+                        )
                         .with_hint("write the value as a string ('x') or a number"))
                 }
             };
-            options.push(OptionSpec { key: key.to_ascii_lowercase(), value, key_span: key_tok.span, value_span: value_tok.span });
+            options.push(OptionSpec {
+                key: key.to_ascii_lowercase(),
+                value,
+                key_span: key_tok.span,
+                value_span: value_tok.span,
+            });
             if self.parser.consume_token(&Token::Comma) {
                 continue;
             }
@@ -399,7 +500,13 @@ impl StatementParser<'_> {
             }
             return Err(self
                 .file
-                .error(close.span, format!("expected `,` or `)` in WITH options, found `{}`", close.token))
+                .error(
+                    close.span,
+                    format!(
+                        "expected `,` or `)` in WITH options, found `{}`",
+                        close.token
+                    ),
+                )
                 .with_hint("separate options with commas"));
         }
         Ok(options)
@@ -432,7 +539,10 @@ fn position_in_message(text: &str) -> Option<(u64, u64)> {
     let rest = &text[text.find("Line: ")? + 6..];
     let (line, rest) = rest.split_once(',')?;
     let col_text = &rest[rest.find("Column: ")? + 8..];
-    let col: String = col_text.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let col: String = col_text
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     Some((line.trim().parse().ok()?, col.parse().ok()?))
 }
 
@@ -446,7 +556,10 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Vec<Statement>, SqlError> {
-        parse_file(&PipelineFile { path: "p.sql".into(), text: text.to_string() })
+        parse_file(&PipelineFile {
+            path: "p.sql".into(),
+            text: text.to_string(),
+        })
     }
 
     #[test]
@@ -458,16 +571,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(stmts.len(), 3);
-        let Statement::Source(s) = &stmts[0] else { panic!() };
+        let Statement::Source(s) = &stmts[0] else {
+            panic!()
+        };
         assert_eq!(s.name, "tx");
         assert_eq!(s.columns.len(), 2);
         assert!(s.columns[0].not_null);
         assert_eq!(s.watermark.as_ref().unwrap().column, "ts");
-        let keys: Vec<_> = s.options.iter().map(|o| (o.key.as_str(), o.value.as_str())).collect();
-        assert_eq!(keys, vec![("connector", "files"), ("bootstrap.servers", "x:1"), ("max_files_per_trigger", "3")]);
-        let Statement::Stream(t) = &stmts[1] else { panic!() };
+        let keys: Vec<_> = s
+            .options
+            .iter()
+            .map(|o| (o.key.as_str(), o.value.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("connector", "files"),
+                ("bootstrap.servers", "x:1"),
+                ("max_files_per_trigger", "3")
+            ]
+        );
+        let Statement::Stream(t) = &stmts[1] else {
+            panic!()
+        };
         assert_eq!((t.kind, t.name.as_str()), (StreamKind::Table, "bronze.tx"));
-        let Statement::Stream(v) = &stmts[2] else { panic!() };
+        let Statement::Stream(v) = &stmts[2] else {
+            panic!()
+        };
         assert_eq!(v.kind, StreamKind::View);
     }
 

@@ -27,7 +27,9 @@ use weir_engine::EngineError;
 use crate::error::{Location, SqlError, SqlErrors};
 use crate::interval::expr_duration;
 pub use crate::parser::StreamKind;
-use crate::parser::{parse_file, OptionSpec, PipelineFile, SourceStatement, Statement, StreamStatement};
+use crate::parser::{
+    parse_file, OptionSpec, PipelineFile, SourceStatement, Statement, StreamStatement,
+};
 use crate::rewrite::hide_metadata_columns;
 
 /// Where a table's rows go.
@@ -100,19 +102,39 @@ impl PlannedPipeline {
                 .as_ref()
                 .map(|(c, d)| format!(", watermark {c} - {}s", d.as_secs()))
                 .unwrap_or_default();
-            out.push_str(&format!("  {} (connector {}{wm}) at {}\n", s.name, s.connector, s.location));
+            out.push_str(&format!(
+                "  {} (connector {}{wm}) at {}\n",
+                s.name, s.connector, s.location
+            ));
             for f in s.table.schema_ref().fields() {
-                out.push_str(&format!("    {}: {}{}\n", f.name(), f.data_type(), if f.is_nullable() { "" } else { " NOT NULL" }));
+                out.push_str(&format!(
+                    "    {}: {}{}\n",
+                    f.name(),
+                    f.data_type(),
+                    if f.is_nullable() { "" } else { " NOT NULL" }
+                ));
             }
         }
         out.push_str("\nnodes (in run order):\n");
         for n in &self.nodes {
             let target = match &n.sink {
-                Some(s) => format!(" -> {} table '{}'{}", s.format, s.path,
-                    if s.partition_by.is_empty() { String::new() } else { format!(" partitioned by {}", s.partition_by.join(", ")) }),
+                Some(s) => format!(
+                    " -> {} table '{}'{}",
+                    s.format,
+                    s.path,
+                    if s.partition_by.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" partitioned by {}", s.partition_by.join(", "))
+                    }
+                ),
                 None => " (view, not stored)".to_string(),
             };
-            out.push_str(&format!("  {} <- [{}]{target}\n", n.name, n.inputs.join(", ")));
+            out.push_str(&format!(
+                "  {} <- [{}]{target}\n",
+                n.name,
+                n.inputs.join(", ")
+            ));
         }
         for n in &self.nodes {
             let state = self.ctx.state();
@@ -132,7 +154,11 @@ impl PlannedPipeline {
 
 /// Parses and plans all `files` as one pipeline named `name`, with `threads` partitions.
 /// Collects as many errors as it can before giving up.
-pub async fn plan_pipeline(name: &str, files: &[PipelineFile], threads: usize) -> Result<PlannedPipeline, SqlErrors> {
+pub async fn plan_pipeline(
+    name: &str,
+    files: &[PipelineFile],
+    threads: usize,
+) -> Result<PlannedPipeline, SqlErrors> {
     let mut errors = Vec::new();
     let mut statements: Vec<(&PipelineFile, Statement)> = Vec::new();
     for file in files {
@@ -154,7 +180,12 @@ pub async fn plan_pipeline(name: &str, files: &[PipelineFile], threads: usize) -
         };
         let here = file.location(span);
         if let Some(first) = declared_at.get(name) {
-            errors.push(file.error(span, format!("`{name}` is declared twice")).with_hint(format!("the first declaration is at {first}; rename one of them")));
+            errors.push(
+                file.error(span, format!("`{name}` is declared twice"))
+                    .with_hint(format!(
+                        "the first declaration is at {first}; rename one of them"
+                    )),
+            );
         } else {
             declared_at.insert(name.clone(), here);
         }
@@ -167,7 +198,12 @@ pub async fn plan_pipeline(name: &str, files: &[PipelineFile], threads: usize) -
         if let Statement::Source(s) = stmt {
             match plan_source(&ctx, file, s) {
                 Ok(planned) => {
-                    let declared: HashSet<&str> = planned.declared.fields().iter().map(|f| f.name().as_str()).collect();
+                    let declared: HashSet<&str> = planned
+                        .declared
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect();
                     let meta = planned
                         .table
                         .schema_ref()
@@ -198,25 +234,56 @@ pub async fn plan_pipeline(name: &str, files: &[PipelineFile], threads: usize) -
         let mut refs = Vec::new();
         let _ = datafusion::sql::sqlparser::ast::visit_relations(&*st.query, |rel| {
             let name = crate::parser::object_name_to_string(rel);
-            let span = rel.0.first().and_then(|p| p.as_ident()).map(|i| i.span).unwrap_or(st.name_span);
+            let span = rel
+                .0
+                .first()
+                .and_then(|p| p.as_ident())
+                .map(|i| i.span)
+                .unwrap_or(st.name_span);
             if known.contains(&name) {
                 refs.push((name, span));
             } else if !ctes.contains(&name) {
                 let mut e = file.error(span, format!("unknown source, table or view `{name}`"));
                 let mut names: Vec<&String> = known.iter().collect();
                 names.sort();
-                let close = names.iter().filter(|k| edit_distance(k, &name) <= 2).min_by_key(|k| edit_distance(k, &name));
+                let close = names
+                    .iter()
+                    .filter(|k| edit_distance(k, &name) <= 2)
+                    .min_by_key(|k| edit_distance(k, &name));
                 e = e.with_hint(match close {
-                    Some(k) => format!("did you mean `{k}`? Declared: {}", names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
-                    None => format!("declare it with CREATE SOURCE / CREATE TABLE / CREATE VIEW; declared: {}", names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+                    Some(k) => format!(
+                        "did you mean `{k}`? Declared: {}",
+                        names
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    None => format!(
+                        "declare it with CREATE SOURCE / CREATE TABLE / CREATE VIEW; declared: {}",
+                        names
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 });
                 errors.push(e);
             }
             ControlFlow::<()>::Continue(())
         });
         if refs.iter().any(|(r, _)| r == &st.name) {
-            let span = refs.iter().find(|(r, _)| r == &st.name).map(|(_, s)| *s).unwrap_or(st.name_span);
-            errors.push(file.error(span, format!("`{}` reads itself", st.name)).with_hint("a streaming table cannot read its own output; read its inputs instead"));
+            let span = refs
+                .iter()
+                .find(|(r, _)| r == &st.name)
+                .map(|(_, s)| *s)
+                .unwrap_or(st.name_span);
+            errors.push(
+                file.error(span, format!("`{}` reads itself", st.name))
+                    .with_hint(
+                        "a streaming table cannot read its own output; read its inputs instead",
+                    ),
+            );
         }
         inputs.insert(st.name.clone(), refs);
     }
@@ -244,7 +311,12 @@ pub async fn plan_pipeline(name: &str, files: &[PipelineFile], threads: usize) -
                     },
                     StreamKind::View => {
                         if let Some(o) = st.options.first() {
-                            errors.push(file.error(o.key_span, "a view has no storage options").with_hint("use CREATE TABLE ... WITH (...) AS SELECT to store a stream"));
+                            errors.push(
+                                file.error(o.key_span, "a view has no storage options")
+                                    .with_hint(
+                                    "use CREATE TABLE ... WITH (...) AS SELECT to store a stream",
+                                ),
+                            );
                         }
                         None
                     }
@@ -252,11 +324,14 @@ pub async fn plan_pipeline(name: &str, files: &[PipelineFile], threads: usize) -
                 let table = match register_stream(&ctx, &st.name, schema) {
                     Ok(t) => t,
                     Err(e) => {
-                        errors.push(file.error(st.name_span, format!("cannot register `{}`: {e}", st.name)));
+                        errors.push(
+                            file.error(st.name_span, format!("cannot register `{}`: {e}", st.name)),
+                        );
                         continue;
                     }
                 };
-                let mut deps: Vec<String> = inputs[&st.name].iter().map(|(n, _)| n.clone()).collect();
+                let mut deps: Vec<String> =
+                    inputs[&st.name].iter().map(|(n, _)| n.clone()).collect();
                 deps.dedup();
                 nodes.push(PlannedNode {
                     name: st.name.clone(),
@@ -278,14 +353,32 @@ pub async fn plan_pipeline(name: &str, files: &[PipelineFile], threads: usize) -
     if !errors.is_empty() {
         return Err(SqlErrors(errors));
     }
-    Ok(PlannedPipeline { name: name.to_string(), ctx, sources, nodes })
+    Ok(PlannedPipeline {
+        name: name.to_string(),
+        ctx,
+        sources,
+        nodes,
+    })
 }
 
-fn option_error(file: &PipelineFile, options: &[OptionSpec], fallback: Span, err: EngineError) -> SqlError {
+fn option_error(
+    file: &PipelineFile,
+    options: &[OptionSpec],
+    fallback: Span,
+    err: EngineError,
+) -> SqlError {
     match err {
         EngineError::Option { key, message } => {
             let opt = options.iter().find(|o| o.key == key);
-            let span = opt.map(|o| if message.starts_with("is not an option") { o.key_span } else { o.value_span }).unwrap_or(fallback);
+            let span = opt
+                .map(|o| {
+                    if message.starts_with("is not an option") {
+                        o.key_span
+                    } else {
+                        o.value_span
+                    }
+                })
+                .unwrap_or(fallback);
             let (msg, hint) = if message.starts_with("is not an option") {
                 match message.split_once(". ") {
                     Some((m, h)) => (format!("`{key}` {m}"), Some(h.to_string())),
@@ -307,7 +400,11 @@ fn option_error(file: &PipelineFile, options: &[OptionSpec], fallback: Span, err
     }
 }
 
-fn plan_source(ctx: &SessionContext, file: &PipelineFile, s: &SourceStatement) -> Result<PlannedSource, SqlError> {
+fn plan_source(
+    ctx: &SessionContext,
+    file: &PipelineFile,
+    s: &SourceStatement,
+) -> Result<PlannedSource, SqlError> {
     let mut fields = Vec::new();
     let mut seen = HashSet::new();
     for c in &s.columns {
@@ -316,46 +413,91 @@ fn plan_source(ctx: &SessionContext, file: &PipelineFile, s: &SourceStatement) -
         }
         let type_name = c.data_type.to_string();
         let data_type = arrow_type_for(&type_name).ok_or_else(|| {
-            file.error(c.span, format!("type `{type_name}` of column `{}` is not supported", c.name))
-                .with_hint(format!("use one of {SUPPORTED_TYPES}"))
+            file.error(
+                c.span,
+                format!("type `{type_name}` of column `{}` is not supported", c.name),
+            )
+            .with_hint(format!("use one of {SUPPORTED_TYPES}"))
         })?;
         if COMMON_METADATA.contains(&c.name.as_str()) {
-            return Err(file.error(c.span, format!("`{}` is a metadata column every source has", c.name)).with_hint("rename the column"));
+            return Err(file
+                .error(
+                    c.span,
+                    format!("`{}` is a metadata column every source has", c.name),
+                )
+                .with_hint("rename the column"));
         }
         fields.push(Field::new(&c.name, data_type, !c.not_null));
     }
     if fields.is_empty() {
-        return Err(file.error(s.name_span, format!("source `{}` declares no columns", s.name)).with_hint("list the record's fields: CREATE SOURCE s (id TEXT, amount DOUBLE, ...)"));
+        return Err(file
+            .error(
+                s.name_span,
+                format!("source `{}` declares no columns", s.name),
+            )
+            .with_hint("list the record's fields: CREATE SOURCE s (id TEXT, amount DOUBLE, ...)"));
     }
     let declared = Arc::new(Schema::new(fields));
     let watermark = match &s.watermark {
         None => None,
         Some(w) => {
             let Ok(field) = declared.field_with_name(&w.column) else {
-                return Err(file.error(w.span, format!("WATERMARK FOR `{}`: no such column", w.column)).with_hint("name a TIMESTAMP column of this source"));
+                return Err(file
+                    .error(
+                        w.span,
+                        format!("WATERMARK FOR `{}`: no such column", w.column),
+                    )
+                    .with_hint("name a TIMESTAMP column of this source"));
             };
-            if !matches!(field.data_type(), arrow::datatypes::DataType::Timestamp(_, _)) {
-                return Err(file.error(w.span, format!("WATERMARK FOR `{}`: the column is {}, not TIMESTAMP", w.column, field.data_type())));
+            if !matches!(
+                field.data_type(),
+                arrow::datatypes::DataType::Timestamp(_, _)
+            ) {
+                return Err(file.error(
+                    w.span,
+                    format!(
+                        "WATERMARK FOR `{}`: the column is {}, not TIMESTAMP",
+                        w.column,
+                        field.data_type()
+                    ),
+                ));
             }
             let delay = match &w.expr {
-                Expr::Identifier(i) if i.value.eq_ignore_ascii_case(&w.column) => Some(Duration::ZERO),
-                Expr::BinaryOp { left, op: BinaryOperator::Minus, right } if matches!(&**left, Expr::Identifier(i) if i.value.eq_ignore_ascii_case(&w.column)) => expr_duration(right),
+                Expr::Identifier(i) if i.value.eq_ignore_ascii_case(&w.column) => {
+                    Some(Duration::ZERO)
+                }
+                Expr::BinaryOp {
+                    left,
+                    op: BinaryOperator::Minus,
+                    right,
+                } if matches!(&**left, Expr::Identifier(i) if i.value.eq_ignore_ascii_case(&w.column)) => {
+                    expr_duration(right)
+                }
                 _ => None,
             };
             let Some(delay) = delay else {
-                return Err(file.error(w.span, "the watermark must be the column minus an interval").with_hint(format!("WATERMARK FOR {0} AS {0} - INTERVAL '10 minutes'", w.column)));
+                return Err(file
+                    .error(w.span, "the watermark must be the column minus an interval")
+                    .with_hint(format!(
+                        "WATERMARK FOR {0} AS {0} - INTERVAL '10 minutes'",
+                        w.column
+                    )));
             };
             Some((w.column.clone(), delay))
         }
     };
     let mut options = Options::new(s.options.iter().map(|o| (o.key.clone(), o.value.clone())));
     let Some(connector) = options.take_str("connector") else {
-        return Err(file.error(s.name_span, format!("source `{}` has no connector", s.name)).with_hint("add WITH (connector = 'generator' | 'files', ...)"));
+        return Err(file
+            .error(s.name_span, format!("source `{}` has no connector", s.name))
+            .with_hint("add WITH (connector = 'generator' | 'files', ...)"));
     };
     let connector = connector.to_ascii_lowercase();
-    let source = build_source(&s.name, &connector, options, &declared).map_err(|e| option_error(file, &s.options, s.name_span, e))?;
+    let source = build_source(&s.name, &connector, options, &declared)
+        .map_err(|e| option_error(file, &s.options, s.name_span, e))?;
     let schema = source_schema(&declared, &source.metadata_fields());
-    let table = register_stream(ctx, &s.name, schema).map_err(|e| file.error(s.name_span, format!("cannot register source: {e}")))?;
+    let table = register_stream(ctx, &s.name, schema)
+        .map_err(|e| file.error(s.name_span, format!("cannot register source: {e}")))?;
     Ok(PlannedSource {
         name: s.name.clone(),
         connector,
@@ -386,7 +528,10 @@ async fn plan_stream(
     for f in schema.fields() {
         if !names.insert(f.name().clone()) {
             return Err(file
-                .error(st.query.body_span(), format!("`{}` produces two columns named `{}`", st.name, f.name()))
+                .error(
+                    st.query.body_span(),
+                    format!("`{}` produces two columns named `{}`", st.name, f.name()),
+                )
                 .with_hint("give one of them another name with AS"));
         }
     }
@@ -400,16 +545,28 @@ fn datafusion_error(file: &PipelineFile, st: &StreamStatement, e: DataFusionErro
         Some(d) => {
             let loc = d
                 .span
-                .map(|s| Location { file: file.path.clone(), line: s.start.line, column: s.start.column })
+                .map(|s| Location {
+                    file: file.path.clone(),
+                    line: s.start.line,
+                    column: s.start.column,
+                })
                 .unwrap_or(fallback);
-            let hints: Vec<String> = d.helps.iter().map(|h| h.message.clone()).chain(d.notes.iter().map(|n| n.message.clone())).collect();
+            let hints: Vec<String> = d
+                .helps
+                .iter()
+                .map(|h| h.message.clone())
+                .chain(d.notes.iter().map(|n| n.message.clone()))
+                .collect();
             (loc, d.message.clone(), hints)
         }
         None => (fallback, e.find_root().to_string(), Vec::new()),
     };
     let root = e.find_root().to_string();
     if let Some(valid) = root.split("Valid fields are ").nth(1) {
-        hints.push(format!("available columns: {}", valid.trim_end_matches('.')));
+        hints.push(format!(
+            "available columns: {}",
+            valid.trim_end_matches('.')
+        ));
     } else if root.contains("No field named") {
         hints.push("check the spelling, or add the column to the source's column list".to_string());
     }
@@ -420,30 +577,58 @@ fn datafusion_error(file: &PipelineFile, st: &StreamStatement, e: DataFusionErro
     err
 }
 
-fn sink_spec(file: &PipelineFile, st: &StreamStatement, schema: &Schema) -> Result<SinkSpec, SqlError> {
+fn sink_spec(
+    file: &PipelineFile,
+    st: &StreamStatement,
+    schema: &Schema,
+) -> Result<SinkSpec, SqlError> {
     let mut options = Options::new(st.options.iter().map(|o| (o.key.clone(), o.value.clone())));
     let result = (|| {
-        let format = options.take_choice("format", &["delta"])?.unwrap_or_else(|| "delta".into());
-        let path = options.take_str("path").unwrap_or_else(|| st.name.replace('.', "/"));
+        let format = options
+            .take_choice("format", &["delta"])?
+            .unwrap_or_else(|| "delta".into());
+        let path = options
+            .take_str("path")
+            .unwrap_or_else(|| st.name.replace('.', "/"));
         let partition_by: Vec<String> = options
             .take_str("partition_by")
-            .map(|v| v.split(',').map(|c| c.trim().to_ascii_lowercase()).filter(|c| !c.is_empty()).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(|c| c.trim().to_ascii_lowercase())
+                    .filter(|c| !c.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         options.clone().finish("a table")?;
-        Ok::<_, EngineError>(SinkSpec { format, path, partition_by })
+        Ok::<_, EngineError>(SinkSpec {
+            format,
+            path,
+            partition_by,
+        })
     })();
     let spec = result.map_err(|e| option_error(file, &st.options, st.name_span, e))?;
     for col in &spec.partition_by {
         if schema.field_with_name(col).is_err() {
-            let span = st.options.iter().find(|o| o.key == "partition_by").map(|o| o.value_span).unwrap_or(st.name_span);
+            let span = st
+                .options
+                .iter()
+                .find(|o| o.key == "partition_by")
+                .map(|o| o.value_span)
+                .unwrap_or(st.name_span);
             let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
             return Err(file
-                .error(span, format!("partition column `{col}` is not a column of `{}`", st.name))
+                .error(
+                    span,
+                    format!("partition column `{col}` is not a column of `{}`", st.name),
+                )
                 .with_hint(format!("columns: {}", names.join(", "))));
         }
     }
     if spec.partition_by.len() == schema.fields().len() {
-        return Err(file.error(st.name_span, "a Delta table needs at least one column that is not a partition column"));
+        return Err(file.error(
+            st.name_span,
+            "a Delta table needs at least one column that is not a partition column",
+        ));
     }
     Ok(spec)
 }
@@ -473,10 +658,19 @@ fn dependency_order(
     streams: &[(&PipelineFile, &StreamStatement)],
     inputs: &HashMap<String, Vec<(String, Span)>>,
 ) -> Result<Vec<usize>, SqlError> {
-    let index: BTreeMap<&str, usize> = streams.iter().enumerate().map(|(i, (_, s))| (s.name.as_str(), i)).collect();
+    let index: BTreeMap<&str, usize> = streams
+        .iter()
+        .enumerate()
+        .map(|(i, (_, s))| (s.name.as_str(), i))
+        .collect();
     let deps: Vec<Vec<usize>> = streams
         .iter()
-        .map(|(_, s)| inputs[&s.name].iter().filter_map(|(n, _)| index.get(n.as_str()).copied()).collect())
+        .map(|(_, s)| {
+            inputs[&s.name]
+                .iter()
+                .filter_map(|(n, _)| index.get(n.as_str()).copied())
+                .collect()
+        })
         .collect();
     // Depth-first search; colours: 0 new, 1 in progress, 2 done.
     let mut colour = vec![0u8; streams.len()];
@@ -515,7 +709,11 @@ fn dependency_order(
             let names: Vec<&str> = cycle.iter().map(|&c| streams[c].1.name.as_str()).collect();
             let (file, first) = streams[cycle[0]];
             let next = &streams[cycle[1]].1.name;
-            let span = inputs[&first.name].iter().find(|(n, _)| n == next).map(|(_, s)| *s).unwrap_or(first.name_span);
+            let span = inputs[&first.name]
+                .iter()
+                .find(|(n, _)| n == next)
+                .map(|(_, s)| *s)
+                .unwrap_or(first.name_span);
             return Err(file
                 .error(span, format!("cycle between streams: {}", names.join(" reads ")))
                 .with_hint("a pipeline is a DAG: make one of these read a source or an upstream table instead"));

@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    ExcludeSelectItem, Ident, ObjectName, Query, Select, SelectItem, SelectItemQualifiedWildcardKind,
-    SetExpr, TableFactor, VisitMut, VisitorMut, WildcardAdditionalOptions,
+    ExcludeSelectItem, Ident, ObjectName, Query, Select, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, TableFactor, VisitMut, VisitorMut,
+    WildcardAdditionalOptions,
 };
 
 use crate::parser::object_name_to_string;
@@ -51,9 +52,13 @@ fn rewrite_select(select: &mut Select, hidden: &HashMap<String, Vec<String>>) {
     for from in &select.from {
         let factors = std::iter::once(&from.relation).chain(from.joins.iter().map(|j| &j.relation));
         for factor in factors {
-            let TableFactor::Table { name, alias, .. } = factor else { continue };
+            let TableFactor::Table { name, alias, .. } = factor else {
+                continue;
+            };
             let table = object_name_to_string(name);
-            let Some(cols) = hidden.get(&table) else { continue };
+            let Some(cols) = hidden.get(&table) else {
+                continue;
+            };
             for c in cols {
                 if !all.contains(c) {
                     all.push(c.clone());
@@ -65,7 +70,9 @@ fn rewrite_select(select: &mut Select, hidden: &HashMap<String, Vec<String>>) {
             };
             by_qualifier.insert(qualifier, cols.clone());
             if let Some(last) = table.rsplit('.').next() {
-                by_qualifier.entry(last.to_string()).or_insert_with(|| cols.clone());
+                by_qualifier
+                    .entry(last.to_string())
+                    .or_insert_with(|| cols.clone());
             }
         }
     }
@@ -75,7 +82,10 @@ fn rewrite_select(select: &mut Select, hidden: &HashMap<String, Vec<String>>) {
     for item in &mut select.projection {
         match item {
             SelectItem::Wildcard(options) => exclude(options, &all),
-            SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(name), options) => {
+            SelectItem::QualifiedWildcard(
+                SelectItemQualifiedWildcardKind::ObjectName(name),
+                options,
+            ) => {
                 if let Some(cols) = by_qualifier.get(&object_name_to_string(name)) {
                     exclude(options, cols);
                 }
@@ -106,8 +116,15 @@ mod tests {
     use datafusion::sql::sqlparser::parser::Parser;
 
     fn rewrite(sql: &str) -> String {
-        let mut q = Parser::new(&GenericDialect {}).try_with_sql(sql).unwrap().parse_query().unwrap();
-        let hidden = HashMap::from([("tx".to_string(), vec!["_source".to_string(), "_epoch".to_string()])]);
+        let mut q = Parser::new(&GenericDialect {})
+            .try_with_sql(sql)
+            .unwrap()
+            .parse_query()
+            .unwrap();
+        let hidden = HashMap::from([(
+            "tx".to_string(),
+            vec!["_source".to_string(), "_epoch".to_string()],
+        )]);
         hide_metadata_columns(&mut q, &hidden);
         q.to_string()
     }

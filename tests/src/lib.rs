@@ -37,7 +37,11 @@ pub struct RunResult {
 
 /// Runs `pipeline` with `--once` into `lake` (checkpoint under the lake), with `${VAR}`s taken
 /// from `env` first, then the process environment.
-pub async fn run_pipeline(pipeline: &Path, lake: &Path, env: &[(&str, &str)]) -> Result<RunResult, TestError> {
+pub async fn run_pipeline(
+    pipeline: &Path,
+    lake: &Path,
+    env: &[(&str, &str)],
+) -> Result<RunResult, TestError> {
     let lookup = |name: &str| {
         env.iter()
             .find(|(k, _)| *k == name)
@@ -67,7 +71,8 @@ pub async fn run_pipeline(pipeline: &Path, lake: &Path, env: &[(&str, &str)]) ->
 
 /// The default checkpoint folder of `pipeline` in `lake`.
 pub fn checkpoint_dir(lake: &Path, pipeline: &Path) -> PathBuf {
-    lake.join("_checkpoints").join(weir_cli::pipeline_name(pipeline))
+    lake.join("_checkpoints")
+        .join(weir_cli::pipeline_name(pipeline))
 }
 
 /// A batch SQL session over every Delta table of `lake`.
@@ -102,7 +107,10 @@ fn rows_of(batches: &[RecordBatch]) -> Result<Vec<String>, TestError> {
 /// A single number from a `SELECT count(*) ...`-style query.
 pub async fn scalar(ctx: &SessionContext, sql: &str) -> Result<i64, TestError> {
     let batches = ctx.sql(sql).await?.collect().await?;
-    let cell = rows_of(&batches)?.into_iter().next().ok_or("query returned no rows")?;
+    let cell = rows_of(&batches)?
+        .into_iter()
+        .next()
+        .ok_or("query returned no rows")?;
     Ok(cell.parse()?)
 }
 

@@ -1,19 +1,33 @@
 //! The ecommerce example, end to end: generated events in, bronze / silver / fraud Delta tables
 //! and dead letters out, checked against batch DataFusion over the same lake (the oracle).
 
-use weir_tests::{checkpoint_dir, column_list, example, lake_context, run_pipeline, scalar, sorted_rows, stream_query, TestError};
+use weir_tests::{
+    checkpoint_dir, column_list, example, lake_context, run_pipeline, scalar, sorted_rows,
+    stream_query, TestError,
+};
 
 const SMALL: &[(&str, &str)] = &[("EVENTS", "20000"), ("EVENTS_PER_TRIGGER", "4000")];
 
 /// Asserts that `table` holds exactly the rows its own SQL gives as a batch query.
-async fn assert_equals_oracle(ctx: &datafusion::prelude::SessionContext, table: &str) -> Result<(), TestError> {
+async fn assert_equals_oracle(
+    ctx: &datafusion::prelude::SessionContext,
+    table: &str,
+) -> Result<(), TestError> {
     let oracle_sql = stream_query(&example("ecommerce"), table)?;
     let cols = column_list(ctx, &oracle_sql).await?;
-    let expected = sorted_rows(ctx, &format!("SELECT {cols} FROM ({oracle_sql}) AS oracle")).await?;
+    let expected =
+        sorted_rows(ctx, &format!("SELECT {cols} FROM ({oracle_sql}) AS oracle")).await?;
     let actual = sorted_rows(ctx, &format!("SELECT {cols} FROM {table}")).await?;
     assert!(!expected.is_empty(), "{table}: the oracle returned no rows");
-    assert_eq!(actual.len(), expected.len(), "{table}: row count differs from the batch answer");
-    assert!(actual == expected, "{table}: rows differ from the batch answer");
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "{table}: row count differs from the batch answer"
+    );
+    assert!(
+        actual == expected,
+        "{table}: rows differ from the batch answer"
+    );
     Ok(())
 }
 
@@ -37,13 +51,23 @@ async fn example_tables_equal_the_batch_answer() -> Result<(), TestError> {
     )
     .await?;
     assert_eq!(offsets, 20_000, "each generator offset exactly once");
-    let reasons = scalar(&ctx, "SELECT count(*) FROM _dead_letter.events WHERE error LIKE '%JSON%' AND raw <> ''").await?;
-    assert_eq!(reasons, dead, "dead letters keep the raw text and the reason");
+    let reasons = scalar(
+        &ctx,
+        "SELECT count(*) FROM _dead_letter.events WHERE error LIKE '%JSON%' AND raw <> ''",
+    )
+    .await?;
+    assert_eq!(
+        reasons, dead,
+        "dead letters keep the raw text and the reason"
+    );
 
     // Silver and fraud equal their own SQL run as batch queries over the lake.
     assert_equals_oracle(&ctx, "silver.events").await?;
-    ctx.sql(&format!("CREATE VIEW purchase_signals AS {}", stream_query(&example("ecommerce"), "purchase_signals")?))
-        .await?;
+    ctx.sql(&format!(
+        "CREATE VIEW purchase_signals AS {}",
+        stream_query(&example("ecommerce"), "purchase_signals")?
+    ))
+    .await?;
     assert_equals_oracle(&ctx, "fraud.scores").await?;
 
     // The rules produce every risk level and silver is partitioned by day.
@@ -53,7 +77,10 @@ async fn example_tables_equal_the_batch_answer() -> Result<(), TestError> {
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with("event_date="))
         .count();
-    assert!(partitions >= 2, "silver has {partitions} event_date partitions");
+    assert!(
+        partitions >= 2,
+        "silver has {partitions} event_date partitions"
+    );
     Ok(())
 }
 
@@ -65,7 +92,12 @@ async fn replayed_epoch_adds_no_rows() -> Result<(), TestError> {
     assert_eq!(first.epochs.len(), 3);
     let count_all = |ctx: datafusion::prelude::SessionContext| async move {
         let mut counts = Vec::new();
-        for t in ["bronze.events", "silver.events", "fraud.scores", "_dead_letter.events"] {
+        for t in [
+            "bronze.events",
+            "silver.events",
+            "fraud.scores",
+            "_dead_letter.events",
+        ] {
             counts.push(scalar(&ctx, &format!("SELECT count(*) FROM {t}")).await?);
         }
         Ok::<_, TestError>(counts)
@@ -75,12 +107,19 @@ async fn replayed_epoch_adds_no_rows() -> Result<(), TestError> {
     // Crash after every sink committed epoch 3 but before the commit log recorded it.
     std::fs::remove_file(checkpoint_dir(lake.path(), &example("ecommerce")).join("commits/3"))?;
     let replay = run_pipeline(&example("ecommerce"), lake.path(), env).await?;
-    assert_eq!(replay.epochs.len(), 1, "only the uncommitted epoch runs again");
+    assert_eq!(
+        replay.epochs.len(),
+        1,
+        "only the uncommitted epoch runs again"
+    );
     let epoch = &replay.epochs[0];
     assert!(epoch.replayed);
     assert_eq!(epoch.epoch, 3);
     for table in ["bronze.events", "silver.events", "fraud.scores"] {
-        assert!(epoch.already_committed.contains(&table.to_string()), "{table} was written twice");
+        assert!(
+            epoch.already_committed.contains(&table.to_string()),
+            "{table} was written twice"
+        );
     }
     let after = count_all(lake_context(lake.path()).await?).await?;
     assert_eq!(before, after);
@@ -93,8 +132,13 @@ async fn restart_continues_without_gap_or_duplicate() -> Result<(), TestError> {
     // Lake A: the generator first has 8000 events, later 16000; Weir is restarted in between.
     let a = tempfile::tempdir()?;
     run_pipeline(&example("ecommerce"), a.path(), &[("EVENTS", "8000"), per]).await?;
-    let resumed = run_pipeline(&example("ecommerce"), a.path(), &[("EVENTS", "16000"), per]).await?;
-    assert_eq!(resumed.epochs.first().map(|e| e.epoch), Some(3), "continues after epoch 2");
+    let resumed =
+        run_pipeline(&example("ecommerce"), a.path(), &[("EVENTS", "16000"), per]).await?;
+    assert_eq!(
+        resumed.epochs.first().map(|e| e.epoch),
+        Some(3),
+        "continues after epoch 2"
+    );
     // Lake B: one uninterrupted run.
     let b = tempfile::tempdir()?;
     run_pipeline(&example("ecommerce"), b.path(), &[("EVENTS", "16000"), per]).await?;
@@ -103,6 +147,9 @@ async fn restart_continues_without_gap_or_duplicate() -> Result<(), TestError> {
     let rows_a = sorted_rows(&lake_context(a.path()).await?, query).await?;
     let rows_b = sorted_rows(&lake_context(b.path()).await?, query).await?;
     assert!(rows_a.len() > 15_000);
-    assert!(rows_a == rows_b, "restarted run differs from the uninterrupted one");
+    assert!(
+        rows_a == rows_b,
+        "restarted run differs from the uninterrupted one"
+    );
     Ok(())
 }

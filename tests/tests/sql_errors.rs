@@ -34,9 +34,18 @@ async fn assert_error(sql: &str, marker: &str, from_line: usize, expected: &[&st
     let (errors, file, _dir) = errors_of(sql).await;
     let e = &errors.0[0];
     let text = errors.to_string();
-    assert_eq!((e.location.line, e.location.column), position_of(sql, marker, from_line), "{text}");
+    assert_eq!(
+        (e.location.line, e.location.column),
+        position_of(sql, marker, from_line),
+        "{text}"
+    );
     assert_eq!(e.location.file, file.as_path());
-    let prefix = format!("{}:{}:{}: error:", file.display(), e.location.line, e.location.column);
+    let prefix = format!(
+        "{}:{}:{}: error:",
+        file.display(),
+        e.location.line,
+        e.location.column
+    );
     assert!(text.starts_with(&prefix), "{text}");
     for fragment in expected {
         assert!(text.contains(fragment), "missing {fragment:?} in:\n{text}");
@@ -71,19 +80,32 @@ async fn unknown_table_option_is_rejected() {
 #[tokio::test]
 async fn unknown_connector_lists_the_known_ones() {
     let sql = "CREATE SOURCE tx (id TEXT)\nWITH (connector = 'kinesis');\n";
-    assert_error(sql, "'kinesis'", 1, &["unknown connector 'kinesis'", "generator, files"]).await;
+    assert_error(
+        sql,
+        "'kinesis'",
+        1,
+        &["unknown connector 'kinesis'", "generator, files"],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn cycle_between_views_is_an_error() {
-    let sql = format!("{SOURCE}CREATE VIEW a AS SELECT * FROM b;\nCREATE VIEW b AS SELECT * FROM a;\n");
+    let sql =
+        format!("{SOURCE}CREATE VIEW a AS SELECT * FROM b;\nCREATE VIEW b AS SELECT * FROM a;\n");
     assert_error(&sql, "b;", 6, &["cycle between streams: a reads b reads a"]).await;
 }
 
 #[tokio::test]
 async fn unknown_table_suggests_the_closest() {
     let sql = format!("{SOURCE}CREATE TABLE t AS SELECT * FROM txx;\n");
-    assert_error(&sql, "txx", 6, &["unknown source, table or view `txx`", "did you mean `tx`?"]).await;
+    assert_error(
+        &sql,
+        "txx",
+        6,
+        &["unknown source, table or view `txx`", "did you mean `tx`?"],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -109,7 +131,16 @@ async fn syntax_error_has_a_position() {
 fn positions_survive_environment_substitution() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.sql");
-    std::fs::write(&file, "CREATE SOURCE tx (id TEXT)\nWITH (connector = 'generator', events = ${N});\n").unwrap();
-    let err = load_pipeline_files_with_env(Path::new(&file), &|_| None).unwrap_err().to_string();
-    assert!(err.contains("p.sql:2:41: error: environment variable `N` is not set"), "{err}");
+    std::fs::write(
+        &file,
+        "CREATE SOURCE tx (id TEXT)\nWITH (connector = 'generator', events = ${N});\n",
+    )
+    .unwrap();
+    let err = load_pipeline_files_with_env(Path::new(&file), &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("p.sql:2:41: error: environment variable `N` is not set"),
+        "{err}"
+    );
 }

@@ -39,7 +39,10 @@ impl FilesSource {
         options.take_choice("format", &["json"])?;
         let max = options.take_u64("max_files_per_trigger")?.unwrap_or(1000);
         if max == 0 {
-            return Err(EngineError::option("max_files_per_trigger", "must be at least 1"));
+            return Err(EngineError::option(
+                "max_files_per_trigger",
+                "must be at least 1",
+            ));
         }
         Ok(FilesSource {
             name: name.to_string(),
@@ -66,9 +69,12 @@ impl FilesSource {
         })?;
         let mut names = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| self.io_error(format!("listing {}", self.dir.display()), e))?;
+            let entry =
+                entry.map_err(|e| self.io_error(format!("listing {}", self.dir.display()), e))?;
             let name = entry.file_name().to_string_lossy().to_string();
-            let is_data = [".json", ".jsonl", ".ndjson"].iter().any(|s| name.ends_with(s));
+            let is_data = [".json", ".jsonl", ".ndjson"]
+                .iter()
+                .any(|s| name.ends_with(s));
             if is_data && !name.starts_with('.') && !name.starts_with('_') {
                 names.push(name);
             }
@@ -138,10 +144,12 @@ impl Source for FilesSource {
                 start = end + 1;
             }
         }
-        let files = StringArray::from_iter_values(file_col.iter().map(|i| r.files[*i as usize].as_str()));
+        let files =
+            StringArray::from_iter_values(file_col.iter().map(|i| r.files[*i as usize].as_str()));
         let fields = self.metadata_fields();
         raw.metadata.push((fields[0].clone(), Arc::new(files)));
-        raw.metadata.push((fields[1].clone(), Arc::new(Int64Array::from(lines))));
+        raw.metadata
+            .push((fields[1].clone(), Arc::new(Int64Array::from(lines))));
         Ok(raw)
     }
 
@@ -182,10 +190,10 @@ mod tests {
         src.advance(&second).unwrap();
         assert!(src.plan_next(false).unwrap().is_none());
 
-        let mut restarted = FilesSource::from_options("s", &mut Options::new([(
-            "path".to_string(),
-            dir.path().display().to_string(),
-        )]))
+        let mut restarted = FilesSource::from_options(
+            "s",
+            &mut Options::new([("path".to_string(), dir.path().display().to_string())]),
+        )
         .unwrap();
         restarted.restore(&[first, second]).unwrap();
         assert!(restarted.plan_next(false).unwrap().is_none());

@@ -46,7 +46,9 @@ impl GeneratorSource {
         let defaults = EcommerceConfig::default();
         let config = EcommerceConfig {
             seed: options.take_u64("seed")?.unwrap_or(defaults.seed),
-            late_ratio: options.take_ratio("late_ratio")?.unwrap_or(defaults.late_ratio),
+            late_ratio: options
+                .take_ratio("late_ratio")?
+                .unwrap_or(defaults.late_ratio),
             duplicate_ratio: options
                 .take_ratio("duplicate_ratio")?
                 .unwrap_or(defaults.duplicate_ratio),
@@ -117,9 +119,10 @@ impl Source for GeneratorSource {
         if end <= start {
             return Ok(None);
         }
-        Ok(Some(serde_json::to_value(EventRange { start, end }).map_err(|e| {
-            EngineError::option("events", format!("cannot record range: {e}"))
-        })?))
+        Ok(Some(
+            serde_json::to_value(EventRange { start, end })
+                .map_err(|e| EngineError::option("events", format!("cannot record range: {e}")))?,
+        ))
     }
 
     fn read(&mut self, range: &Value) -> Result<RawBatch> {
@@ -136,7 +139,8 @@ impl Source for GeneratorSource {
             raw.records.push(start..raw.data.len());
         }
         let offsets = Int64Array::from_iter_values((r.start..r.end).map(|i| i as i64));
-        raw.metadata.push((self.metadata_fields()[0].clone(), Arc::new(offsets)));
+        raw.metadata
+            .push((self.metadata_fields()[0].clone(), Arc::new(offsets)));
         Ok(raw)
     }
 

@@ -92,7 +92,10 @@ pub fn common_metadata_fields() -> Vec<FieldRef> {
 }
 
 /// Reads a typed range back from the offset log.
-pub(crate) fn parse_range<T: serde::de::DeserializeOwned>(source: &str, range: &Value) -> Result<T> {
+pub(crate) fn parse_range<T: serde::de::DeserializeOwned>(
+    source: &str,
+    range: &Value,
+) -> Result<T> {
     serde_json::from_value(range.clone()).map_err(|e| EngineError::Source {
         source_name: source.to_string(),
         message: format!(

@@ -1,0 +1,110 @@
+//! The `weir` binary as a user runs it: exit codes, messages, and the files connector.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn weir(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .current_dir(dir)
+        .env("WEIR_LOG", "warn")
+        .output()
+        .expect("weir runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const PIPELINE: &str = "\
+CREATE SOURCE orders (
+    id     BIGINT NOT NULL,
+    amount DOUBLE,
+    ts     TIMESTAMP
+) WITH (connector = 'files', path = 'incoming', format = 'json', max_files_per_trigger = 1);
+
+CREATE TABLE raw.orders AS SELECT *, _file, _line FROM orders;
+CREATE TABLE big_orders AS SELECT id, amount * 2 AS doubled FROM orders WHERE amount > 10;
+";
+
+#[test]
+fn files_pipeline_runs_once_and_resumes_with_new_files_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = dir.path().join("incoming");
+    std::fs::create_dir(&incoming).unwrap();
+    std::fs::write(dir.path().join("orders.sql"), PIPELINE).unwrap();
+    std::fs::write(incoming.join("a.json"), "{\"id\":1,\"amount\":5,\"ts\":\"2024-03-01T00:00:02.455Z\"}\n{\"id\":2,\"amount\":50,\"ts\":1709251202455}\n").unwrap();
+    std::fs::write(
+        incoming.join("b.json"),
+        "{\"id\":3,\"amount\":70}\n{\"id\":\"x\"}\n{\"amount\":1}\n",
+    )
+    .unwrap();
+
+    let out = weir(&["run", "orders.sql", "--once"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = text(&out.stderr);
+    assert!(log.contains("epoch    1"), "{log}");
+    assert!(log.contains("epoch    2"), "one file per epoch: {log}");
+
+    let q = weir(
+        &[
+            "query",
+            "SELECT id, _file, _line FROM raw.orders ORDER BY id",
+        ],
+        dir.path(),
+    );
+    let table = text(&q.stdout);
+    assert!(q.status.success(), "{}", text(&q.stderr));
+    assert!(table.contains("| 3  | b.json | 1     |"), "{table}");
+    let dead = weir(
+        &[
+            "query",
+            "SELECT position FROM _dead_letter.orders ORDER BY position",
+        ],
+        dir.path(),
+    );
+    let dead = text(&dead.stdout);
+    assert!(dead.contains("_file=b.json _line=2"), "{dead}");
+    assert!(dead.contains("_file=b.json _line=3"), "{dead}");
+
+    // A new file arrives; a second run reads only it.
+    std::fs::write(incoming.join("c.json"), "{\"id\":4,\"amount\":11}\n").unwrap();
+    let again = weir(&["run", "orders.sql", "--once"], dir.path());
+    let log = text(&again.stderr);
+    assert!(
+        log.contains("epoch    3") && !log.contains("epoch    4"),
+        "{log}"
+    );
+    let q = weir(
+        &[
+            "query",
+            "SELECT count(*) AS n, sum(doubled) AS s FROM big_orders",
+        ],
+        dir.path(),
+    );
+    let table = text(&q.stdout);
+    assert!(table.contains("| 3 | 262.0 |"), "{table}");
+}
+
+#[test]
+fn bad_pipeline_exits_2_with_file_line_column() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.sql"), "CREATE SOURCE s (a TEXT) WITH (connector = 'generator');\nCREATE TABLE t AS SELECT b FROM s;\n").unwrap();
+    let out = weir(&["validate", "bad.sql"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.starts_with("bad.sql:2:26: error:"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+}
+
+#[test]
+fn validate_and_explain_the_example() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = weir(&["validate", "examples/ecommerce"], &root);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("1 source(s), 3 table(s), 1 view(s)"));
+    let out = weir(&["explain", "examples/ecommerce"], &root);
+    let plan = text(&out.stdout);
+    assert!(plan.contains("silver.events <- [bronze.events] -> delta table 'silver/events' partitioned by event_date"), "{plan}");
+    assert!(plan.contains("physical plan:"), "{plan}");
+}
