@@ -122,8 +122,11 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let rows_in: u64 = summary.rows_in.values().sum();
     let dead: u64 = summary.dead_letters.values().sum();
     if args.progress != ProgressFormat::Json {
+        let rss = peak_rss_mib()
+            .map(|m| format!(", peak RSS {m:.0} MiB"))
+            .unwrap_or_default();
         eprintln!(
-            "weir: {} epochs, {rows_in} records in {secs:.1}s ({:.0} records/s), {dead} dead-lettered",
+            "weir: {} epochs, {rows_in} records in {secs:.1}s ({:.0} records/s), {dead} dead-lettered{rss}",
             summary.epochs,
             rows_in as f64 / secs.max(1e-9)
         );
@@ -212,4 +215,12 @@ fn print_stdout(text: &str) -> Result<(), CliError> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
+}
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`), for the run summary.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }

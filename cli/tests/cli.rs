@@ -1,5 +1,7 @@
 //! The `weir` binary as a user runs it: exit codes, messages, and the files connector.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -147,7 +147,7 @@ impl EcommerceGenerator {
         let c = &self.config;
         let user = rng.random_range(0..c.users);
         // A stable 0.5% of users are known fraudsters.
-        let known_fraud = splitmix(user ^ 0x5eed) % 200 == 0;
+        let known_fraud = splitmix(user ^ 0x5eed).is_multiple_of(200);
         let event_type = weighted(rng, &EVENT_TYPES);
         let product = rng.random_range(0..c.products);
         let category = CATEGORIES[(product % CATEGORIES.len() as u64) as usize];

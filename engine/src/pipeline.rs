@@ -94,6 +94,9 @@ pub struct QueryNode {
     pub sink: Option<Box<dyn Sink>>,
 }
 
+/// A function called with every finished epoch.
+pub type EpochCallback = Arc<dyn Fn(&EpochReport) + Send + Sync>;
+
 /// How `run` should behave.
 #[derive(Clone)]
 pub struct RunOptions {
@@ -104,7 +107,7 @@ pub struct RunOptions {
     /// Set (e.g. by Ctrl-C) to finish the current epoch and return.
     pub stop: Arc<AtomicBool>,
     /// Called with every finished epoch (progress lines).
-    pub on_epoch: Option<Arc<dyn Fn(&EpochReport) + Send + Sync>>,
+    pub on_epoch: Option<EpochCallback>,
 }
 
 impl Default for RunOptions {

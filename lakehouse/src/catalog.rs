@@ -64,7 +64,7 @@ pub async fn register_lake(
         let delta_err = |source| LakehouseError::Delta {
             table: path.display().to_string(),
             epoch: None,
-            source,
+            source: Box::new(source),
         };
         let url = deltalake::ensure_table_uri(path.to_string_lossy()).map_err(delta_err)?;
         let mut table = DeltaTable::try_from_url(url).await.map_err(delta_err)?;
@@ -78,12 +78,12 @@ pub async fn register_lake(
                 .await
                 .map_err(|source| LakehouseError::DataFusion {
                     table: name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
         let reference = TableReference::from(name.as_str());
         let df_err = |source| LakehouseError::DataFusion {
             table: name.clone(),
-            source,
+            source: Box::new(source),
         };
         if let Some(schema) = reference.schema() {
             if let Some(catalog) = ctx.catalog("datafusion") {

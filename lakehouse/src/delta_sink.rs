@@ -48,7 +48,7 @@ impl DeltaSink {
         let delta_err = |source| LakehouseError::Delta {
             table: display.clone(),
             epoch: None,
-            source,
+            source: Box::new(source),
         };
         let url = deltalake::ensure_table_uri(location.to_string_lossy()).map_err(delta_err)?;
         // Only load a table that exists: loading an empty folder makes the kernel log errors.
@@ -140,7 +140,7 @@ impl DeltaSink {
         let table = write.await.map_err(|source| LakehouseError::Delta {
             table: table_name,
             epoch: Some(epoch),
-            source,
+            source: Box::new(source),
         })?;
         self.table = table;
         self.last_epoch = Some(epoch as i64);

@@ -12,7 +12,7 @@ pub enum LakehouseError {
         epoch: Option<u64>,
         /// delta-rs's error.
         #[source]
-        source: deltalake::DeltaTableError,
+        source: Box<deltalake::DeltaTableError>,
     },
 
     /// A batch could not be converted to a type Delta stores.
@@ -44,6 +44,6 @@ pub enum LakehouseError {
         table: String,
         /// DataFusion's error.
         #[source]
-        source: datafusion::error::DataFusionError,
+        source: Box<datafusion::error::DataFusionError>,
     },
 }

@@ -188,7 +188,7 @@ pub struct StreamStatement {
 #[derive(Debug, Clone)]
 pub enum Statement {
     /// A source.
-    Source(SourceStatement),
+    Source(Box<SourceStatement>),
     /// A table or view.
     Stream(StreamStatement),
 }
@@ -253,7 +253,7 @@ impl StatementParser<'_> {
             _ => String::new(),
         };
         match word.as_str() {
-            "SOURCE" => self.source(start.span).map(Statement::Source),
+            "SOURCE" => self.source(start.span).map(|s| Statement::Source(Box::new(s))),
             "TABLE" => self.stream(StreamKind::Table, start.span).map(Statement::Stream),
             "VIEW" | "STREAM" => self.stream(StreamKind::View, start.span).map(Statement::Stream),
             "MATERIALIZED" if self.parser.parse_keyword(Keyword::VIEW) => {

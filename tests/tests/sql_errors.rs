@@ -1,6 +1,8 @@
 //! Pipeline mistakes are reported at file:line:col with a hint. Each case is SQL in, and the
 //! expected position (the first occurrence of a marker text) and message out.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
+
 use std::path::Path;
 
 use weir_sql::{load_pipeline_files_with_env, plan_pipeline, SqlErrors};

@@ -1,0 +1,1 @@
+../../examples/ecommerce/03_silver.sql

@@ -1,0 +1,1 @@
+../../examples/ecommerce/04_fraud.sql
