@@ -42,7 +42,7 @@ enum Command {
         /// Checkpoint folder (default: <lake>/_checkpoints/<pipeline>).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
-        /// Seconds between polls when no source has new data.
+        /// Seconds between epoch starts (Spark's processing-time trigger); ignored with --once.
         #[arg(long, default_value_t = 1.0)]
         trigger_interval: f64,
         /// Threads for decoding and query execution (default: all cores).

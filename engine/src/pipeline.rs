@@ -102,7 +102,7 @@ pub type EpochCallback = Arc<dyn Fn(&EpochReport) + Send + Sync>;
 pub struct RunOptions {
     /// Process what is available now, then return.
     pub once: bool,
-    /// Pause between polls when no source has new data.
+    /// Epochs start at most this often (and sources are polled this often when idle).
     pub trigger_interval: Duration,
     /// Set (e.g. by Ctrl-C) to finish the current epoch and return.
     pub stop: Arc<AtomicBool>,
@@ -204,10 +204,22 @@ impl Pipeline {
             self.finish_epoch(report, options, &mut summary);
             next_epoch += 1;
         }
+        let mut last_start: Option<Instant> = None;
         loop {
             if options.stop.load(Ordering::SeqCst) {
                 break;
             }
+            // Like Spark's processing-time trigger: epochs start at most once per interval, so a
+            // trickle of data makes one commit per interval, not one per record; an epoch that
+            // overran its interval is followed at once. `--once` never waits.
+            if let (false, Some(started)) = (options.once, last_start) {
+                let next = started + options.trigger_interval;
+                sleep_unless_stopped(next.saturating_duration_since(Instant::now()), &options.stop).await;
+                if options.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+            }
+            last_start = Some(Instant::now());
             let mut ranges = BTreeMap::new();
             for node in &mut self.sources {
                 if let Some(range) = node.source.plan_next(options.once)? {
@@ -218,7 +230,6 @@ impl Pipeline {
                 if options.once {
                     break;
                 }
-                sleep_unless_stopped(options.trigger_interval, &options.stop).await;
                 continue;
             }
             let entry = OffsetEntry {
