@@ -214,7 +214,11 @@ impl Pipeline {
             // overran its interval is followed at once. `--once` never waits.
             if let (false, Some(started)) = (options.once, last_start) {
                 let next = started + options.trigger_interval;
-                sleep_unless_stopped(next.saturating_duration_since(Instant::now()), &options.stop).await;
+                sleep_unless_stopped(
+                    next.saturating_duration_since(Instant::now()),
+                    &options.stop,
+                )
+                .await;
                 if options.stop.load(Ordering::SeqCst) {
                     break;
                 }

@@ -1,6 +1,7 @@
 //! Real Delta readers open Weir's tables: the Python `deltalake` package (with pyarrow), Polars
 //! and DuckDB each read every table of the example lake and must count what DataFusion counts,
-//! including a filter on silver's partition column that prunes files.
+//! including a filter on silver's partition column that prunes files; dbt (dbt-duckdb) builds
+//! models over the tables whose numbers must match DataFusion's.
 //!
 //! Needs the venv made by `scripts/python-env.sh` (or `WEIR_PYTHON`). Without it the test skips
 //! on a developer's machine and fails under CI=true, so CI cannot pass without running it.
