@@ -266,21 +266,23 @@ mod tests {
             r#"{"amount":3.0}"#,
             r#"{"id":"d","amount":"lots"}"#,
             r#"{"id":"e","amount":2,"ts":1709251202455}"#,
+            r#"{"id":"f","ts":"2024-03-01T02:00:02.455+02:00"}"#,
         ]);
         for threads in [1, 2] {
             let d = decoder()
                 .decode(&input.data, &input.records, threads)
                 .unwrap();
-            assert_eq!(d.kept, vec![0, 4]);
+            assert_eq!(d.kept, vec![0, 4, 5]);
             let ids: Vec<usize> = d.rejected.iter().map(|r| r.index).collect();
             assert_eq!(ids, vec![1, 2, 3]);
             let amounts = d.batch.column(1).as_primitive::<Float64Type>();
-            assert_eq!(amounts.values(), &[1.5, 2.0]);
+            assert_eq!(&amounts.values()[..2], &[1.5, 2.0]);
+            assert!(amounts.is_null(2));
             let ts = d.batch.column(2);
-            assert_eq!(ts.len(), 2);
+            assert_eq!(ts.len(), 3);
+            // RFC 3339 with Z, epoch milliseconds and RFC 3339 with an offset: the same instant.
             let ts = ts.as_primitive::<arrow::datatypes::TimestampMillisecondType>();
-            assert_eq!(ts.value(0), 1_709_251_202_455);
-            assert_eq!(ts.value(1), 1_709_251_202_455);
+            assert_eq!(ts.values(), &[1_709_251_202_455; 3]);
         }
     }
 
