@@ -305,7 +305,9 @@ impl Pipeline {
                 }
                 node.table.set(vec![batch]);
             }
-            for node in &mut self.nodes {
+            // Compute every node first (downstream nodes read upstream output of this epoch)...
+            let mut outputs = Vec::new();
+            for (i, node) in self.nodes.iter_mut().enumerate() {
                 let state = self.ctx.state();
                 let physical = state
                     .create_physical_plan(&node.plan)
@@ -322,21 +324,51 @@ impl Pipeline {
                         epoch,
                         cause,
                     })?;
-                let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
                 node.table.set(batches.clone());
-                if let Some(sink) = &mut node.sink {
-                    let written = sink.write_epoch(epoch, batches).await.map_err(|cause| {
-                        EngineError::Sink {
+                if node.sink.is_some() {
+                    outputs.push((i, batches));
+                }
+            }
+            // ...then commit the tables concurrently: they are independent, each commit is
+            // idempotent, and the commit log is written only after all of them succeeded.
+            let mut commits = Vec::new();
+            for (i, batches) in outputs {
+                let Some(mut sink) = self.nodes[i].sink.take() else {
+                    continue;
+                };
+                let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+                commits.push(tokio::spawn(async move {
+                    let result = sink.write_epoch(epoch, batches).await;
+                    (i, rows, sink, result)
+                }));
+            }
+            let mut first_error = None;
+            for commit in commits {
+                let (i, rows, sink, result) = commit.await.map_err(|e| EngineError::Sink {
+                    sink: "a table of this pipeline".to_string(),
+                    epoch,
+                    cause: Box::new(e),
+                })?;
+                let node = &mut self.nodes[i];
+                match result {
+                    Ok(written) => {
+                        if written.already_committed {
+                            report.already_committed.push(node.name.clone());
+                        }
+                        report.rows_out.insert(node.name.clone(), rows);
+                    }
+                    Err(cause) => {
+                        first_error.get_or_insert(EngineError::Sink {
                             sink: sink.describe(),
                             epoch,
                             cause,
-                        }
-                    })?;
-                    if written.already_committed {
-                        report.already_committed.push(node.name.clone());
+                        });
                     }
-                    report.rows_out.insert(node.name.clone(), rows);
                 }
+                node.sink = Some(sink);
+            }
+            if let Some(e) = first_error {
+                return Err(e);
             }
             self.checkpoint.write_commit(&CommitEntry {
                 format_version: CHECKPOINT_FORMAT_VERSION,
