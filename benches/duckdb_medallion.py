@@ -30,6 +30,7 @@ columns = {
     "currency": "VARCHAR", "payment_method": "VARCHAR", "country": "VARCHAR", "city": "VARCHAR",
     "device_id": "VARCHAR", "is_known_fraud": "BOOLEAN", "event_time": "TIMESTAMPTZ",
 }
+out.mkdir(parents=True, exist_ok=True)
 con = duckdb.connect()
 con.execute(f"SET threads = {threads}")
 con.execute("SET TimeZone = 'UTC'")

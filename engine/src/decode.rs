@@ -4,7 +4,7 @@
 //!
 //! The fast path feeds every record to one `arrow-json` decoder. A syntax error is detected at
 //! the record that causes it; the decoder is then rebuilt and the good records since the last
-//! flush are fed again. Type and nullability errors only surface when a batch is flushed, without
+//! flush (at most 128) are fed again. Type and nullability errors only surface when a batch is flushed, without
 //! a row number; such a chunk is bisected until each failing record is isolated. Chunks are
 //! decoded on all cores.
 
@@ -17,8 +17,10 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::json::reader::{Decoder, ReaderBuilder};
 
-/// Records decoded per chunk (and per flushed batch).
+/// Records per chunk (the unit of work of one thread).
 const CHUNK_RECORDS: usize = 8192;
+/// Records per flushed batch; also the most records re-fed after a syntax error.
+const FLUSH_RECORDS: usize = 128;
 
 /// A record that could not be decoded, with why.
 #[derive(Debug, Clone, PartialEq)]
@@ -131,32 +133,59 @@ impl JsonDecoder {
         records: &[Range<usize>],
     ) -> Result<ChunkResult, ArrowError> {
         let mut out = ChunkResult::default();
-        let mut decoder = self.new_decoder(records.len())?;
-        // Records fed to `decoder` since it was built (all passed the syntax check).
-        let mut fed: Vec<usize> = Vec::with_capacity(records.len());
+        let mut decoder = self.new_decoder(FLUSH_RECORDS)?;
+        // Records fed since the last flush; all passed the syntax check.
+        let mut pending: Vec<usize> = Vec::with_capacity(FLUSH_RECORDS);
         for (i, range) in records.iter().enumerate() {
             match feed(&mut decoder, &data[range.clone()]) {
-                Ok(()) => fed.push(i),
+                Ok(()) => {
+                    pending.push(i);
+                    if pending.len() == FLUSH_RECORDS {
+                        decoder =
+                            self.flush(decoder, data, base, records, &mut pending, &mut out)?;
+                    }
+                }
                 Err(e) => {
                     out.rejected.push(Rejected {
                         index: base + i,
                         error: e.to_string(),
                     });
-                    decoder = self.new_decoder(records.len())?;
-                    for &j in &fed {
+                    // The decoder is unusable after an error: rebuild it with the good records
+                    // since the last flush (at most FLUSH_RECORDS of them).
+                    decoder = self.new_decoder(FLUSH_RECORDS)?;
+                    for &j in &pending {
                         feed(&mut decoder, &data[records[j].clone()])?;
                     }
                 }
             }
         }
+        self.flush(decoder, data, base, records, &mut pending, &mut out)?;
+        Ok(out)
+    }
+
+    /// Flushes `pending` into `out` (bisecting if some record fails to convert) and returns a
+    /// decoder ready for the next records.
+    fn flush(
+        &self,
+        mut decoder: Decoder,
+        data: &[u8],
+        base: usize,
+        records: &[Range<usize>],
+        pending: &mut Vec<usize>,
+        out: &mut ChunkResult,
+    ) -> Result<Decoder, ArrowError> {
         match decoder.flush() {
             Ok(batch) => {
                 out.batches.extend(batch);
-                out.kept.extend(fed.iter().map(|&i| (base + i) as u32));
+                out.kept.extend(pending.iter().map(|&i| (base + i) as u32));
             }
-            Err(_) => self.bisect(data, base, records, &fed, &mut out)?,
+            Err(_) => {
+                self.bisect(data, base, records, pending, out)?;
+                decoder = self.new_decoder(FLUSH_RECORDS)?;
+            }
         }
-        Ok(out)
+        pending.clear();
+        Ok(decoder)
     }
 
     /// Finds the records of `subset` (indices into `records`) that fail to flush, by halving.
