@@ -47,14 +47,27 @@ impl CliError {
 }
 
 /// Arguments of `weir run`.
-#[derive(Debug)]
+#[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    /// Pipeline file or folder.
     pub pipeline: PathBuf,
+    /// Process everything available now, then exit.
+    #[arg(long, alias = "available-now")]
     pub once: bool,
+    /// Folder that holds the pipeline's tables.
+    #[arg(long, default_value = "lake", env = "WEIR_LAKE")]
     pub lake: PathBuf,
+    /// Checkpoint folder (default: <lake>/_checkpoints/<pipeline>).
+    #[arg(long)]
     pub checkpoint: Option<PathBuf>,
+    /// Seconds between epoch starts (Spark's processing-time trigger); ignored with --once.
+    #[arg(long, default_value_t = 1.0)]
     pub trigger_interval: f64,
+    /// Threads for decoding and query execution (default: all cores).
+    #[arg(long)]
     pub threads: Option<usize>,
+    /// Progress output.
+    #[arg(long, value_enum, default_value_t = ProgressFormat::Text)]
     pub progress: ProgressFormat,
 }
 

@@ -30,28 +30,7 @@ pub enum ProgressFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a pipeline (a .sql file or a folder of them) until Ctrl-C, or once with --once.
-    Run {
-        /// Pipeline file or folder.
-        pipeline: PathBuf,
-        /// Process everything available now, then exit.
-        #[arg(long, alias = "available-now")]
-        once: bool,
-        /// Folder that holds the pipeline's tables.
-        #[arg(long, default_value = "lake", env = "WEIR_LAKE")]
-        lake: PathBuf,
-        /// Checkpoint folder (default: <lake>/_checkpoints/<pipeline>).
-        #[arg(long)]
-        checkpoint: Option<PathBuf>,
-        /// Seconds between epoch starts (Spark's processing-time trigger); ignored with --once.
-        #[arg(long, default_value_t = 1.0)]
-        trigger_interval: f64,
-        /// Threads for decoding and query execution (default: all cores).
-        #[arg(long)]
-        threads: Option<usize>,
-        /// Progress output.
-        #[arg(long, value_enum, default_value_t = ProgressFormat::Text)]
-        progress: ProgressFormat,
-    },
+    Run(commands::RunArgs),
     /// Parse and plan a pipeline without reading any data.
     Validate {
         /// Pipeline file or folder.
@@ -111,26 +90,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run {
-                pipeline,
-                once,
-                lake,
-                checkpoint,
-                trigger_interval,
-                threads,
-                progress,
-            } => {
-                commands::run(commands::RunArgs {
-                    pipeline,
-                    once,
-                    lake,
-                    checkpoint,
-                    trigger_interval,
-                    threads,
-                    progress,
-                })
-                .await
-            }
+            Command::Run(args) => commands::run(args).await,
             Command::Validate { pipeline } => commands::validate(&pipeline).await,
             Command::Explain { pipeline } => commands::explain(&pipeline).await,
             Command::Query { sql, lake } => commands::query(&sql, &lake).await,

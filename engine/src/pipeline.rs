@@ -308,22 +308,7 @@ impl Pipeline {
             // Compute every node first (downstream nodes read upstream output of this epoch)...
             let mut outputs = Vec::new();
             for (i, node) in self.nodes.iter_mut().enumerate() {
-                let state = self.ctx.state();
-                let physical = state
-                    .create_physical_plan(&node.plan)
-                    .await
-                    .map_err(|cause| EngineError::Plan {
-                        node: node.name.clone(),
-                        epoch,
-                        cause,
-                    })?;
-                let batches = collect(physical, self.ctx.task_ctx())
-                    .await
-                    .map_err(|cause| EngineError::Plan {
-                        node: node.name.clone(),
-                        epoch,
-                        cause,
-                    })?;
+                let batches = execute_node(&self.ctx, node, epoch).await?;
                 node.table.set(batches.clone());
                 if node.sink.is_some() {
                     outputs.push((i, batches));
@@ -400,6 +385,25 @@ impl Pipeline {
         report.duration = started.elapsed();
         Ok(report)
     }
+}
+
+/// Runs one node's plan over the current epoch's streams.
+async fn execute_node(
+    ctx: &SessionContext,
+    node: &QueryNode,
+    epoch: u64,
+) -> Result<Vec<RecordBatch>> {
+    let plan_error = |cause| EngineError::Plan {
+        node: node.name.clone(),
+        epoch,
+        cause,
+    };
+    let physical = ctx
+        .state()
+        .create_physical_plan(&node.plan)
+        .await
+        .map_err(plan_error)?;
+    collect(physical, ctx.task_ctx()).await.map_err(plan_error)
 }
 
 /// Joins decoded columns with the metadata columns of the kept records.
