@@ -51,6 +51,7 @@ pub async fn assemble(
             &dead_letter_location(lake, &s.name),
             format!("weir:{name}:_dead_letter.{}", s.name),
             Vec::new(),
+            &weir_engine::dead_letter::dead_letter_schema(),
         )
         .await?;
         sources.push(SourceNode {
@@ -69,6 +70,7 @@ pub async fn assemble(
                     &table_location(lake, &spec.path),
                     format!("weir:{name}:{}", n.name),
                     spec.partition_by.clone(),
+                    &n.table.schema_ref(),
                 )
                 .await?,
             )),

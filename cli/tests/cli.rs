@@ -110,3 +110,38 @@ fn validate_and_explain_the_example() {
     assert!(plan.contains("silver.events <- [bronze.events] -> delta table 'silver/events' partitioned by event_date"), "{plan}");
     assert!(plan.contains("physical plan:"), "{plan}");
 }
+
+#[test]
+fn changed_query_schema_is_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("in")).unwrap();
+    std::fs::write(dir.path().join("in/a.json"), "{\"id\":1,\"v\":2}\n").unwrap();
+    let source = "CREATE SOURCE s (id BIGINT, v DOUBLE) WITH (connector = 'files', path = 'in');\n";
+    std::fs::write(
+        dir.path().join("p.sql"),
+        format!("{source}CREATE TABLE t AS SELECT id, v FROM s;\n"),
+    )
+    .unwrap();
+    assert!(weir(&["run", "p.sql", "--once"], dir.path())
+        .status
+        .success());
+
+    std::fs::write(
+        dir.path().join("p.sql"),
+        format!("{source}CREATE TABLE t AS SELECT id, 1 AS extra FROM s;\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("in/b.json"), "{\"id\":2,\"v\":3}\n").unwrap();
+    let out = weir(&["run", "p.sql", "--once"], dir.path());
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("exists with columns (id Int64, v Float64)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("now produces columns (id Int64, extra Int64)"),
+        "{err}"
+    );
+    assert!(!err.contains("epoch "), "refused before reading: {err}");
+}

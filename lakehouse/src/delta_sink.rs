@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Schema};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
@@ -19,7 +20,7 @@ use weir_engine::error::BoxError;
 use weir_engine::sink::{Sink, SinkReport};
 
 use crate::error::LakehouseError;
-use crate::normalize::to_delta_batch;
+use crate::normalize::{delta_schema, to_delta_batch};
 
 /// Commits between Delta log checkpoints.
 pub const CHECKPOINT_INTERVAL: &str = "10";
@@ -37,11 +38,14 @@ pub struct DeltaSink {
 
 impl DeltaSink {
     /// Opens the table at `location` (a local path; created on first write), reading the last
-    /// epoch committed by `app_id`.
+    /// epoch committed by `app_id`. An existing table must have the columns of `schema` (the
+    /// query's output) and the same partition columns, so a changed pipeline fails before it
+    /// reads anything rather than at its first commit.
     pub async fn open(
         location: &Path,
         app_id: impl Into<String>,
         partition_by: Vec<String>,
+        schema: &Schema,
     ) -> Result<Self, LakehouseError> {
         let app_id = app_id.into();
         let display = location.display().to_string();
@@ -62,6 +66,15 @@ impl DeltaSink {
                 .build()
                 .map_err(delta_err)?
         };
+        if let Ok(state) = table.snapshot() {
+            check_compatible(
+                &url,
+                schema,
+                &partition_by,
+                &state.snapshot().arrow_schema(),
+                state.metadata().partition_columns(),
+            )?;
+        }
         let last_epoch = match table.snapshot() {
             Ok(state) => state
                 .transaction_version(table.log_store().as_ref(), &app_id)
@@ -165,4 +178,54 @@ impl Sink for DeltaSink {
     ) -> Result<SinkReport, BoxError> {
         Ok(self.append(epoch, batches).await?)
     }
+}
+
+/// Fails when an existing table cannot take the query's rows: other columns, other types, or
+/// other partition columns.
+fn check_compatible(
+    url: &Url,
+    query: &Schema,
+    partition_by: &[String],
+    table: &Schema,
+    table_partitions: &[String],
+) -> Result<(), LakehouseError> {
+    let expected = delta_schema(query);
+    let describe = |s: &Schema, parts: &[String]| {
+        let cols: Vec<String> = s
+            .fields()
+            .iter()
+            .map(|f| format!("{} {}", f.name(), f.data_type()))
+            .collect();
+        let parts = if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" partitioned by ({})", parts.join(", "))
+        };
+        format!("columns ({}){parts}", cols.join(", "))
+    };
+    let same_columns = expected.fields().len() == table.fields().len()
+        && expected.fields().iter().all(|f| {
+            table
+                .field_with_name(f.name())
+                .is_ok_and(|t| same_type(f.data_type(), t.data_type()))
+        });
+    if same_columns && partition_by == table_partitions {
+        return Ok(());
+    }
+    Err(LakehouseError::SchemaMismatch {
+        table: url.to_string(),
+        expected: describe(&expected, partition_by),
+        found: describe(table, table_partitions),
+    })
+}
+
+/// Type equality as Delta sees it: string and binary encodings are the same Delta type.
+fn same_type(a: &DataType, b: &DataType) -> bool {
+    let canonical = |t: &DataType| match t {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        DataType::Dictionary(_, v) => v.as_ref().clone(),
+        other => other.clone(),
+    };
+    canonical(a) == canonical(b)
 }

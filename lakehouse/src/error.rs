@@ -27,6 +27,20 @@ pub enum LakehouseError {
         source: arrow::error::ArrowError,
     },
 
+    /// The query's columns no longer match the existing table (the pipeline was changed).
+    #[error(
+        "table {table} exists with {found}, but the query now produces {expected}; \
+         write to a new table (another name or `path`), or move the old table away to rebuild it"
+    )]
+    SchemaMismatch {
+        /// Table URL or path.
+        table: String,
+        /// What the query produces.
+        expected: String,
+        /// What the table holds.
+        found: String,
+    },
+
     /// The lake folder could not be read.
     #[error("lake {path}: {source}")]
     Io {
