@@ -1,0 +1,4 @@
+//! Stateful streaming operators, one per file, each keeping its state outside DataFusion's
+//! plans so it survives across epochs.
+
+pub mod window_aggregate;
