@@ -54,6 +54,9 @@ pub struct RunArgs {
     /// Process everything available now, then exit.
     #[arg(long, alias = "available-now")]
     pub once: bool,
+    /// With --once: treat the end of the input as the end of time and emit every open window.
+    #[arg(long, requires = "once")]
+    pub drain: bool,
     /// Folder that holds the pipeline's tables.
     #[arg(long, default_value = "lake", env = "WEIR_LAKE")]
     pub lake: PathBuf,
@@ -110,6 +113,7 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
             })),
             ProgressFormat::Quiet => None,
         },
+        drain: args.drain,
         ..RunOptions::default()
     };
     let stop = options.stop.clone();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use weir_engine::checkpoint::Checkpoint;
 use weir_engine::decode::JsonDecoder;
-use weir_engine::pipeline::{Pipeline, QueryNode, SourceNode};
+use weir_engine::pipeline::{EventTime, Pipeline, QueryNode, SourceNode};
 use weir_engine::sink::Sink;
 use weir_lakehouse::{DeltaSink, LakehouseError};
 use weir_sql::PlannedPipeline;
@@ -60,6 +60,10 @@ pub async fn assemble(
             decoder: JsonDecoder::new(s.declared),
             table: s.table,
             dead_letter: Box::new(dead_letter),
+            event_time: s.watermark.map(|(column, delay)| EventTime {
+                column,
+                delay_ms: delay.as_millis() as i64,
+            }),
         });
     }
     let mut nodes = Vec::new();
@@ -81,6 +85,7 @@ pub async fn assemble(
             plan: n.plan,
             table: n.table,
             sink,
+            window_end: n.window.map(|_| weir_sql::windows::WINDOW_END.to_string()),
         });
     }
     Ok(Pipeline::new(

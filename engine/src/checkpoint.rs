@@ -9,6 +9,10 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::FileReader;
+use arrow::ipc::writer::FileWriter;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -28,6 +32,10 @@ pub struct OffsetEntry {
     pub sources: BTreeMap<String, Value>,
     /// When the epoch was planned (RFC 3339).
     pub planned_at: String,
+    /// A drain epoch reads nothing and treats the input as ended: the watermark passes every
+    /// window (`weir run --once --drain`).
+    #[serde(default)]
+    pub drain: bool,
 }
 
 /// What an epoch produced, written once every sink committed it.
@@ -45,6 +53,89 @@ pub struct CommitEntry {
     pub dead_letters: BTreeMap<String, u64>,
     /// Rows written per table.
     pub rows_out: BTreeMap<String, u64>,
+    /// Largest event time seen so far per source with a watermark (epoch milliseconds).
+    #[serde(default)]
+    pub max_event_time_ms: BTreeMap<String, i64>,
+    /// The watermark the next epoch uses (epoch milliseconds), once every source has one.
+    #[serde(default)]
+    pub watermark_ms: Option<i64>,
+    /// Rows that arrived after their window was closed, per windowed node.
+    #[serde(default)]
+    pub late_rows: BTreeMap<String, u64>,
+}
+
+impl Checkpoint {
+    fn state_file(&self, node: &str, epoch: u64) -> PathBuf {
+        self.root
+            .join("state")
+            .join(node)
+            .join(format!("{epoch}.arrow"))
+    }
+
+    /// Stores a stateful node's state as of the end of `epoch` (Arrow IPC), and removes state
+    /// older than the previous epoch's, which a restart can no longer need.
+    pub fn write_state(
+        &self,
+        node: &str,
+        epoch: u64,
+        schema: &SchemaRef,
+        batches: &[RecordBatch],
+    ) -> Result<()> {
+        let path = self.state_file(node, epoch);
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| EngineError::checkpoint(&dir, "cannot create folder", e))?;
+        let tmp = path.with_extension("tmp");
+        let file = std::fs::File::create(&tmp)
+            .map_err(|e| EngineError::checkpoint(&tmp, "cannot create", e))?;
+        let mut writer = FileWriter::try_new(file, schema)
+            .map_err(|e| EngineError::checkpoint(&tmp, "cannot write state", e))?;
+        for b in batches {
+            writer
+                .write(b)
+                .map_err(|e| EngineError::checkpoint(&tmp, "cannot write state", e))?;
+        }
+        let file = writer
+            .into_inner()
+            .map_err(|e| EngineError::checkpoint(&tmp, "cannot write state", e))?;
+        file.sync_all()
+            .map_err(|e| EngineError::checkpoint(&tmp, "cannot write state", e))?;
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| EngineError::checkpoint(&path, "cannot rename into place", e))?;
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                let old = name
+                    .strip_suffix(".arrow")
+                    .and_then(|n| n.parse::<u64>().ok());
+                if old.is_some_and(|e| e + 1 < epoch) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A stateful node's state as of the end of `epoch`, if it was stored.
+    pub fn read_state(&self, node: &str, epoch: u64) -> Result<Option<Vec<RecordBatch>>> {
+        let path = self.state_file(node, epoch);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let file = std::fs::File::open(&path)
+            .map_err(|e| EngineError::checkpoint(&path, "cannot read", e))?;
+        let reader = FileReader::try_new(file, None).map_err(|e| {
+            EngineError::checkpoint(
+                &path,
+                "is not a readable state file; use a new --checkpoint folder",
+                e,
+            )
+        })?;
+        let batches = reader
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| EngineError::checkpoint(&path, "is not a readable state file", e))?;
+        Ok(Some(batches))
+    }
 }
 
 /// Identity of the checkpoint folder, checked on every start.
@@ -231,6 +322,7 @@ mod tests {
                 epoch,
                 sources: BTreeMap::new(),
                 planned_at: now_rfc3339(),
+                drain: false,
             })
             .unwrap();
         }

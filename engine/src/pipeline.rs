@@ -6,12 +6,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, TimestampMillisecondArray};
+use arrow::compute::filter_record_batch;
+use arrow::compute::kernels::cmp::gt;
 use arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use datafusion::catalog::MemorySchemaProvider;
+use datafusion::common::ScalarValue;
 use datafusion::common::TableReference;
+use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::collect;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use tracing::{info, info_span, Instrument};
 
@@ -22,6 +28,7 @@ use crate::dead_letter::dead_letter_batch;
 use crate::decode::{take_rows, JsonDecoder};
 use crate::epoch_table::EpochTable;
 use crate::error::{EngineError, Result};
+use crate::operators::window_aggregate::WindowAggregateState;
 use crate::progress::EpochReport;
 use crate::raw::constant_string;
 use crate::sink::Sink;
@@ -80,6 +87,17 @@ pub struct SourceNode {
     pub table: Arc<EpochTable>,
     /// Where undecodable records go.
     pub dead_letter: Box<dyn Sink>,
+    /// The declared event-time column and watermark delay, if the source has a WATERMARK.
+    pub event_time: Option<EventTime>,
+}
+
+/// A source's `WATERMARK FOR column AS column - delay`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventTime {
+    /// The TIMESTAMP column (milliseconds, UTC).
+    pub column: String,
+    /// How late events may be, in milliseconds.
+    pub delay_ms: i64,
 }
 
 /// A view or table of the pipeline: a plan over sources and upstream nodes.
@@ -92,6 +110,10 @@ pub struct QueryNode {
     pub table: Arc<EpochTable>,
     /// The table this node writes, if it is a `CREATE TABLE`.
     pub sink: Option<Box<dyn Sink>>,
+    /// For a windowed aggregate (TUMBLE / HOP): the column that ends a window. Such a node
+    /// keeps its aggregate's state across epochs and emits a window once the watermark passes
+    /// its end (append mode).
+    pub window_end: Option<String>,
 }
 
 /// A function called with every finished epoch.
@@ -108,6 +130,9 @@ pub struct RunOptions {
     pub stop: Arc<AtomicBool>,
     /// Called with every finished epoch (progress lines).
     pub on_epoch: Option<EpochCallback>,
+    /// With `once`: at the end of the input, run one more epoch that treats the input as ended
+    /// (the watermark passes every window), so every open window is emitted (backfills).
+    pub drain: bool,
 }
 
 impl Default for RunOptions {
@@ -117,6 +142,7 @@ impl Default for RunOptions {
             trigger_interval: Duration::from_secs(1),
             stop: Arc::new(AtomicBool::new(false)),
             on_epoch: None,
+            drain: false,
         }
     }
 }
@@ -127,6 +153,7 @@ impl std::fmt::Debug for RunOptions {
             .field("once", &self.once)
             .field("trigger_interval", &self.trigger_interval)
             .field("stop", &self.stop)
+            .field("drain", &self.drain)
             .finish_non_exhaustive()
     }
 }
@@ -151,6 +178,12 @@ pub struct Pipeline {
     sources: Vec<SourceNode>,
     nodes: Vec<QueryNode>,
     checkpoint: Checkpoint,
+    /// Largest event time seen per source with a watermark, up to the last committed epoch.
+    max_event_ms: BTreeMap<String, i64>,
+    /// The watermark of the next epoch; `None` until every watermarked source has data.
+    watermark_ms: Option<i64>,
+    /// State of each windowed node, by node name.
+    windows: BTreeMap<String, WindowAggregateState>,
 }
 
 impl Pipeline {
@@ -168,7 +201,58 @@ impl Pipeline {
             sources,
             nodes,
             checkpoint,
+            max_event_ms: BTreeMap::new(),
+            watermark_ms: None,
+            windows: BTreeMap::new(),
         }
+    }
+
+    /// The watermark from the largest event times seen: the minimum over watermarked sources
+    /// of `max event time - delay`, never moving backwards.
+    fn next_watermark(&self, max_event_ms: &BTreeMap<String, i64>) -> Option<i64> {
+        let mut lowest: Option<i64> = None;
+        for s in &self.sources {
+            let Some(et) = &s.event_time else { continue };
+            let candidate = max_event_ms.get(&s.name)?.saturating_sub(et.delay_ms);
+            lowest = Some(lowest.map_or(candidate, |l| l.min(candidate)));
+        }
+        match (lowest, self.watermark_ms) {
+            (Some(new), Some(old)) => Some(new.max(old)),
+            (new, old) => new.or(old),
+        }
+    }
+
+    /// Builds each windowed node's state from its plan and restores it from the checkpoint of
+    /// `epoch` (the last committed one).
+    async fn restore_windows(&mut self, epoch: u64) -> Result<()> {
+        for node in &self.nodes {
+            let Some(window_end) = &node.window_end else {
+                continue;
+            };
+            let physical = self
+                .ctx
+                .state()
+                .create_physical_plan(&node.plan)
+                .await
+                .map_err(|cause| EngineError::Plan {
+                    node: node.name.clone(),
+                    epoch,
+                    cause,
+                })?;
+            let mut state =
+                WindowAggregateState::from_plan(&physical, window_end).map_err(|cause| {
+                    EngineError::Plan {
+                        node: node.name.clone(),
+                        epoch,
+                        cause,
+                    }
+                })?;
+            if let Some(batches) = self.checkpoint.read_state(&node.name, epoch)? {
+                state.restore(batches);
+            }
+            self.windows.insert(node.name.clone(), state);
+        }
+        Ok(())
     }
 
     /// The pipeline's name.
@@ -180,11 +264,14 @@ impl Pipeline {
     pub async fn run(&mut self, options: &RunOptions) -> Result<RunSummary> {
         let mut summary = RunSummary::default();
         let history = self.checkpoint.all_offsets()?;
-        let last_commit = self
-            .checkpoint
-            .latest_commit()?
-            .map(|c| c.epoch)
-            .unwrap_or(0);
+        let latest = self.checkpoint.latest_commit()?;
+        let last_commit = latest.as_ref().map(|c| c.epoch).unwrap_or(0);
+        if let Some(c) = &latest {
+            self.max_event_ms = c.max_event_time_ms.clone();
+            self.watermark_ms = c.watermark_ms;
+        }
+        self.restore_windows(last_commit).await?;
+        let mut drained = pending_drained(&latest);
         let (committed, pending): (Vec<_>, Vec<_>) =
             history.into_iter().partition(|e| e.epoch <= last_commit);
         for node in &mut self.sources {
@@ -200,6 +287,7 @@ impl Pipeline {
                 epoch = entry.epoch,
                 "re-running the epoch that was logged but not committed"
             );
+            drained |= entry.drain;
             let report = self.run_epoch(&entry, true).await?;
             self.finish_epoch(report, options, &mut summary);
             next_epoch += 1;
@@ -230,17 +318,24 @@ impl Pipeline {
                     ranges.insert(node.name.clone(), range);
                 }
             }
+            let mut drain = false;
             if ranges.is_empty() {
-                if options.once {
-                    break;
+                let open = self.windows.values().any(|w| w.open_groups() > 0);
+                if !(options.once && options.drain && open && !drained) {
+                    if options.once {
+                        break;
+                    }
+                    continue;
                 }
-                continue;
+                drain = true;
+                drained = true;
             }
             let entry = OffsetEntry {
                 format_version: CHECKPOINT_FORMAT_VERSION,
                 epoch: next_epoch,
                 sources: ranges,
                 planned_at: now_rfc3339(),
+                drain,
             };
             self.checkpoint.write_offsets(&entry)?;
             let report = self.run_epoch(&entry, false).await?;
@@ -276,6 +371,15 @@ impl Pipeline {
             replayed,
             ..EpochReport::default()
         };
+        // The watermark of this epoch comes from data up to the previous one (as in Spark), so a
+        // replayed epoch sees the same watermark; a drain epoch closes every window.
+        let watermark = if entry.drain {
+            Some(i64::MAX)
+        } else {
+            self.watermark_ms
+        };
+        report.watermark_ms = watermark;
+        let mut max_event_ms = self.max_event_ms.clone();
         async {
             let threads = self.ctx.copied_config().target_partitions();
             for node in &mut self.sources {
@@ -303,12 +407,29 @@ impl Pipeline {
                             cause,
                         })?;
                 }
+                if let Some(et) = &node.event_time {
+                    if let Some(max) = max_timestamp_ms(&batch, &et.column) {
+                        let entry = max_event_ms.entry(node.name.clone()).or_insert(max);
+                        *entry = (*entry).max(max);
+                    }
+                }
                 node.table.set(vec![batch]);
             }
             // Compute every node first (downstream nodes read upstream output of this epoch)...
             let mut outputs = Vec::new();
             for (i, node) in self.nodes.iter_mut().enumerate() {
-                let batches = execute_node(&self.ctx, node, epoch).await?;
+                let batches = match self.windows.get_mut(&node.name) {
+                    Some(state) => {
+                        let (batches, late) =
+                            execute_windowed(&self.ctx, node, state, epoch, watermark).await?;
+                        report.late_rows.insert(node.name.clone(), late);
+                        report
+                            .open_windows
+                            .insert(node.name.clone(), state.open_groups() as u64);
+                        batches
+                    }
+                    None => execute_node(&self.ctx, node, epoch).await?,
+                };
                 node.table.set(batches.clone());
                 if node.sink.is_some() {
                     outputs.push((i, batches));
@@ -355,6 +476,16 @@ impl Pipeline {
             if let Some(e) = first_error {
                 return Err(e);
             }
+            for (name, state) in &self.windows {
+                self.checkpoint
+                    .write_state(name, epoch, state.state_schema(), state.state())?;
+            }
+            // After a drain the input has ended for good: later rows of any window are late.
+            let next_watermark = if entry.drain {
+                Some(i64::MAX)
+            } else {
+                self.next_watermark(&max_event_ms)
+            };
             self.checkpoint.write_commit(&CommitEntry {
                 format_version: CHECKPOINT_FORMAT_VERSION,
                 epoch,
@@ -362,7 +493,12 @@ impl Pipeline {
                 rows_in: report.rows_in.clone(),
                 dead_letters: report.dead_letters.clone(),
                 rows_out: report.rows_out.clone(),
+                max_event_time_ms: max_event_ms.clone(),
+                watermark_ms: next_watermark,
+                late_rows: report.late_rows.clone(),
             })?;
+            self.max_event_ms = max_event_ms;
+            self.watermark_ms = next_watermark;
             for node in &mut self.sources {
                 if let Some(range) = entry.sources.get(&node.name) {
                     node.source.advance(range)?;
@@ -404,6 +540,152 @@ async fn execute_node(
         .await
         .map_err(plan_error)?;
     collect(physical, ctx.task_ctx()).await.map_err(plan_error)
+}
+
+/// Runs a windowed node: its rows up to the aggregate are folded into the window state (rows
+/// of windows the watermark already closed are late and left out), windows that the watermark
+/// closes are finalised, and the rest of the plan runs over them. Returns the output and the
+/// number of late rows.
+async fn execute_windowed(
+    ctx: &SessionContext,
+    node: &QueryNode,
+    state: &mut WindowAggregateState,
+    epoch: u64,
+    watermark: Option<i64>,
+) -> Result<(Vec<RecordBatch>, u64)> {
+    let plan_error = |cause| EngineError::Plan {
+        node: node.name.clone(),
+        epoch,
+        cause,
+    };
+    let window_end = node.window_end.as_deref().unwrap_or("window_end");
+    let physical = ctx
+        .state()
+        .create_physical_plan(&node.plan)
+        .await
+        .map_err(plan_error)?;
+    let (aggregate, input) = aggregate_and_input(&physical).ok_or_else(|| {
+        plan_error(datafusion::error::DataFusionError::Internal(
+            "windowed plan lost its aggregate".into(),
+        ))
+    })?;
+    let rows = collect(input, ctx.task_ctx()).await.map_err(plan_error)?;
+    let mut on_time = Vec::with_capacity(rows.len());
+    let mut late = 0u64;
+    for batch in rows {
+        match watermark {
+            Some(wm) => {
+                let ends = batch.column(batch.schema().index_of(window_end)?).clone();
+                let bound = timestamp_scalar(ends.data_type(), wm).map_err(plan_error)?;
+                let keep = gt(&ends, &bound.to_scalar().map_err(plan_error)?)?;
+                late += (batch.num_rows() - keep.true_count()) as u64;
+                on_time.push(filter_record_batch(&batch, &keep)?);
+            }
+            None => on_time.push(batch),
+        }
+    }
+    state
+        .update(on_time, ctx.task_ctx())
+        .await
+        .map_err(plan_error)?;
+    let emitted = match watermark {
+        Some(wm) => {
+            let end_type = state
+                .state_schema()
+                .field(state.window_end_index())
+                .data_type()
+                .clone();
+            let bound = timestamp_scalar(&end_type, wm).map_err(plan_error)?;
+            state
+                .emit_closed(&bound, ctx.task_ctx())
+                .await
+                .map_err(plan_error)?
+        }
+        None => Vec::new(),
+    };
+    let emitted_plan = MemorySourceConfig::try_new_exec(&[emitted], aggregate.schema(), None)
+        .map_err(plan_error)?;
+    let rest = replace_plan(&physical, &aggregate, emitted_plan).map_err(plan_error)?;
+    let out = collect(rest, ctx.task_ctx()).await.map_err(plan_error)?;
+    Ok((out, late))
+}
+
+/// The topmost aggregate of a plan and the plan of the rows it aggregates (below its partial
+/// phase, if it has one).
+fn aggregate_and_input(
+    plan: &Arc<dyn ExecutionPlan>,
+) -> Option<(Arc<dyn ExecutionPlan>, Arc<dyn ExecutionPlan>)> {
+    if let Some(agg) = plan.downcast_ref::<AggregateExec>() {
+        let input = match agg.mode() {
+            AggregateMode::Final | AggregateMode::FinalPartitioned => {
+                aggregate_and_input(agg.input()).map(|(_, input)| input)?
+            }
+            _ => agg.input().clone(),
+        };
+        return Some((plan.clone(), input));
+    }
+    plan.children().into_iter().find_map(aggregate_and_input)
+}
+
+/// `plan` with the node `target` replaced by `replacement`.
+fn replace_plan(
+    plan: &Arc<dyn ExecutionPlan>,
+    target: &Arc<dyn ExecutionPlan>,
+    replacement: Arc<dyn ExecutionPlan>,
+) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    if Arc::ptr_eq(plan, target) {
+        return Ok(replacement);
+    }
+    let children: Vec<Arc<dyn ExecutionPlan>> = plan
+        .children()
+        .into_iter()
+        .map(|c| replace_plan(c, target, replacement.clone()))
+        .collect::<datafusion::error::Result<_>>()?;
+    if children.is_empty() {
+        return Ok(plan.clone());
+    }
+    datafusion::physical_plan::replace_children_if_necessary(plan.clone(), children)
+}
+
+/// A timestamp scalar of `data_type` for an instant in epoch milliseconds.
+fn timestamp_scalar(
+    data_type: &arrow::datatypes::DataType,
+    ms: i64,
+) -> datafusion::error::Result<ScalarValue> {
+    use arrow::datatypes::{DataType, TimeUnit};
+    Ok(match data_type {
+        DataType::Timestamp(TimeUnit::Second, tz) => {
+            ScalarValue::TimestampSecond(Some(ms.div_euclid(1000)), tz.clone())
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, tz) => {
+            ScalarValue::TimestampMillisecond(Some(ms), tz.clone())
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+            ScalarValue::TimestampMicrosecond(Some(ms.saturating_mul(1000)), tz.clone())
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, tz) => {
+            ScalarValue::TimestampNanosecond(Some(ms.saturating_mul(1_000_000)), tz.clone())
+        }
+        other => {
+            return Err(datafusion::error::DataFusionError::Plan(format!(
+                "window_end must be a timestamp, not {other}"
+            )))
+        }
+    })
+}
+
+/// The largest value of a millisecond timestamp column, if any.
+fn max_timestamp_ms(batch: &RecordBatch, column: &str) -> Option<i64> {
+    let array = batch.column(batch.schema().index_of(column).ok()?);
+    let ts = array.as_any().downcast_ref::<TimestampMillisecondArray>()?;
+    arrow::compute::max(ts)
+}
+
+/// Whether the last committed epoch was a drain (then a restart must not drain again).
+fn pending_drained(latest: &Option<CommitEntry>) -> bool {
+    latest
+        .as_ref()
+        .is_some_and(|c| c.watermark_ms == Some(i64::MAX))
 }
 
 /// Joins decoded columns with the metadata columns of the kept records.

@@ -26,6 +26,12 @@ pub struct EpochReport {
     pub duration: Duration,
     /// Position of each source after the epoch.
     pub positions: BTreeMap<String, String>,
+    /// The watermark this epoch used (epoch milliseconds), if any.
+    pub watermark_ms: Option<i64>,
+    /// Rows that arrived after their window closed, per windowed node.
+    pub late_rows: BTreeMap<String, u64>,
+    /// Open (window, keys) groups held after the epoch, per windowed node.
+    pub open_windows: BTreeMap<String, u64>,
 }
 
 impl EpochReport {
@@ -54,6 +60,18 @@ impl fmt::Display for EpochReport {
                 ""
             };
             write!(f, " {table} +{rows}{skipped}")?;
+        }
+        if let Some(wm) = self.watermark_ms {
+            match chrono::DateTime::from_timestamp_millis(wm) {
+                Some(t) if wm < i64::MAX => {
+                    write!(f, " | watermark {}", t.format("%Y-%m-%dT%H:%M:%S"))?
+                }
+                _ => write!(f, " | watermark end of input")?,
+            }
+        }
+        for (node, open) in &self.open_windows {
+            let late = self.late_rows.get(node).copied().unwrap_or(0);
+            write!(f, " | {node}: {open} open, {late} late")?;
         }
         for (source, pos) in &self.positions {
             write!(f, " | {source}: {pos}")?;

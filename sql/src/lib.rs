@@ -10,6 +10,7 @@ pub mod interval;
 pub mod parser;
 pub mod planner;
 mod rewrite;
+pub mod windows;
 
 pub use error::{SqlError, SqlErrors};
 pub use parser::{load_pipeline_files, load_pipeline_files_with_env, PipelineFile};

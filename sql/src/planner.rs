@@ -31,6 +31,8 @@ use crate::parser::{
     parse_file, OptionSpec, PipelineFile, SourceStatement, Statement, StreamStatement,
 };
 use crate::rewrite::hide_metadata_columns;
+use crate::windows::{rewrite_window_functions, WindowSpec, WINDOW_END};
+use weir_engine::operators::window_aggregate::WindowAggregateState;
 
 /// Where a table's rows go.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +77,8 @@ pub struct PlannedNode {
     pub inputs: Vec<String>,
     /// Where a table writes.
     pub sink: Option<SinkSpec>,
+    /// The TUMBLE / HOP window this node aggregates over, if any.
+    pub window: Option<WindowSpec>,
     /// Where it is declared.
     pub location: Location,
 }
@@ -130,8 +134,21 @@ impl PlannedPipeline {
                 ),
                 None => " (view, not stored)".to_string(),
             };
+            let window = n
+                .window
+                .as_ref()
+                .map(|w| {
+                    format!(
+                        " [{} window on {}: size {}s, slide {}s, append output]",
+                        w.kind.to_uppercase(),
+                        w.time_column,
+                        w.size.as_secs(),
+                        w.slide.as_secs()
+                    )
+                })
+                .unwrap_or_default();
             out.push_str(&format!(
-                "  {} <- [{}]{target}\n",
+                "  {} <- [{}]{target}{window}\n",
                 n.name,
                 n.inputs.join(", ")
             ));
@@ -234,6 +251,9 @@ pub async fn plan_pipeline(
         let mut refs = Vec::new();
         let _ = datafusion::sql::sqlparser::ast::visit_relations(&*st.query, |rel| {
             let name = crate::parser::object_name_to_string(rel);
+            if crate::windows::is_window_function(&name) {
+                return ControlFlow::<()>::Continue(());
+            }
             let span = rel
                 .0
                 .first()
@@ -272,6 +292,14 @@ pub async fn plan_pipeline(
             }
             ControlFlow::<()>::Continue(())
         });
+        for (name, span) in crate::windows::window_inputs(&st.query) {
+            if known.contains(&name) {
+                refs.push((name, span));
+            } else {
+                errors.push(file.error(span, format!("unknown source, table or view `{name}` in a window function"))
+                    .with_hint("the first argument of TUMBLE / HOP names a source, table or view of this pipeline"));
+            }
+        }
         if refs.iter().any(|(r, _)| r == &st.name) {
             let span = refs
                 .iter()
@@ -300,7 +328,12 @@ pub async fn plan_pipeline(
     for idx in order {
         let (file, st) = streams[idx];
         match plan_stream(&ctx, file, st, &hidden).await {
-            Ok((plan, schema)) => {
+            Ok((plan, schema, window)) => {
+                if window.is_some() && !sources.iter().any(|s| s.watermark.is_some()) {
+                    errors.push(file.error(st.name_span, format!("`{}` aggregates windows, but no source declares a watermark", st.name))
+                        .with_hint("add WATERMARK FOR <time column> AS <time column> - INTERVAL '1 minute' to the source, so Weir knows when a window is complete"));
+                    break;
+                }
                 let sink = match st.kind {
                     StreamKind::Table => match sink_spec(file, st, &schema) {
                         Ok(s) => Some(s),
@@ -340,6 +373,7 @@ pub async fn plan_pipeline(
                     table,
                     inputs: deps,
                     sink,
+                    window,
                     location: file.location(st.name_span),
                 });
             }
@@ -514,8 +548,18 @@ async fn plan_stream(
     file: &PipelineFile,
     st: &StreamStatement,
     hidden: &HashMap<String, Vec<String>>,
-) -> Result<(LogicalPlan, SchemaRef), SqlError> {
+) -> Result<(LogicalPlan, SchemaRef, Option<WindowSpec>), SqlError> {
     let mut query: Box<Query> = st.query.clone();
+    let mut windows = rewrite_window_functions(&mut query)
+        .map_err(|e| file.error(e.span, e.message).with_hint(e.hint))?;
+    if windows.len() > 1 {
+        return Err(file
+            .error(
+                st.query.body_span(),
+                format!("`{}` uses {} window functions", st.name, windows.len()),
+            )
+            .with_hint("aggregate one window per table; read its output from another table"));
+    }
     hide_metadata_columns(&mut query, hidden);
     let statement = DFStatement::Statement(Box::new(SqlStatement::Query(query)));
     let plan = ctx
@@ -535,7 +579,24 @@ async fn plan_stream(
                 .with_hint("give one of them another name with AS"));
         }
     }
-    Ok((plan, Arc::new(schema)))
+    let window = windows.pop();
+    if window.is_some() {
+        // The window operator keeps the query's aggregate as state: check that it can, now.
+        let physical = ctx
+            .state()
+            .create_physical_plan(&plan)
+            .await
+            .map_err(|e| datafusion_error(file, st, e))?;
+        WindowAggregateState::from_plan(&physical, WINDOW_END).map_err(|e| {
+            let reason = e.strip_backtrace();
+            file.error(
+                st.query.body_span(),
+                format!("`{}` windows rows but {}", st.name, reason.trim_start_matches("Error during planning: ")),
+            )
+            .with_hint("aggregate per window: SELECT window_start, window_end, key, count(*) FROM TUMBLE(...) GROUP BY window_start, window_end, key")
+        })?;
+    }
+    Ok((plan, Arc::new(schema), window))
 }
 
 /// Turns a DataFusion planning error into a positioned SQL error.
@@ -590,6 +651,15 @@ fn sink_spec(
         let path = options
             .take_str("path")
             .unwrap_or_else(|| st.name.replace('.', "/"));
+        // Update mode (MERGE on the window and keys) is not built yet: refuse it, never ignore it.
+        if let Some(mode) = options.take_str("output_mode") {
+            if !mode.eq_ignore_ascii_case("append") {
+                return Err(EngineError::option(
+                    "output_mode",
+                    format!("'{mode}' is not supported yet; use 'append' (a window's row once, when the watermark passes its end)"),
+                ));
+            }
+        }
         let partition_by: Vec<String> = options
             .take_str("partition_by")
             .map(|v| {

@@ -42,6 +42,16 @@ pub async fn run_pipeline(
     lake: &Path,
     env: &[(&str, &str)],
 ) -> Result<RunResult, TestError> {
+    run_pipeline_with(pipeline, lake, env, false).await
+}
+
+/// Like [`run_pipeline`]; with `drain`, as `weir run --once --drain`.
+pub async fn run_pipeline_with(
+    pipeline: &Path,
+    lake: &Path,
+    env: &[(&str, &str)],
+    drain: bool,
+) -> Result<RunResult, TestError> {
     let lookup = |name: &str| {
         env.iter()
             .find(|(k, _)| *k == name)
@@ -57,6 +67,7 @@ pub async fn run_pipeline(
     let sink = epochs.clone();
     let options = RunOptions {
         once: true,
+        drain,
         on_epoch: Some(Arc::new(move |r: &EpochReport| {
             if let Ok(mut v) = sink.lock() {
                 v.push(r.clone());

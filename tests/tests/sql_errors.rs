@@ -146,3 +146,35 @@ fn positions_survive_environment_substitution() {
         "{err}"
     );
 }
+
+const WATERMARKED: &str = "CREATE SOURCE tx (\n    k TEXT,\n    ts TIMESTAMP,\n    WATERMARK FOR ts AS ts - INTERVAL '1 minute'\n) WITH (connector = 'generator', events = 10);\n";
+
+#[tokio::test]
+async fn window_needs_a_watermark() {
+    let sql = format!("{SOURCE}CREATE TABLE per_min AS SELECT window_start, window_end, count(*)\nFROM TUMBLE(tx, ts, INTERVAL '1 minute') GROUP BY window_start, window_end;\n");
+    assert_error(
+        &sql,
+        "per_min",
+        6,
+        &["no source declares a watermark", "WATERMARK FOR"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn window_must_be_grouped_by() {
+    let sql = format!("{WATERMARKED}CREATE TABLE t AS\nSELECT k, count(*) FROM TUMBLE(tx, ts, INTERVAL '1 minute') GROUP BY k;\n");
+    assert_error(&sql, "SELECT k", 6, &["GROUP BY must include `window_end`"]).await;
+}
+
+#[tokio::test]
+async fn window_function_arguments_are_checked() {
+    let sql = format!("{WATERMARKED}CREATE TABLE t AS\nSELECT count(*) FROM HOP(tx, ts, INTERVAL '1 minute') GROUP BY window_end;\n");
+    assert_error(&sql, "HOP", 6, &["HOP takes 4 arguments"]).await;
+}
+
+#[tokio::test]
+async fn update_output_mode_is_refused_not_ignored() {
+    let sql = format!("{WATERMARKED}CREATE TABLE t WITH (output_mode = 'update') AS\nSELECT window_end, count(*) FROM TUMBLE(tx, ts, INTERVAL '1 minute') GROUP BY window_start, window_end;\n");
+    assert_error(&sql, "'update'", 6, &["not supported yet", "append"]).await;
+}

@@ -91,6 +91,11 @@ impl WindowAggregateState {
         &self.state_schema
     }
 
+    /// Index of `window_end` in the state schema.
+    pub fn window_end_index(&self) -> usize {
+        self.window_end
+    }
+
     /// Number of open (window, keys) groups held.
     pub fn open_groups(&self) -> usize {
         self.state.iter().map(|b| b.num_rows()).sum()

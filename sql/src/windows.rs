@@ -1,0 +1,326 @@
+//! Window table functions in FROM, as in Flink and RisingWave:
+//! `TUMBLE(input, time_col, size)` and `HOP(input, time_col, slide, size)` add the columns
+//! `window_start` and `window_end` to every row of `input` (HOP repeats a row once per window
+//! that contains it). They are rewritten into plain SQL over `date_bin` before DataFusion plans
+//! the query; the streaming part (state, watermark, emission) is the engine's window operator.
+
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, Ident, Query, TableAlias, TableFactor, Visit, VisitMut,
+    Visitor, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::Span;
+
+use crate::interval::expr_duration;
+use crate::parser::object_name_to_string;
+
+/// The column that closes a window; the engine emits a window when the watermark passes it.
+pub const WINDOW_END: &str = "window_end";
+
+/// A window function found in a query, for the planner and `weir explain`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowSpec {
+    /// `tumble` or `hop`.
+    pub kind: String,
+    /// The event-time column.
+    pub time_column: String,
+    /// Window length.
+    pub size: Duration,
+    /// Distance between window starts (= size for TUMBLE).
+    pub slide: Duration,
+}
+
+/// A mistake in a window function call, with where it is.
+#[derive(Debug, Clone)]
+pub struct WindowError {
+    /// Position of the call.
+    pub span: Span,
+    /// What is wrong.
+    pub message: String,
+    /// What to write instead.
+    pub hint: String,
+}
+
+/// Replaces TUMBLE / HOP calls in `query`; returns the windows found.
+pub fn rewrite_window_functions(query: &mut Query) -> Result<Vec<WindowSpec>, WindowError> {
+    let mut v = Rewriter {
+        found: Vec::new(),
+        error: None,
+    };
+    let _ = query.visit(&mut v);
+    match v.error {
+        Some(e) => Err(e),
+        None => Ok(v.found),
+    }
+}
+
+struct Rewriter {
+    found: Vec<WindowSpec>,
+    error: Option<WindowError>,
+}
+
+impl VisitorMut for Rewriter {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        let TableFactor::Table {
+            name,
+            args: Some(args),
+            alias,
+            ..
+        } = factor
+        else {
+            return ControlFlow::Continue(());
+        };
+        let kind = object_name_to_string(name);
+        if !is_window_function(&kind) {
+            return ControlFlow::Continue(());
+        }
+        let span = name
+            .0
+            .first()
+            .and_then(|p| p.as_ident())
+            .map(|i| i.span)
+            .unwrap_or(Span::empty());
+        match window_subquery(&kind, &args.args) {
+            Ok((spec, input, subquery)) => {
+                let alias = alias.clone().unwrap_or(TableAlias {
+                    explicit: true,
+                    at: None,
+                    name: Ident::new(input.rsplit('.').next().unwrap_or(&input)),
+                    columns: Vec::new(),
+                });
+                *factor = TableFactor::Derived {
+                    lateral: false,
+                    subquery,
+                    alias: Some(alias),
+                    sample: None,
+                };
+                self.found.push(spec);
+                ControlFlow::Continue(())
+            }
+            Err((message, hint)) => {
+                self.error = Some(WindowError {
+                    span,
+                    message,
+                    hint,
+                });
+                ControlFlow::Break(())
+            }
+        }
+    }
+}
+
+/// Whether a relation name is a window table function.
+pub fn is_window_function(name: &str) -> bool {
+    name == "tumble" || name == "hop"
+}
+
+/// The inputs of the window functions in `query` (their first argument), with positions.
+pub fn window_inputs(query: &Query) -> Vec<(String, Span)> {
+    struct Inputs(Vec<(String, Span)>);
+    impl Visitor for Inputs {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+            if let TableFactor::Table {
+                name,
+                args: Some(args),
+                ..
+            } = factor
+            {
+                if is_window_function(&object_name_to_string(name)) {
+                    if let Some(first) = args.args.first().and_then(arg_expr) {
+                        let span = match first {
+                            Expr::Identifier(i) => i.span,
+                            Expr::CompoundIdentifier(p) => {
+                                p.first().map(|i| i.span).unwrap_or(Span::empty())
+                            }
+                            _ => Span::empty(),
+                        };
+                        if let Some(name) = identifier(first) {
+                            self.0.push((name, span));
+                        }
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut v = Inputs(Vec::new());
+    let _ = query.visit(&mut v);
+    v.0
+}
+
+fn arg_expr(arg: &FunctionArg) -> Option<&Expr> {
+    match arg {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+        FunctionArg::Named {
+            arg: FunctionArgExpr::Expr(e),
+            ..
+        } => Some(e),
+        _ => None,
+    }
+}
+
+fn identifier(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Identifier(i) if i.quote_style.is_some() => Some(i.value.clone()),
+        Expr::Identifier(i) => Some(i.value.to_ascii_lowercase()),
+        Expr::CompoundIdentifier(parts) => Some(
+            parts
+                .iter()
+                .map(|p| p.value.to_ascii_lowercase())
+                .collect::<Vec<_>>()
+                .join("."),
+        ),
+        _ => None,
+    }
+}
+
+type Rewritten = (WindowSpec, String, Box<Query>);
+
+fn window_subquery(kind: &str, args: &[FunctionArg]) -> Result<Rewritten, (String, String)> {
+    let usage = if kind == "tumble" {
+        "TUMBLE(input, time_column, INTERVAL '1 minute')"
+    } else {
+        "HOP(input, time_column, INTERVAL '5 minutes' /* slide */, INTERVAL '15 minutes' /* size */)"
+    };
+    let expected = if kind == "tumble" { 3 } else { 4 };
+    let exprs: Vec<&Expr> = args.iter().filter_map(arg_expr).collect();
+    if exprs.len() != expected || args.len() != expected {
+        return Err((
+            format!(
+                "{} takes {expected} arguments, got {}",
+                kind.to_uppercase(),
+                args.len()
+            ),
+            usage.to_string(),
+        ));
+    }
+    let input = identifier(exprs[0]).ok_or_else(|| {
+        (
+            "the first argument must name a source, table or view".to_string(),
+            usage.to_string(),
+        )
+    })?;
+    let time = identifier(exprs[1]).ok_or_else(|| {
+        (
+            "the second argument must name the event-time column".to_string(),
+            usage.to_string(),
+        )
+    })?;
+    let durations: Vec<Duration> = exprs[2..]
+        .iter()
+        .map(|e| expr_duration(e).filter(|d| !d.is_zero()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            (
+                "window sizes must be positive intervals".to_string(),
+                usage.to_string(),
+            )
+        })?;
+    let (slide, size) = if kind == "tumble" {
+        (durations[0], durations[0])
+    } else {
+        (durations[0], durations[1])
+    };
+    if slide > size {
+        return Err((
+            "the slide is longer than the window, so some rows would be in no window".to_string(),
+            usage.to_string(),
+        ));
+    }
+    let (slide_ms, size_ms) = (slide.as_millis(), size.as_millis());
+    let interval = |ms: u128| format!("INTERVAL '{ms} milliseconds'");
+    let bin = format!("date_bin({}, {time})", interval(slide_ms));
+    let sql = if kind == "tumble" {
+        format!(
+            "SELECT *, {bin} AS window_start, {bin} + {} AS window_end FROM {input}",
+            interval(size_ms)
+        )
+    } else {
+        let n = size_ms.div_ceil(slide_ms);
+        let starts: Vec<String> = (0..n)
+            .map(|k| format!("{bin} - {}", interval(k * slide_ms)))
+            .collect();
+        format!(
+            "SELECT *, window_start + {size} AS window_end FROM \
+             (SELECT *, unnest(make_array({})) AS window_start FROM {input}) AS hop_rows \
+             WHERE {time} < window_start + {size}",
+            starts.join(", "),
+            size = interval(size_ms)
+        )
+    };
+    let query = Parser::new(&GenericDialect {})
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_query())
+        .map_err(|e| {
+            (
+                format!("cannot build the window query: {e}"),
+                usage.to_string(),
+            )
+        })?;
+    Ok((
+        WindowSpec {
+            kind: kind.to_string(),
+            time_column: time,
+            size,
+            slide,
+        },
+        input,
+        query,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(sql: &str) -> Result<(String, Vec<WindowSpec>), WindowError> {
+        let mut q = Parser::new(&GenericDialect {})
+            .try_with_sql(sql)
+            .unwrap()
+            .parse_query()
+            .unwrap();
+        let found = rewrite_window_functions(&mut q)?;
+        Ok((q.to_string(), found))
+    }
+
+    #[test]
+    fn tumble_becomes_date_bin_columns() {
+        let (sql, found) = rewrite(
+            "SELECT window_start, count(*) FROM TUMBLE(ev, ts, INTERVAL '1 minute') GROUP BY 1",
+        )
+        .unwrap();
+        assert!(
+            sql.contains("date_bin(INTERVAL '60000 milliseconds', ts) AS window_start"),
+            "{sql}"
+        );
+        assert!(sql.contains("AS ev GROUP BY"), "{sql}");
+        assert_eq!(found[0].size, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn hop_lists_every_window_of_a_row() {
+        let (sql, found) =
+            rewrite("SELECT * FROM HOP(ev, ts, INTERVAL '5 minutes', INTERVAL '15 minutes') AS h")
+                .unwrap();
+        assert_eq!(sql.matches("date_bin(").count(), 3, "{sql}");
+        assert!(sql.ends_with("AS h"), "{sql}");
+        assert_eq!(found[0].slide, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn bad_calls_say_how_to_write_them() {
+        let e = rewrite("SELECT * FROM TUMBLE(ev, ts)").unwrap_err();
+        assert!(e.message.contains("3 arguments"), "{}", e.message);
+        assert!(e.hint.contains("TUMBLE(input"));
+        let e = rewrite("SELECT * FROM HOP(ev, ts, INTERVAL '10 minutes', INTERVAL '5 minutes')")
+            .unwrap_err();
+        assert!(e.message.contains("slide"), "{}", e.message);
+    }
+}

@@ -1,0 +1,155 @@
+//! Windowed aggregation (TUMBLE, HOP) over several epochs equals the batch answer over the
+//! events that were not late. Events are seeded-random, out of order within the watermark
+//! delay, and some are hours late; the run is split over two processes (the second drains), so
+//! window state goes through a checkpoint.
+
+use std::path::Path;
+
+use weir_engine::generator::splitmix;
+use weir_tests::{lake_context, run_pipeline_with, sorted_rows, TestError};
+
+const START_MS: i64 = 1_709_251_200_000; // 2024-03-01T00:00:00Z
+
+/// Writes `files` JSON files of events; file f covers minutes [10f, 10f + 10) with up to a
+/// minute of disorder, and from file 3 on a few events an hour old (certainly late).
+fn write_events(dir: &Path, files: i64, seed: u64) -> Result<usize, TestError> {
+    std::fs::create_dir_all(dir)?;
+    let mut late = 0;
+    let mut r = seed;
+    let mut next = || {
+        r = splitmix(r);
+        r
+    };
+    for f in 0..files {
+        let mut lines = Vec::new();
+        for i in 0..60 {
+            let base = START_MS + f * 600_000 + i * 10_000;
+            let ts = base - (next() % 60_000) as i64;
+            let k = ["a", "b", "c"][(next() % 3) as usize];
+            let u = format!("u{}", next() % 7);
+            let x = (next() % 1000) as f64 / 10.0;
+            lines.push(format!(
+                r#"{{"k":"{k}","u":"{u}","x":{x},"ts":{ts},"late":false}}"#
+            ));
+            if f >= 3 && i % 20 == 0 {
+                let old = START_MS + (f - 3) * 600_000 + (next() % 60_000) as i64;
+                lines.push(format!(
+                    r#"{{"k":"{k}","u":"{u}","x":{x},"ts":{old},"late":true}}"#
+                ));
+                late += 1;
+            }
+        }
+        std::fs::write(dir.join(format!("part-{f:03}.json")), lines.join("\n"))?;
+    }
+    Ok(late)
+}
+
+fn pipeline(dir: &Path, data: &Path, from: &str, select: &str) -> Result<(), TestError> {
+    std::fs::write(
+        dir.join("p.sql"),
+        format!(
+            "CREATE SOURCE ev (k TEXT NOT NULL, u TEXT, x DOUBLE, ts TIMESTAMP NOT NULL, late BOOLEAN,
+                 WATERMARK FOR ts AS ts - INTERVAL '2 minutes')
+             WITH (connector = 'files', path = '{}', max_files_per_trigger = 1);
+             CREATE TABLE raw AS SELECT * FROM ev;
+             CREATE TABLE windowed AS SELECT {select} FROM {from} GROUP BY window_start, window_end, k;",
+            data.display()
+        ),
+    )?;
+    Ok(())
+}
+
+const SELECT: &str = "window_start, window_end, k, count(*) AS n, round(sum(x), 6) AS total, \
+    min(x) AS lo, max(x) AS hi, count(DISTINCT u) AS users";
+
+/// Runs the pipeline in two processes' worth of epochs: the first 5 files, then the rest and a
+/// drain. Returns the late rows counted.
+async fn run_split(dir: &Path, lake: &Path) -> Result<u64, TestError> {
+    let data = dir.join("data");
+    let staged = dir.join("staged");
+    std::fs::create_dir_all(&staged)?;
+    // Files arrive in two batches; the first run sees only the first batch.
+    let mut names: Vec<_> = std::fs::read_dir(&staged)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    for (i, path) in names.iter().enumerate() {
+        if i < 5 {
+            std::fs::rename(path, data.join(path.file_name().ok_or("name")?))?;
+        }
+    }
+    let first = run_pipeline_with(&dir.join("p.sql"), lake, &[], false).await?;
+    assert_eq!(first.epochs.len(), 5);
+    for path in names.iter().skip(5) {
+        std::fs::rename(path, data.join(path.file_name().ok_or("name")?))?;
+    }
+    let second = run_pipeline_with(&dir.join("p.sql"), lake, &[], true).await?;
+    assert!(
+        second
+            .epochs
+            .last()
+            .is_some_and(|e| e.watermark_ms == Some(i64::MAX)),
+        "ends with a drain epoch"
+    );
+    let late: u64 = first
+        .epochs
+        .iter()
+        .chain(&second.epochs)
+        .flat_map(|e| e.late_rows.values())
+        .sum();
+    Ok(late)
+}
+
+async fn check(from: &str, oracle_from: &str) -> Result<(), TestError> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let expected_late = write_events(&dir.path().join("staged"), 9, 7)?;
+    pipeline(dir.path(), &data, from, SELECT)?;
+    let lake = dir.path().join("lake");
+    let late = run_split(dir.path(), &lake).await?;
+    assert!(
+        late >= expected_late as u64,
+        "late rows counted: {late}, written: {expected_late}"
+    );
+
+    let ctx = lake_context(&lake).await?;
+    let on_time = "(SELECT * FROM raw WHERE NOT late)";
+    let oracle = format!(
+        "SELECT {SELECT} FROM {} GROUP BY window_start, window_end, k",
+        oracle_from.replace("RAW", on_time)
+    );
+    let expected = sorted_rows(&ctx, &oracle).await?;
+    let actual = sorted_rows(&ctx, "SELECT * FROM windowed").await?;
+    assert!(expected.len() > 20, "only {} windows", expected.len());
+    assert_eq!(actual.len(), expected.len(), "window rows");
+    assert!(
+        actual == expected,
+        "windowed rows differ from the batch answer"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tumble_equals_batch_over_on_time_events() -> Result<(), TestError> {
+    check(
+        "TUMBLE(ev, ts, INTERVAL '1 minute')",
+        "(SELECT *, date_bin(INTERVAL '1 minute', ts) AS window_start, \
+          date_bin(INTERVAL '1 minute', ts) + INTERVAL '1 minute' AS window_end FROM RAW) AS w",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_equals_batch_over_on_time_events() -> Result<(), TestError> {
+    check(
+        "HOP(ev, ts, INTERVAL '1 minute', INTERVAL '3 minutes')",
+        "(SELECT *, ws AS window_start, ws + INTERVAL '3 minutes' AS window_end FROM \
+           (SELECT r.*, date_bin(INTERVAL '1 minute', ts) - CASE o.n WHEN 0 THEN INTERVAL '0 minutes' \
+              WHEN 1 THEN INTERVAL '1 minute' ELSE INTERVAL '2 minutes' END AS ws \
+            FROM RAW AS r CROSS JOIN (VALUES (0), (1), (2)) AS o(n)) AS s \
+           WHERE ts < ws + INTERVAL '3 minutes') AS w",
+    )
+    .await
+}
