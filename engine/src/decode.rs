@@ -9,7 +9,6 @@
 //! decoded on all cores.
 
 use std::ops::Range;
-use std::sync::Arc;
 
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, take_record_batch};
@@ -260,16 +259,12 @@ pub fn take_rows(batch: &RecordBatch, indices: &[u32]) -> Result<RecordBatch, Ar
     take_record_batch(batch, &UInt32Array::from(indices.to_vec()))
 }
 
-/// A schema reference helper for tests and callers.
-pub fn schema_ref(schema: arrow::datatypes::Schema) -> SchemaRef {
-    Arc::new(schema)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{DataType, Field, Float64Type, Schema};
+    use std::sync::Arc;
 
     fn decoder() -> JsonDecoder {
         JsonDecoder::new(Arc::new(Schema::new(vec![

@@ -27,11 +27,6 @@ impl Options {
         }
     }
 
-    /// All keys, for callers that pass options through (e.g. `kafka.*`).
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.values.keys().map(String::as_str)
-    }
-
     /// Takes a string option.
     pub fn take_str(&mut self, key: &str) -> Option<String> {
         self.taken.push(key.to_string());

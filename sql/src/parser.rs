@@ -8,7 +8,7 @@ use datafusion::sql::sqlparser::ast::{ColumnOption, DataType, Expr, ObjectName, 
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Span, Token, Tokenizer};
 
 use crate::env::substitute;
 use crate::error::{Location, SqlError, SqlErrors};
@@ -544,11 +544,6 @@ fn position_in_message(text: &str) -> Option<(u64, u64)> {
         .take_while(|c| c.is_ascii_digit())
         .collect();
     Some((line.trim().parse().ok()?, col.parse().ok()?))
-}
-
-/// The span of a token list's first token, or an empty span.
-pub fn first_span(tokens: &[TokenWithSpan]) -> Span {
-    tokens.first().map(|t| t.span).unwrap_or(Span::empty())
 }
 
 #[cfg(test)]
