@@ -87,6 +87,18 @@ impl EngineError {
         }
     }
 
+    /// A function wrapping DataFusion errors of `node`'s plan in `epoch`, for `map_err`.
+    pub fn plan(
+        node: &str,
+        epoch: u64,
+    ) -> impl Fn(datafusion::error::DataFusionError) -> Self + Copy + '_ {
+        move |cause| EngineError::Plan {
+            node: node.to_string(),
+            epoch,
+            cause,
+        }
+    }
+
     /// A checkpoint error with its cause.
     pub fn checkpoint(
         path: impl Into<PathBuf>,

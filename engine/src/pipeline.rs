@@ -234,19 +234,9 @@ impl Pipeline {
                 .state()
                 .create_physical_plan(&node.plan)
                 .await
-                .map_err(|cause| EngineError::Plan {
-                    node: node.name.clone(),
-                    epoch,
-                    cause,
-                })?;
-            let mut state =
-                WindowAggregateState::from_plan(&physical, window_end).map_err(|cause| {
-                    EngineError::Plan {
-                        node: node.name.clone(),
-                        epoch,
-                        cause,
-                    }
-                })?;
+                .map_err(EngineError::plan(&node.name, epoch))?;
+            let mut state = WindowAggregateState::from_plan(&physical, window_end)
+                .map_err(EngineError::plan(&node.name, epoch))?;
             if let Some(batches) = self.checkpoint.read_state(&node.name, epoch)? {
                 state.restore(batches);
             }
@@ -529,11 +519,7 @@ async fn execute_node(
     node: &QueryNode,
     epoch: u64,
 ) -> Result<Vec<RecordBatch>> {
-    let plan_error = |cause| EngineError::Plan {
-        node: node.name.clone(),
-        epoch,
-        cause,
-    };
+    let plan_error = EngineError::plan(&node.name, epoch);
     let physical = ctx
         .state()
         .create_physical_plan(&node.plan)
@@ -553,11 +539,7 @@ async fn execute_windowed(
     epoch: u64,
     watermark: Option<i64>,
 ) -> Result<(Vec<RecordBatch>, u64)> {
-    let plan_error = |cause| EngineError::Plan {
-        node: node.name.clone(),
-        epoch,
-        cause,
-    };
+    let plan_error = EngineError::plan(&node.name, epoch);
     let window_end = node.window_end.as_deref().unwrap_or("window_end");
     let physical = ctx
         .state()

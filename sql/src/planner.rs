@@ -270,22 +270,15 @@ pub async fn plan_pipeline(
                     .iter()
                     .filter(|k| edit_distance(k, &name) <= 2)
                     .min_by_key(|k| edit_distance(k, &name));
+                let declared = names
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 e = e.with_hint(match close {
-                    Some(k) => format!(
-                        "did you mean `{k}`? Declared: {}",
-                        names
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
+                    Some(k) => format!("did you mean `{k}`? Declared: {declared}"),
                     None => format!(
-                        "declare it with CREATE SOURCE / CREATE TABLE / CREATE VIEW; declared: {}",
-                        names
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        "declare it with CREATE SOURCE / CREATE TABLE / CREATE VIEW; declared: {declared}"
                     ),
                 });
                 errors.push(e);
