@@ -10,6 +10,7 @@ pub mod decode;
 pub mod epoch_table;
 pub mod error;
 pub mod generator;
+pub mod ingest;
 pub mod operators;
 pub mod options;
 pub mod pipeline;

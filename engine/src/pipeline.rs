@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, TimestampMillisecondArray};
+use arrow::array::{Array, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::compute::kernels::cmp::gt;
 use arrow::datatypes::{FieldRef, Schema, SchemaRef};
@@ -24,13 +24,12 @@ use tracing::{info, info_span, Instrument};
 use crate::checkpoint::{
     now_rfc3339, Checkpoint, CommitEntry, OffsetEntry, CHECKPOINT_FORMAT_VERSION,
 };
-use crate::dead_letter::dead_letter_batch;
-use crate::decode::{take_rows, JsonDecoder};
+use crate::decode::JsonDecoder;
 use crate::epoch_table::EpochTable;
 use crate::error::{EngineError, Result};
+use crate::ingest::{EpochInput, SourceReader};
 use crate::operators::window_aggregate::WindowAggregateState;
 use crate::progress::EpochReport;
-use crate::raw::constant_string;
 use crate::sink::Sink;
 use crate::source::{common_metadata_fields, Source};
 
@@ -171,11 +170,37 @@ pub struct RunSummary {
     pub rows_out: BTreeMap<String, u64>,
 }
 
+/// A source at run time; its dead-letter sink lives in `Pipeline::dead_letters` so it can be
+/// committed alongside the tables.
+struct RunningSource {
+    name: String,
+    source: Box<dyn Source>,
+    decoder: JsonDecoder,
+    table: Arc<EpochTable>,
+    event_time: Option<EventTime>,
+}
+
+/// The next epoch's input, read while the previous epoch was committing.
+struct Prefetched {
+    ranges: BTreeMap<String, serde_json::Value>,
+    planned_at: Instant,
+    input: EpochInput,
+}
+
+/// Which sink a commit task holds, so it can be put back.
+#[derive(Debug, Clone)]
+enum SinkSlot {
+    Table(usize),
+    DeadLetter(String),
+}
+
 /// A runnable pipeline: sources, nodes in dependency order, and its checkpoint.
 pub struct Pipeline {
     name: String,
     ctx: SessionContext,
-    sources: Vec<SourceNode>,
+    sources: Vec<RunningSource>,
+    /// Dead-letter sink per source name (`None` only while a commit task holds it).
+    dead_letters: BTreeMap<String, Option<Box<dyn Sink>>>,
     nodes: Vec<QueryNode>,
     checkpoint: Checkpoint,
     /// Largest event time seen per source with a watermark, up to the last committed epoch.
@@ -195,10 +220,25 @@ impl Pipeline {
         nodes: Vec<QueryNode>,
         checkpoint: Checkpoint,
     ) -> Self {
+        let mut dead_letters = BTreeMap::new();
+        let sources = sources
+            .into_iter()
+            .map(|s| {
+                dead_letters.insert(s.name.clone(), Some(s.dead_letter));
+                RunningSource {
+                    name: s.name,
+                    source: s.source,
+                    decoder: s.decoder,
+                    table: s.table,
+                    event_time: s.event_time,
+                }
+            })
+            .collect();
         Pipeline {
             name: name.into(),
             ctx,
             sources,
+            dead_letters,
             nodes,
             checkpoint,
             max_event_ms: BTreeMap::new(),
@@ -272,42 +312,52 @@ impl Pipeline {
             node.source.restore(&ranges)?;
         }
         let mut next_epoch = last_commit + 1;
+        let mut prefetched: Option<Prefetched> = None;
+        let mut last_start: Option<Instant> = None;
         if let Some(entry) = pending.into_iter().find(|e| e.epoch == next_epoch) {
             info!(
                 epoch = entry.epoch,
                 "re-running the epoch that was logged but not committed"
             );
             drained |= entry.drain;
-            let report = self.run_epoch(&entry, true).await?;
+            last_start = Some(Instant::now());
+            let input = self.ingest(entry.epoch, &entry.sources)?;
+            let (report, next) = self
+                .run_epoch(&entry, input, true, prefetch_due(options, last_start))
+                .await?;
+            prefetched = next;
             self.finish_epoch(report, options, &mut summary);
             next_epoch += 1;
         }
-        let mut last_start: Option<Instant> = None;
         loop {
             if options.stop.load(Ordering::SeqCst) {
                 break;
             }
-            // Like Spark's processing-time trigger: epochs start at most once per interval, so a
-            // trickle of data makes one commit per interval, not one per record; an epoch that
-            // overran its interval is followed at once. `--once` never waits.
-            if let (false, Some(started)) = (options.once, last_start) {
-                let next = started + options.trigger_interval;
-                sleep_unless_stopped(
-                    next.saturating_duration_since(Instant::now()),
-                    &options.stop,
-                )
-                .await;
-                if options.stop.load(Ordering::SeqCst) {
-                    break;
+            let (ranges, input) = match prefetched.take() {
+                Some(p) => {
+                    last_start = Some(p.planned_at);
+                    (p.ranges, Some(p.input))
                 }
-            }
-            last_start = Some(Instant::now());
-            let mut ranges = BTreeMap::new();
-            for node in &mut self.sources {
-                if let Some(range) = node.source.plan_next(options.once)? {
-                    ranges.insert(node.name.clone(), range);
+                None => {
+                    // Like Spark's processing-time trigger: epochs start at most once per
+                    // interval, so a trickle of data makes one commit per interval, not one per
+                    // record; an epoch that overran its interval is followed at once. `--once`
+                    // never waits.
+                    if let (false, Some(started)) = (options.once, last_start) {
+                        let next = started + options.trigger_interval;
+                        sleep_unless_stopped(
+                            next.saturating_duration_since(Instant::now()),
+                            &options.stop,
+                        )
+                        .await;
+                        if options.stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                    }
+                    last_start = Some(Instant::now());
+                    (self.plan_ranges(options.once)?, None)
                 }
-            }
+            };
             let mut drain = false;
             if ranges.is_empty() {
                 let open = self.windows.values().any(|w| w.open_groups() > 0);
@@ -327,12 +377,83 @@ impl Pipeline {
                 planned_at: now_rfc3339(),
                 drain,
             };
+            // A prefetched input was read before its offsets were logged. That is safe: nothing
+            // of this epoch is committed anywhere before the log entry exists, and a crash in
+            // between replans the epoch from the last commit.
             self.checkpoint.write_offsets(&entry)?;
-            let report = self.run_epoch(&entry, false).await?;
+            let input = match input {
+                Some(input) => input,
+                None => self.ingest(next_epoch, &entry.sources)?,
+            };
+            let (report, next) = self
+                .run_epoch(&entry, input, false, prefetch_due(options, last_start))
+                .await?;
+            prefetched = next;
             self.finish_epoch(report, options, &mut summary);
             next_epoch += 1;
         }
         Ok(summary)
+    }
+
+    /// Asks every source for its next range (sources with nothing new are left out).
+    fn plan_ranges(&mut self, available_now: bool) -> Result<BTreeMap<String, serde_json::Value>> {
+        let mut ranges = BTreeMap::new();
+        for node in &mut self.sources {
+            if let Some(range) = node.source.plan_next(available_now)? {
+                ranges.insert(node.name.clone(), range);
+            }
+        }
+        Ok(ranges)
+    }
+
+    /// Reads and decodes `ranges` for `epoch`.
+    fn ingest(
+        &mut self,
+        epoch: u64,
+        ranges: &BTreeMap<String, serde_json::Value>,
+    ) -> Result<EpochInput> {
+        let started = Instant::now();
+        let threads = self.ctx.copied_config().target_partitions();
+        let mut sources = BTreeMap::new();
+        for node in &mut self.sources {
+            let Some(range) = ranges.get(&node.name) else {
+                continue;
+            };
+            let mut reader = SourceReader {
+                name: &node.name,
+                source: node.source.as_mut(),
+                decoder: &node.decoder,
+                schema: node.table.schema_ref(),
+                event_time_column: node.event_time.as_ref().map(|e| e.column.as_str()),
+            };
+            let input = reader.ingest(epoch, range, threads)?;
+            sources.insert(node.name.clone(), input);
+        }
+        Ok(EpochInput {
+            epoch,
+            started,
+            sources,
+        })
+    }
+
+    /// While epoch `epoch` commits: plans and reads the next epoch when it is due, so its
+    /// decoding overlaps the commits. `None` when not due or nothing is available.
+    fn prefetch(&mut self, epoch: u64, plan: &PrefetchPlan) -> Result<Option<Prefetched>> {
+        match plan.due {
+            Some(due) if Instant::now() >= due && !plan.stop.load(Ordering::SeqCst) => {}
+            _ => return Ok(None),
+        }
+        let planned_at = Instant::now();
+        let ranges = self.plan_ranges(plan.available_now)?;
+        if ranges.is_empty() {
+            return Ok(None);
+        }
+        let input = self.ingest(epoch + 1, &ranges)?;
+        Ok(Some(Prefetched {
+            ranges,
+            planned_at,
+            input,
+        }))
     }
 
     fn finish_epoch(&self, report: EpochReport, options: &RunOptions, summary: &mut RunSummary) {
@@ -351,10 +472,17 @@ impl Pipeline {
         }
     }
 
-    /// Runs one epoch over exactly the ranges of `entry` and commits it.
-    async fn run_epoch(&mut self, entry: &OffsetEntry, replayed: bool) -> Result<EpochReport> {
-        let started = Instant::now();
+    /// Runs one epoch over `input` (exactly the ranges of `entry`) and commits it. While its
+    /// tables commit, the next epoch's input is read if `prefetch` says it is due.
+    async fn run_epoch(
+        &mut self,
+        entry: &OffsetEntry,
+        input: EpochInput,
+        replayed: bool,
+        prefetch: PrefetchPlan,
+    ) -> Result<(EpochReport, Option<Prefetched>)> {
         let epoch = entry.epoch;
+        let started = input.started;
         let span = info_span!("epoch", epoch, pipeline = %self.name);
         let mut report = EpochReport {
             epoch,
@@ -370,43 +498,28 @@ impl Pipeline {
         };
         report.watermark_ms = watermark;
         let mut max_event_ms = self.max_event_ms.clone();
-        async {
-            let threads = self.ctx.copied_config().target_partitions();
-            for node in &mut self.sources {
-                let Some(range) = entry.sources.get(&node.name) else {
+        let prefetched = async {
+            let mut outputs: Vec<(SinkSlot, Vec<RecordBatch>)> = Vec::new();
+            let mut inputs = input.sources;
+            for node in &self.sources {
+                let Some(input) = inputs.remove(&node.name) else {
                     node.table.set(Vec::new());
                     continue;
                 };
-                let raw = node.source.read(range)?;
-                let decoded = node.decoder.decode(&raw.data, &raw.records, threads)?;
-                let mut batch =
-                    take_rows_with_metadata(&decoded.batch, &decoded.kept, &raw.metadata)?;
-                batch = append_common_metadata(batch, &node.name, epoch, node.table.schema_ref())?;
-                report.rows_in.insert(node.name.clone(), raw.len() as u64);
+                report.rows_in.insert(node.name.clone(), input.records_read);
                 report
                     .dead_letters
-                    .insert(node.name.clone(), decoded.rejected.len() as u64);
-                if !decoded.rejected.is_empty() {
-                    let dead = dead_letter_batch(&node.name, epoch, &raw, &decoded.rejected)?;
-                    node.dead_letter
-                        .write_epoch(epoch, vec![dead])
-                        .await
-                        .map_err(|cause| EngineError::Sink {
-                            sink: node.dead_letter.describe(),
-                            epoch,
-                            cause,
-                        })?;
+                    .insert(node.name.clone(), input.dead_count);
+                if let Some(dead) = input.dead_letters {
+                    outputs.push((SinkSlot::DeadLetter(node.name.clone()), vec![dead]));
                 }
-                if let Some(et) = &node.event_time {
-                    if let Some(max) = max_timestamp_ms(&batch, &et.column) {
-                        let entry = max_event_ms.entry(node.name.clone()).or_insert(max);
-                        *entry = (*entry).max(max);
-                    }
+                if let Some(max) = input.max_event_ms {
+                    let entry = max_event_ms.entry(node.name.clone()).or_insert(max);
+                    *entry = (*entry).max(max);
                 }
-                node.table.set(vec![batch]);
+                node.table.set(vec![input.rows]);
             }
             // Compute every node first (downstream nodes read upstream output of this epoch)...
-            let mut outputs = Vec::new();
             for (i, node) in self.nodes.iter_mut().enumerate() {
                 let batches = match self.windows.get_mut(&node.name) {
                     Some(state) => {
@@ -422,36 +535,48 @@ impl Pipeline {
                 };
                 node.table.set(batches.clone());
                 if node.sink.is_some() {
-                    outputs.push((i, batches));
+                    outputs.push((SinkSlot::Table(i), batches));
                 }
             }
-            // ...then commit the tables concurrently: they are independent, each commit is
-            // idempotent, and the commit log is written only after all of them succeeded.
+            // ...then commit the tables and dead letters concurrently: they are independent,
+            // each commit is idempotent, and the commit log is written only after all of them
+            // succeeded.
             let mut commits = Vec::new();
-            for (i, batches) in outputs {
-                let Some(mut sink) = self.nodes[i].sink.take() else {
+            for (slot, batches) in outputs {
+                let Some(mut sink) = self.take_sink(&slot) else {
                     continue;
                 };
                 let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
                 commits.push(tokio::spawn(async move {
                     let result = sink.write_epoch(epoch, batches).await;
-                    (i, rows, sink, result)
+                    (slot, rows, sink, result)
                 }));
             }
+            // Positions as of this epoch, before the next one is read.
+            for node in &self.sources {
+                report
+                    .positions
+                    .insert(node.name.clone(), node.source.describe_position());
+            }
+            // Meanwhile, read and decode the next epoch. Its error (if any) is reported after
+            // this epoch is safely committed.
+            let prefetched = self.prefetch(epoch, &prefetch);
             let mut first_error = None;
             for commit in commits {
-                let (i, rows, sink, result) = commit.await.map_err(|e| EngineError::Sink {
+                let (slot, rows, sink, result) = commit.await.map_err(|e| EngineError::Sink {
                     sink: "a table of this pipeline".to_string(),
                     epoch,
                     cause: Box::new(e),
                 })?;
-                let node = &mut self.nodes[i];
                 match result {
                     Ok(written) => {
-                        if written.already_committed {
-                            report.already_committed.push(node.name.clone());
+                        if let SinkSlot::Table(i) = slot {
+                            let name = self.nodes[i].name.clone();
+                            if written.already_committed {
+                                report.already_committed.push(name.clone());
+                            }
+                            report.rows_out.insert(name, rows);
                         }
-                        report.rows_out.insert(node.name.clone(), rows);
                     }
                     Err(cause) => {
                         first_error.get_or_insert(EngineError::Sink {
@@ -461,7 +586,7 @@ impl Pipeline {
                         });
                     }
                 }
-                node.sink = Some(sink);
+                self.put_sink(slot, sink);
             }
             if let Some(e) = first_error {
                 return Err(e);
@@ -489,15 +614,7 @@ impl Pipeline {
             })?;
             self.max_event_ms = max_event_ms;
             self.watermark_ms = next_watermark;
-            for node in &mut self.sources {
-                if let Some(range) = entry.sources.get(&node.name) {
-                    node.source.advance(range)?;
-                }
-                report
-                    .positions
-                    .insert(node.name.clone(), node.source.describe_position());
-            }
-            Ok::<(), EngineError>(())
+            prefetched
         }
         .instrument(span)
         .await?;
@@ -509,7 +626,49 @@ impl Pipeline {
             node.table.set(Vec::new());
         }
         report.duration = started.elapsed();
-        Ok(report)
+        Ok((report, prefetched))
+    }
+
+    /// Takes a sink out for a commit task.
+    fn take_sink(&mut self, slot: &SinkSlot) -> Option<Box<dyn Sink>> {
+        match slot {
+            SinkSlot::Table(i) => self.nodes[*i].sink.take(),
+            SinkSlot::DeadLetter(name) => self.dead_letters.get_mut(name)?.take(),
+        }
+    }
+
+    /// Puts a sink back after its commit task.
+    fn put_sink(&mut self, slot: SinkSlot, sink: Box<dyn Sink>) {
+        match slot {
+            SinkSlot::Table(i) => self.nodes[i].sink = Some(sink),
+            SinkSlot::DeadLetter(name) => {
+                self.dead_letters.insert(name, Some(sink));
+            }
+        }
+    }
+}
+
+/// When (and whether) the next epoch may be read while the current one commits.
+struct PrefetchPlan {
+    /// The earliest time the next epoch may start; `None` = do not prefetch.
+    due: Option<Instant>,
+    /// Plan with `available_now` (the `--once` mode).
+    available_now: bool,
+    stop: Arc<AtomicBool>,
+}
+
+/// With `--once` the next epoch is always due; otherwise it is due one trigger interval after
+/// the current epoch started, as the trigger would start it.
+fn prefetch_due(options: &RunOptions, last_start: Option<Instant>) -> PrefetchPlan {
+    let due = if options.once {
+        Some(Instant::now())
+    } else {
+        last_start.map(|s| s + options.trigger_interval)
+    };
+    PrefetchPlan {
+        due,
+        available_now: options.once,
+        stop: options.stop.clone(),
     }
 }
 
@@ -656,61 +815,11 @@ fn timestamp_scalar(
     })
 }
 
-/// The largest value of a millisecond timestamp column, if any.
-fn max_timestamp_ms(batch: &RecordBatch, column: &str) -> Option<i64> {
-    let array = batch.column(batch.schema().index_of(column).ok()?);
-    let ts = array.as_any().downcast_ref::<TimestampMillisecondArray>()?;
-    arrow::compute::max(ts)
-}
-
 /// Whether the last committed epoch was a drain (then a restart must not drain again).
 fn pending_drained(latest: &Option<CommitEntry>) -> bool {
     latest
         .as_ref()
         .is_some_and(|c| c.watermark_ms == Some(i64::MAX))
-}
-
-/// Joins decoded columns with the metadata columns of the kept records.
-fn take_rows_with_metadata(
-    decoded: &RecordBatch,
-    kept: &[u32],
-    metadata: &[(FieldRef, ArrayRef)],
-) -> Result<RecordBatch> {
-    let mut fields: Vec<FieldRef> = decoded.schema().fields().iter().cloned().collect();
-    let mut columns: Vec<ArrayRef> = decoded.columns().to_vec();
-    if !metadata.is_empty() {
-        let meta_schema = Arc::new(Schema::new(
-            metadata.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
-        ));
-        let meta = RecordBatch::try_new(
-            meta_schema,
-            metadata.iter().map(|(_, a)| a.clone()).collect(),
-        )?;
-        let meta = take_rows(&meta, kept)?;
-        fields.extend(meta.schema().fields().iter().cloned());
-        columns.extend(meta.columns().iter().cloned());
-    }
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
-}
-
-/// Adds `_source` and `_epoch`, and stamps the batch with the stream's registered schema.
-fn append_common_metadata(
-    batch: RecordBatch,
-    source: &str,
-    epoch: u64,
-    schema: SchemaRef,
-) -> Result<RecordBatch> {
-    let n = batch.num_rows();
-    let mut columns = batch.columns().to_vec();
-    columns.push(constant_string(source, n));
-    columns.push(Arc::new(Int64Array::from_iter_values(std::iter::repeat_n(
-        epoch as i64,
-        n,
-    ))));
-    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 async fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {

@@ -21,6 +21,7 @@ use weir_engine::sink::{Sink, SinkReport};
 
 use crate::error::LakehouseError;
 use crate::normalize::{delta_schema, to_delta_batch};
+use crate::parquet_layout::writer_properties;
 
 /// Commits between Delta log checkpoints.
 pub const CHECKPOINT_INTERVAL: &str = "10";
@@ -134,10 +135,12 @@ impl DeltaSink {
                 version: self.table.version(),
             });
         }
+        let properties = writer_properties(&converted);
         let mut write = self
             .table
             .clone()
             .write(converted)
+            .with_writer_properties(properties)
             .with_save_mode(SaveMode::Append)
             .with_commit_properties(
                 CommitProperties::default()

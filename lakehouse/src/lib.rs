@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod delta_sink;
 pub mod error;
 pub mod normalize;
+pub mod parquet_layout;
 
 pub use catalog::{find_delta_tables, register_lake};
 pub use delta_sink::DeltaSink;

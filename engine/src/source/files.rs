@@ -4,6 +4,7 @@
 //! Which files were seen is rebuilt from the offset log on restart, so a file is read once.
 
 use std::collections::BTreeSet;
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -120,26 +121,35 @@ impl Source for FilesSource {
         let mut lines: Vec<i64> = Vec::new();
         for (file_no, file) in r.files.iter().enumerate() {
             let path = self.dir.join(file);
-            let bytes = std::fs::read(&path).map_err(|e| {
-                self.io_error(
-                    format!(
-                        "cannot read {} which the offset log says this epoch must read; restore \
-                         the file or reset the checkpoint",
-                        path.display()
-                    ),
-                    e,
-                )
-            })?;
+            // Read straight into the epoch's buffer: no second copy of the file.
             let base = raw.data.len();
-            raw.data.extend_from_slice(&bytes);
-            let mut start = 0usize;
-            for (line_no, line) in bytes.split(|b| *b == b'\n').enumerate() {
-                let end = start + line.len();
+            std::fs::File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut raw.data))
+                .map_err(|e| {
+                    self.io_error(
+                        format!(
+                            "cannot read {} which the offset log says this epoch must read; \
+                             restore the file or reset the checkpoint",
+                            path.display()
+                        ),
+                        e,
+                    )
+                })?;
+            let end_of_file = raw.data.len();
+            let mut start = base;
+            let mut line_no = 0i64;
+            let newlines = memchr::memchr_iter(b'\n', &raw.data[base..]).map(|i| base + i);
+            for end in newlines.chain(std::iter::once(end_of_file)) {
+                line_no += 1;
+                let line = &raw.data[start..end];
                 let trimmed_end = if line.ends_with(b"\r") { end - 1 } else { end };
-                if line.iter().any(|b| !b.is_ascii_whitespace()) {
-                    raw.records.push(base + start..base + trimmed_end);
+                // A record starts with `{`; only other lines need the blank-line scan.
+                let blank = line.first() != Some(&b'{')
+                    && line.iter().all(|b| b.is_ascii_whitespace());
+                if !blank {
+                    raw.records.push(start..trimmed_end);
                     file_col.push(file_no as u32);
-                    lines.push(line_no as i64 + 1);
+                    lines.push(line_no);
                 }
                 start = end + 1;
             }

@@ -1,7 +1,9 @@
 //! Sources: where an epoch's records come from, and how far each epoch reads.
 //!
 //! A source plans a *range* for the next epoch (which the pipeline writes to the offset log
-//! before reading), reads exactly that range, and only moves on when told the epoch committed.
+//! before any of the epoch is committed), reads exactly that range, and moves past it once read,
+//! so the next epoch can be planned and read while this one commits. A failed epoch ends the
+//! run; on restart positions are restored from the offset log's committed ranges.
 //! Ranges are JSON so each connector records what it needs (event indices, file names).
 
 mod files;
@@ -37,7 +39,7 @@ pub trait Source: Send {
     /// Reads exactly `range` (a value returned by `plan_next`, possibly from a previous run).
     fn read(&mut self, range: &Value) -> Result<RawBatch>;
 
-    /// Marks `range` as done, so the next plan starts after it.
+    /// Marks `range` as read, so the next plan starts after it.
     fn advance(&mut self, range: &Value) -> Result<()>;
 
     /// Where the source is, for `weir status` and progress lines.

@@ -1,0 +1,143 @@
+//! One epoch's input: each source's planned range read, decoded into its declared columns plus
+//! metadata, and its undecodable records turned into dead-letter rows.
+//!
+//! Ingest is kept apart from running the plans so that the pipeline can prepare epoch N+1's
+//! input while epoch N's tables are still being committed (reading and JSON decoding are most
+//! of an epoch's CPU; Parquet encoding of the commits is the rest).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, TimestampMillisecondArray};
+use arrow::datatypes::{FieldRef, Schema, SchemaRef};
+use serde_json::Value;
+
+use crate::dead_letter::dead_letter_batch;
+use crate::decode::{take_rows, JsonDecoder};
+use crate::error::Result;
+use crate::raw::constant_string;
+use crate::source::Source;
+
+/// One source's share of an epoch, ready for the plans.
+#[derive(Debug)]
+pub struct SourceInput {
+    /// Decoded rows with every metadata column, in the stream's registered schema.
+    pub rows: RecordBatch,
+    /// Records read, good and bad.
+    pub records_read: u64,
+    /// Dead-letter rows for the records that could not be decoded, if any.
+    pub dead_letters: Option<RecordBatch>,
+    /// How many records were dead-lettered.
+    pub dead_count: u64,
+    /// The largest event time among the rows (epoch ms), for sources with a WATERMARK.
+    pub max_event_ms: Option<i64>,
+}
+
+/// An epoch's input from every source that had a range in it.
+#[derive(Debug)]
+pub struct EpochInput {
+    /// The epoch the input belongs to (its rows carry it in `_epoch`).
+    pub epoch: u64,
+    /// When reading began, so an epoch's reported duration includes its ingest.
+    pub started: Instant,
+    /// Per source name.
+    pub sources: BTreeMap<String, SourceInput>,
+}
+
+/// What ingest needs to know about one source.
+pub struct SourceReader<'a> {
+    /// The source's name (for `_source` and dead letters).
+    pub name: &'a str,
+    /// The connector.
+    pub source: &'a mut dyn Source,
+    /// Decodes its records.
+    pub decoder: &'a JsonDecoder,
+    /// The stream schema SQL sees (declared + metadata columns).
+    pub schema: SchemaRef,
+    /// The event-time column, when the source has a WATERMARK.
+    pub event_time_column: Option<&'a str>,
+}
+
+impl SourceReader<'_> {
+    /// Reads `range` and decodes it with up to `threads` threads, then moves the source past
+    /// the range so the next epoch can be planned (a failed epoch ends the run, and a restart
+    /// restores positions from the offset log, so moving on before the commit is safe).
+    pub fn ingest(&mut self, epoch: u64, range: &Value, threads: usize) -> Result<SourceInput> {
+        let raw = self.source.read(range)?;
+        let decoded = self.decoder.decode(&raw.data, &raw.records, threads)?;
+        let rows = take_rows_with_metadata(&decoded.batch, &decoded.kept, &raw.metadata)?;
+        let rows = append_common_metadata(rows, self.name, epoch, self.schema.clone())?;
+        let dead_letters = if decoded.rejected.is_empty() {
+            None
+        } else {
+            Some(dead_letter_batch(
+                self.name,
+                epoch,
+                &raw,
+                &decoded.rejected,
+            )?)
+        };
+        let max_event_ms = self
+            .event_time_column
+            .and_then(|column| max_timestamp_ms(&rows, column));
+        self.source.advance(range)?;
+        Ok(SourceInput {
+            rows,
+            records_read: raw.len() as u64,
+            dead_letters,
+            dead_count: decoded.rejected.len() as u64,
+            max_event_ms,
+        })
+    }
+}
+
+/// The largest value of a millisecond timestamp column, if any.
+fn max_timestamp_ms(batch: &RecordBatch, column: &str) -> Option<i64> {
+    let array = batch.column(batch.schema().index_of(column).ok()?);
+    let ts = array.as_any().downcast_ref::<TimestampMillisecondArray>()?;
+    arrow::compute::max(ts)
+}
+
+/// Joins decoded columns with the metadata columns of the kept records.
+fn take_rows_with_metadata(
+    decoded: &RecordBatch,
+    kept: &[u32],
+    metadata: &[(FieldRef, ArrayRef)],
+) -> Result<RecordBatch> {
+    let mut fields: Vec<FieldRef> = decoded.schema().fields().iter().cloned().collect();
+    let mut columns: Vec<ArrayRef> = decoded.columns().to_vec();
+    if !metadata.is_empty() {
+        let meta_schema = Arc::new(Schema::new(
+            metadata.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
+        ));
+        let meta = RecordBatch::try_new(
+            meta_schema,
+            metadata.iter().map(|(_, a)| a.clone()).collect(),
+        )?;
+        let meta = take_rows(&meta, kept)?;
+        fields.extend(meta.schema().fields().iter().cloned());
+        columns.extend(meta.columns().iter().cloned());
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// Adds `_source` and `_epoch`, and stamps the batch with the stream's registered schema.
+fn append_common_metadata(
+    batch: RecordBatch,
+    source: &str,
+    epoch: u64,
+    schema: SchemaRef,
+) -> Result<RecordBatch> {
+    let n = batch.num_rows();
+    let mut columns = batch.columns().to_vec();
+    columns.push(constant_string(source, n));
+    columns.push(Arc::new(Int64Array::from_iter_values(std::iter::repeat_n(
+        epoch as i64,
+        n,
+    ))));
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
