@@ -20,6 +20,21 @@ fn delta_type(data_type: &DataType) -> Option<DataType> {
         DataType::Utf8View | DataType::LargeUtf8 => Some(DataType::Utf8),
         DataType::BinaryView | DataType::LargeBinary => Some(DataType::Binary),
         DataType::Date64 => Some(DataType::Date32),
+        // A struct (Spark's `window` column) is converted field by field.
+        DataType::Struct(fields) => {
+            let converted: Vec<Field> = fields
+                .iter()
+                .map(|f| {
+                    let t = delta_type(f.data_type()).unwrap_or_else(|| f.data_type().clone());
+                    Field::new(f.name(), t, f.is_nullable())
+                })
+                .collect();
+            let same = converted
+                .iter()
+                .zip(fields.iter())
+                .all(|(c, f)| c.data_type() == f.data_type());
+            (!same).then(|| DataType::Struct(converted.into()))
+        }
         _ => None,
     }
 }

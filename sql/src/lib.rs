@@ -10,6 +10,7 @@ pub mod interval;
 pub mod parser;
 pub mod planner;
 mod rewrite;
+pub mod spark_windows;
 pub mod windows;
 
 pub use error::{SqlError, SqlErrors};

@@ -31,6 +31,7 @@ use crate::parser::{
     parse_file, OptionSpec, PipelineFile, SourceStatement, Statement, StreamStatement,
 };
 use crate::rewrite::hide_metadata_columns;
+use crate::spark_windows::rewrite_spark_windows;
 use crate::windows::{rewrite_window_functions, WindowSpec, WINDOW_END};
 use weir_engine::operators::window_aggregate::WindowAggregateState;
 
@@ -543,6 +544,8 @@ async fn plan_stream(
     hidden: &HashMap<String, Vec<String>>,
 ) -> Result<(LogicalPlan, SchemaRef, Option<WindowSpec>), SqlError> {
     let mut query: Box<Query> = st.query.clone();
+    rewrite_spark_windows(&mut query)
+        .map_err(|e| file.error(e.span, e.message).with_hint(e.hint))?;
     let mut windows = rewrite_window_functions(&mut query)
         .map_err(|e| file.error(e.span, e.message).with_hint(e.hint))?;
     if windows.len() > 1 {

@@ -44,7 +44,7 @@ fn write_events(dir: &Path, files: i64, seed: u64) -> Result<usize, TestError> {
     Ok(late)
 }
 
-fn pipeline(dir: &Path, data: &Path, from: &str, select: &str) -> Result<(), TestError> {
+fn pipeline(dir: &Path, data: &Path, windowed: &str) -> Result<(), TestError> {
     std::fs::write(
         dir.join("p.sql"),
         format!(
@@ -52,7 +52,7 @@ fn pipeline(dir: &Path, data: &Path, from: &str, select: &str) -> Result<(), Tes
                  WATERMARK FOR ts AS ts - INTERVAL '2 minutes')
              WITH (connector = 'files', path = '{}', max_files_per_trigger = 1);
              CREATE TABLE raw AS SELECT * FROM ev;
-             CREATE TABLE windowed AS SELECT {select} FROM {from} GROUP BY window_start, window_end, k;",
+             CREATE TABLE windowed AS {windowed};",
             data.display()
         ),
     )?;
@@ -101,12 +101,14 @@ async fn run_split(dir: &Path, lake: &Path) -> Result<u64, TestError> {
     Ok(late)
 }
 
-async fn check(from: &str, oracle_from: &str) -> Result<(), TestError> {
+/// Runs `windowed` (a query over `ev`) and compares its rows with `oracle` (a batch query in
+/// which `RAW` stands for the on-time events).
+async fn check(windowed: &str, oracle: &str) -> Result<(), TestError> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
     let expected_late = write_events(&dir.path().join("staged"), 9, 7)?;
-    pipeline(dir.path(), &data, from, SELECT)?;
+    pipeline(dir.path(), &data, windowed)?;
     let lake = dir.path().join("lake");
     let late = run_split(dir.path(), &lake).await?;
     assert!(
@@ -116,11 +118,7 @@ async fn check(from: &str, oracle_from: &str) -> Result<(), TestError> {
 
     let ctx = lake_context(&lake).await?;
     let on_time = "(SELECT * FROM raw WHERE NOT late)";
-    let oracle = format!(
-        "SELECT {SELECT} FROM {} GROUP BY window_start, window_end, k",
-        oracle_from.replace("RAW", on_time)
-    );
-    let expected = sorted_rows(&ctx, &oracle).await?;
+    let expected = sorted_rows(&ctx, &oracle.replace("RAW", on_time)).await?;
     let actual = sorted_rows(&ctx, "SELECT * FROM windowed").await?;
     assert!(expected.len() > 20, "only {} windows", expected.len());
     assert_eq!(actual.len(), expected.len(), "window rows");
@@ -134,9 +132,33 @@ async fn check(from: &str, oracle_from: &str) -> Result<(), TestError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tumble_equals_batch_over_on_time_events() -> Result<(), TestError> {
     check(
-        "TUMBLE(ev, ts, INTERVAL '1 minute')",
-        "(SELECT *, date_bin(INTERVAL '1 minute', ts) AS window_start, \
-          date_bin(INTERVAL '1 minute', ts) + INTERVAL '1 minute' AS window_end FROM RAW) AS w",
+        &from_style("TUMBLE(ev, ts, INTERVAL '1 minute')"),
+        &from_style(TUMBLE_ORACLE_INPUT),
+    )
+    .await
+}
+
+/// `SELECT <the common aggregates> FROM <from> GROUP BY window_start, window_end, k`.
+fn from_style(from: &str) -> String {
+    format!("SELECT {SELECT} FROM {from} GROUP BY window_start, window_end, k")
+}
+
+const TUMBLE_ORACLE_INPUT: &str = "(SELECT *, date_bin(INTERVAL '1 minute', ts) AS window_start, \
+          date_bin(INTERVAL '1 minute', ts) + INTERVAL '1 minute' AS window_end FROM RAW) AS w";
+
+/// Spark's syntax gives the same rows as TUMBLE, with Spark's column names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spark_window_in_group_by_equals_batch_over_on_time_events() -> Result<(), TestError> {
+    let aggregates = SELECT.trim_start_matches("window_start, window_end, ");
+    check(
+        &format!(
+            "SELECT window.start, window.end, {aggregates} FROM ev \
+             GROUP BY window(ts, '1 minute'), k"
+        ),
+        &format!(
+            "SELECT window_start AS start, window_end AS \"end\", {aggregates} \
+             FROM {TUMBLE_ORACLE_INPUT} GROUP BY window_start, window_end, k"
+        ),
     )
     .await
 }
@@ -144,12 +166,12 @@ async fn tumble_equals_batch_over_on_time_events() -> Result<(), TestError> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_equals_batch_over_on_time_events() -> Result<(), TestError> {
     check(
-        "HOP(ev, ts, INTERVAL '1 minute', INTERVAL '3 minutes')",
-        "(SELECT *, ws AS window_start, ws + INTERVAL '3 minutes' AS window_end FROM \
+        &from_style("HOP(ev, ts, INTERVAL '1 minute', INTERVAL '3 minutes')"),
+        &from_style("(SELECT *, ws AS window_start, ws + INTERVAL '3 minutes' AS window_end FROM \
            (SELECT r.*, date_bin(INTERVAL '1 minute', ts) - CASE o.n WHEN 0 THEN INTERVAL '0 minutes' \
               WHEN 1 THEN INTERVAL '1 minute' ELSE INTERVAL '2 minutes' END AS ws \
             FROM RAW AS r CROSS JOIN (VALUES (0), (1), (2)) AS o(n)) AS s \
-           WHERE ts < ws + INTERVAL '3 minutes') AS w",
+           WHERE ts < ws + INTERVAL '3 minutes') AS w"),
     )
     .await
 }
