@@ -85,6 +85,7 @@ pub async fn assemble(
             plan: n.plan,
             table: n.table,
             sink,
+            sessions: n.window.as_ref().is_some_and(|w| w.is_session()),
             window_end: n.window.map(|_| weir_sql::windows::WINDOW_END.to_string()),
         });
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, RecordBatch};
 use arrow::compute::filter_record_batch;
-use arrow::compute::kernels::cmp::gt;
+use arrow::compute::kernels::cmp::{gt, gt_eq};
 use arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::common::ScalarValue;
@@ -113,6 +113,9 @@ pub struct QueryNode {
     /// keeps its aggregate's state across epochs and emits a window once the watermark passes
     /// its end (append mode).
     pub window_end: Option<String>,
+    /// The windows are sessions (`SESSION` / `session_window`): overlapping windows of the same
+    /// group keys merge, and a row is late when its own time is before the watermark.
+    pub sessions: bool,
 }
 
 /// A function called with every finished epoch.
@@ -169,6 +172,9 @@ pub struct RunSummary {
     /// Rows written per table.
     pub rows_out: BTreeMap<String, u64>,
 }
+
+/// The column that starts a window (and a session).
+const WINDOW_START: &str = "window_start";
 
 /// A source at run time; its dead-letter sink lives in `Pipeline::dead_letters` so it can be
 /// committed alongside the tables.
@@ -277,6 +283,11 @@ impl Pipeline {
                 .map_err(EngineError::plan(&node.name, epoch))?;
             let mut state = WindowAggregateState::from_plan(&physical, window_end)
                 .map_err(EngineError::plan(&node.name, epoch))?;
+            if node.sessions {
+                state = state
+                    .with_sessions(WINDOW_START)
+                    .map_err(EngineError::plan(&node.name, epoch))?;
+            }
             if let Some(batches) = self.checkpoint.read_state(&node.name, epoch)? {
                 state.restore(batches);
             }
@@ -715,6 +726,15 @@ async fn execute_windowed(
     let mut late = 0u64;
     for batch in rows {
         match watermark {
+            // Late: the row's window ended at or before the watermark; for a session, the row
+            // itself is before the watermark (so sessions already emitted never change).
+            Some(wm) if node.sessions => {
+                let starts = batch.column(batch.schema().index_of(WINDOW_START)?).clone();
+                let bound = timestamp_scalar(starts.data_type(), wm).map_err(plan_error)?;
+                let keep = gt_eq(&starts, &bound.to_scalar().map_err(plan_error)?)?;
+                late += (batch.num_rows() - keep.true_count()) as u64;
+                on_time.push(filter_record_batch(&batch, &keep)?);
+            }
             Some(wm) => {
                 let ends = batch.column(batch.schema().index_of(window_end)?).clone();
                 let bound = timestamp_scalar(ends.data_type(), wm).map_err(plan_error)?;

@@ -583,7 +583,10 @@ async fn plan_stream(
             .create_physical_plan(&plan)
             .await
             .map_err(|e| datafusion_error(file, st, e))?;
-        WindowAggregateState::from_plan(&physical, WINDOW_END).map_err(|e| {
+        let is_session = window.as_ref().is_some_and(|w| w.is_session());
+        WindowAggregateState::from_plan(&physical, WINDOW_END)
+            .and_then(|s| if is_session { s.with_sessions("window_start") } else { Ok(s) })
+            .map_err(|e| {
             let reason = e.strip_backtrace();
             file.error(
                 st.query.body_span(),

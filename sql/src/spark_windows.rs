@@ -6,7 +6,8 @@
 //! ```
 //!
 //! `window(col, size)` is a tumbling window and `window(col, size, slide)` a sliding one, as in
-//! Spark. The statement is rewritten into the FROM form (`TUMBLE` / `HOP`), grouped by
+//! Spark; `session_window(col, gap)` is a session window per the other group keys (exposed as
+//! `session_window.start` / `.end`; a session ends `gap` after its last event). The statement is rewritten into the FROM form (`TUMBLE` / `HOP`), grouped by
 //! `window_start, window_end`; `window.start` / `window.end` become those columns (named `start`
 //! and `end` in the output, as Spark names them), and a bare `window` becomes a struct with
 //! fields `start` and `end`. The same window operator then runs both syntaxes.
@@ -25,7 +26,8 @@ use crate::parser::object_name_to_string;
 use crate::windows::WindowError;
 
 /// How to write a Spark window, for hints.
-const USAGE: &str = "GROUP BY window(time_column, '10 minutes' [, '5 minutes' /* slide */]), key";
+const USAGE: &str = "GROUP BY window(time_column, '10 minutes' [, '5 minutes' /* slide */]), key \
+    or GROUP BY session_window(time_column, '30 minutes'), key";
 
 /// Rewrites every `GROUP BY window(...)` of `query` (including subqueries in FROM) into the
 /// TUMBLE / HOP form.
@@ -53,7 +55,7 @@ fn rewrite_set_expr(body: &mut SetExpr) -> Result<(), WindowError> {
             let Some(position) = exprs.iter().position(|e| spark_window_call(e).is_some()) else {
                 return Ok(());
             };
-            let Some((span, args)) = spark_window_call(&exprs[position]) else {
+            let Some((span, struct_name, args)) = spark_window_call(&exprs[position]) else {
                 return Ok(());
             };
             let error = |message: &str| WindowError {
@@ -61,14 +63,26 @@ fn rewrite_set_expr(body: &mut SetExpr) -> Result<(), WindowError> {
                 message: message.to_string(),
                 hint: USAGE.to_string(),
             };
+            let session = struct_name == "session_window";
+            if session && args.len() != 2 {
+                return Err(error(&format!(
+                    "session_window() takes 2 arguments (time column, gap), got {}",
+                    args.len()
+                )));
+            }
             if args.len() != 2 && args.len() != 3 {
                 return Err(error(&format!(
                     "window() takes 2 or 3 arguments (time column, size [, slide]), got {}",
                     args.len()
                 )));
             }
-            if exprs.iter().filter(|e| spark_window_call(e).is_some()).count() > 1 {
-                return Err(error("GROUP BY has more than one window()"));
+            if exprs
+                .iter()
+                .filter(|e| spark_window_call(e).is_some())
+                .count()
+                > 1
+            {
+                return Err(error("GROUP BY has more than one window"));
             }
             let [single] = select.from.as_mut_slice() else {
                 return Err(error(
@@ -98,6 +112,7 @@ fn rewrite_set_expr(body: &mut SetExpr) -> Result<(), WindowError> {
             );
             // Spark: window(time, size[, slide]); HOP takes (input, time, slide, size).
             let (function, function_args) = match args.as_slice() {
+                [time, gap] if session => ("session", vec![input, time.clone(), gap.clone()]),
                 [time, size] => ("tumble", vec![input, time.clone(), size.clone()]),
                 [time, size, slide] => (
                     "hop",
@@ -132,11 +147,12 @@ fn rewrite_set_expr(body: &mut SetExpr) -> Result<(), WindowError> {
                 ],
             );
             for item in &mut select.projection {
-                name_window_fields(item);
+                name_window_fields(item, struct_name);
             }
-            let _ = visit_expressions_mut(&mut select.projection, replace_window_references);
-            let _ = visit_expressions_mut(&mut select.having, replace_window_references);
-            let _ = visit_expressions_mut(&mut select.qualify, replace_window_references);
+            let replace = |e: &mut Expr| replace_window_references(e, struct_name);
+            let _ = visit_expressions_mut(&mut select.projection, replace);
+            let _ = visit_expressions_mut(&mut select.having, replace);
+            let _ = visit_expressions_mut(&mut select.qualify, replace);
             Ok(())
         }
         SetExpr::Query(q) => rewrite_spark_windows(q),
@@ -148,12 +164,15 @@ fn rewrite_set_expr(body: &mut SetExpr) -> Result<(), WindowError> {
     }
 }
 
-/// `window(...)` in GROUP BY: its position and arguments.
-fn spark_window_call(expr: &Expr) -> Option<(Span, Vec<Expr>)> {
+/// `window(...)` or `session_window(...)` in GROUP BY: its position, the name of the struct
+/// column it exposes, and its arguments.
+fn spark_window_call(expr: &Expr) -> Option<(Span, &'static str, Vec<Expr>)> {
     let Expr::Function(f) = expr else { return None };
-    if object_name_to_string(&f.name) != "window" {
-        return None;
-    }
+    let struct_name = match object_name_to_string(&f.name).as_str() {
+        "window" => "window",
+        "session_window" => "session_window",
+        _ => return None,
+    };
     let span = f
         .name
         .0
@@ -172,18 +191,18 @@ fn spark_window_call(expr: &Expr) -> Option<(Span, Vec<Expr>)> {
             .collect(),
         _ => Vec::new(),
     };
-    Some((span, args))
+    Some((span, struct_name, args))
 }
 
 /// Gives an unnamed `window.start`, `window.end` or `window` in SELECT Spark's output name.
-fn name_window_fields(item: &mut SelectItem) {
+fn name_window_fields(item: &mut SelectItem, struct_name: &str) {
     let SelectItem::UnnamedExpr(expr) = item else {
         return;
     };
-    let name = match window_reference(expr) {
+    let name = match window_reference(expr, struct_name) {
         Some(WindowRef::Start) => "start",
         Some(WindowRef::End) => "end",
-        Some(WindowRef::Whole) => "window",
+        Some(WindowRef::Whole) => struct_name,
         None => return,
     };
     *item = SelectItem::ExprWithAlias {
@@ -198,11 +217,11 @@ enum WindowRef {
     Whole,
 }
 
-fn window_reference(expr: &Expr) -> Option<WindowRef> {
+fn window_reference(expr: &Expr, struct_name: &str) -> Option<WindowRef> {
     match expr {
-        Expr::Identifier(i) if i.value.eq_ignore_ascii_case("window") => Some(WindowRef::Whole),
+        Expr::Identifier(i) if i.value.eq_ignore_ascii_case(struct_name) => Some(WindowRef::Whole),
         Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
-            if !parts[0].value.eq_ignore_ascii_case("window") {
+            if !parts[0].value.eq_ignore_ascii_case(struct_name) {
                 return None;
             }
             match parts[1].value.to_ascii_lowercase().as_str() {
@@ -215,8 +234,8 @@ fn window_reference(expr: &Expr) -> Option<WindowRef> {
     }
 }
 
-fn replace_window_references(expr: &mut Expr) -> ControlFlow<()> {
-    match window_reference(expr) {
+fn replace_window_references(expr: &mut Expr, struct_name: &str) -> ControlFlow<()> {
+    match window_reference(expr, struct_name) {
         Some(WindowRef::Start) => *expr = Expr::Identifier(Ident::new("window_start")),
         Some(WindowRef::End) => *expr = Expr::Identifier(Ident::new("window_end")),
         Some(WindowRef::Whole) => {
@@ -275,11 +294,30 @@ mod tests {
     }
 
     #[test]
+    fn session_window_becomes_session() {
+        let sql = rewrite(
+            "SELECT user_id, session_window.start, session_window.end, count(*) FROM ev \
+             GROUP BY session_window(ts, INTERVAL '30 minutes'), user_id",
+        )
+        .unwrap();
+        assert_eq!(
+            sql,
+            "SELECT user_id, window_start AS start, window_end AS end, count(*) \
+             FROM session(ev, ts, INTERVAL '30 minutes') AS ev \
+             GROUP BY window_start, window_end, user_id"
+        );
+        let e = rewrite("SELECT 1 FROM ev GROUP BY session_window(ts, '1 minute', '2 minutes')")
+            .unwrap_err();
+        assert!(e.message.contains("gap"), "{}", e.message);
+    }
+
+    #[test]
     fn mistakes_are_explained() {
         let e = rewrite("SELECT count(*) FROM ev GROUP BY window(ts)").unwrap_err();
         assert!(e.message.contains("2 or 3 arguments"), "{}", e.message);
-        let e = rewrite("SELECT count(*) FROM a JOIN b ON a.x = b.x GROUP BY window(ts, '1 minute')")
-            .unwrap_err();
+        let e =
+            rewrite("SELECT count(*) FROM a JOIN b ON a.x = b.x GROUP BY window(ts, '1 minute')")
+                .unwrap_err();
         assert!(e.message.contains("join"), "{}", e.message);
         assert!(rewrite("SELECT count(*) FROM ev GROUP BY k").is_ok());
     }

@@ -1,8 +1,11 @@
 //! Window table functions in FROM, as in Flink and RisingWave:
 //! `TUMBLE(input, time_col, size)` and `HOP(input, time_col, slide, size)` add the columns
 //! `window_start` and `window_end` to every row of `input` (HOP repeats a row once per window
-//! that contains it). They are rewritten into plain SQL over `date_bin` before DataFusion plans
-//! the query; the streaming part (state, watermark, emission) is the engine's window operator.
+//! that contains it). `SESSION(input, time_col, gap)` (Flink's session window) gives each row
+//! the session `[time, time + gap)`; the engine merges overlapping sessions of the same group
+//! keys, so a session ends `gap` after its last event. They are rewritten into plain SQL over
+//! `date_bin` before DataFusion plans the query; the streaming part (state, watermark, emission,
+//! session merging) is the engine's window operator.
 
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -24,14 +27,21 @@ pub const WINDOW_END: &str = "window_end";
 /// A window function found in a query, for the planner and `weir explain`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowSpec {
-    /// `tumble` or `hop`.
+    /// `tumble`, `hop` or `session`.
     pub kind: String,
     /// The event-time column.
     pub time_column: String,
     /// Window length.
     pub size: Duration,
-    /// Distance between window starts (= size for TUMBLE).
+    /// Distance between window starts (= size for TUMBLE; for SESSION, the gap).
     pub slide: Duration,
+}
+
+impl WindowSpec {
+    /// Whether windows are sessions, merged when they overlap.
+    pub fn is_session(&self) -> bool {
+        self.kind == "session"
+    }
 }
 
 /// A mistake in a window function call, with where it is.
@@ -117,7 +127,7 @@ impl VisitorMut for Rewriter {
 
 /// Whether a relation name is a window table function.
 pub fn is_window_function(name: &str) -> bool {
-    name == "tumble" || name == "hop"
+    name == "tumble" || name == "hop" || name == "session"
 }
 
 /// The inputs of the window functions in `query` (their first argument), with positions.
@@ -184,12 +194,12 @@ fn identifier(expr: &Expr) -> Option<String> {
 type Rewritten = (WindowSpec, String, Box<Query>);
 
 fn window_subquery(kind: &str, args: &[FunctionArg]) -> Result<Rewritten, (String, String)> {
-    let usage = if kind == "tumble" {
-        "TUMBLE(input, time_column, INTERVAL '1 minute')"
-    } else {
-        "HOP(input, time_column, INTERVAL '5 minutes' /* slide */, INTERVAL '15 minutes' /* size */)"
+    let usage = match kind {
+        "tumble" => "TUMBLE(input, time_column, INTERVAL '1 minute')",
+        "session" => "SESSION(input, time_column, INTERVAL '30 minutes' /* gap */)",
+        _ => "HOP(input, time_column, INTERVAL '5 minutes' /* slide */, INTERVAL '15 minutes' /* size */)",
     };
-    let expected = if kind == "tumble" { 3 } else { 4 };
+    let expected = if kind == "hop" { 4 } else { 3 };
     let exprs: Vec<&Expr> = args.iter().filter_map(arg_expr).collect();
     if exprs.len() != expected || args.len() != expected {
         return Err((
@@ -223,7 +233,7 @@ fn window_subquery(kind: &str, args: &[FunctionArg]) -> Result<Rewritten, (Strin
                 usage.to_string(),
             )
         })?;
-    let (slide, size) = if kind == "tumble" {
+    let (slide, size) = if kind != "hop" {
         (durations[0], durations[0])
     } else {
         (durations[0], durations[1])
@@ -237,7 +247,13 @@ fn window_subquery(kind: &str, args: &[FunctionArg]) -> Result<Rewritten, (Strin
     let (slide_ms, size_ms) = (slide.as_millis(), size.as_millis());
     let interval = |ms: u128| format!("INTERVAL '{ms} milliseconds'");
     let bin = format!("date_bin({}, {time})", interval(slide_ms));
-    let sql = if kind == "tumble" {
+    let sql = if kind == "session" {
+        // Each row starts as its own session; the engine merges overlapping ones per key.
+        format!(
+            "SELECT *, {time} AS window_start, {time} + {} AS window_end FROM {input}",
+            interval(size_ms)
+        )
+    } else if kind == "tumble" {
         format!(
             "SELECT *, {bin} AS window_start, {bin} + {} AS window_end FROM {input}",
             interval(size_ms)

@@ -175,3 +175,29 @@ async fn hop_equals_batch_over_on_time_events() -> Result<(), TestError> {
     )
     .await
 }
+
+/// Sessions per key with a 45-second gap (Spark's `session_window`) equal the batch
+/// sessionisation of the on-time events (a new session where the gap since the key's previous
+/// event is at least 45 s). Events of consecutive epochs overlap in time, so sessions started in
+/// one epoch are extended and bridged by rows of the next, and go through a checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_window_equals_batch_sessionisation_of_on_time_events() -> Result<(), TestError> {
+    let aggregates = SELECT.trim_start_matches("window_start, window_end, ");
+    let gap = "INTERVAL '45 seconds'";
+    check(
+        &format!(
+            "SELECT session_window.start, session_window.end, {aggregates} FROM ev \
+             GROUP BY session_window(ts, '45 seconds'), k"
+        ),
+        &format!(
+            "SELECT window_start AS start, window_end AS \"end\", {aggregates} FROM \
+               (SELECT *, min(ts) OVER (PARTITION BY k, sid) AS window_start, \
+                       max(ts) OVER (PARTITION BY k, sid) + {gap} AS window_end FROM \
+                 (SELECT *, sum(CASE WHEN prev IS NULL OR ts >= prev + {gap} THEN 1 ELSE 0 END) \
+                          OVER (PARTITION BY k ORDER BY ts ROWS UNBOUNDED PRECEDING) AS sid FROM \
+                   (SELECT *, lag(ts) OVER (PARTITION BY k ORDER BY ts) AS prev FROM RAW) AS a) AS b) AS c \
+             GROUP BY window_start, window_end, k"
+        ),
+    )
+    .await
+}

@@ -9,14 +9,21 @@
 //! aggregate works (count distinct, approx_percentile_cont, array_agg, ...) without ever
 //! re-reading raw rows, and state holds one row per open group.
 //!
-//! Not wired into pipelines yet: this is the state core of issue 3's WindowAggregate operator.
+//! Session windows use the same state. Each input row arrives as its own session
+//! `[time, time + gap)`; before merging, every state row's window is widened to the union of
+//! the overlapping sessions of its group keys (Spark's rule: a row joins a session when it is
+//! less than `gap` after the session's last event, and may bridge two sessions into one). Rows
+//! that now share a window are merged by `PartialReduce` like any other group.
 
 use std::sync::Arc;
 
-use arrow::array::{BooleanArray, RecordBatch};
-use arrow::compute::filter_record_batch;
+use arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch};
 use arrow::compute::kernels::cmp::{gt, lt_eq};
-use arrow::datatypes::SchemaRef;
+use arrow::compute::{
+    cast, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn,
+};
+use arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
@@ -40,8 +47,17 @@ pub struct WindowAggregateState {
     state_schema: SchemaRef,
     /// Index of `window_end` in the state schema.
     window_end: usize,
+    /// For session windows: how to find sessions to merge.
+    sessions: Option<SessionColumns>,
     /// Partial states of the open groups, one row per (window, keys).
     state: Vec<RecordBatch>,
+}
+
+/// Where a session's start and its group keys are in the state schema.
+#[derive(Debug, Clone)]
+struct SessionColumns {
+    window_start: usize,
+    keys: Vec<usize>,
 }
 
 impl WindowAggregateState {
@@ -82,8 +98,32 @@ impl WindowAggregateState {
             input_schema: source.input_schema(),
             state_schema,
             window_end,
+            sessions: None,
             state: Vec::new(),
         })
+    }
+
+    /// Treats windows as sessions, merged when they overlap for the same group keys;
+    /// `window_start_column` must be a group key.
+    pub fn with_sessions(mut self, window_start_column: &str) -> Result<Self> {
+        let window_start = self
+            .state_schema
+            .index_of(window_start_column)
+            .map_err(|_| {
+                DataFusionError::Plan(format!(
+                    "GROUP BY must include `{window_start_column}` (the session)"
+                ))
+            })?;
+        let keys = (0..self.group_by.expr().len())
+            .filter(|i| *i != window_start && *i != self.window_end)
+            .collect();
+        self.sessions = Some(SessionColumns { window_start, keys });
+        Ok(self)
+    }
+
+    /// Whether windows are merged sessions.
+    pub fn is_session(&self) -> bool {
+        self.sessions.is_some()
     }
 
     /// Schema of the state batches (what a checkpoint stores).
@@ -141,6 +181,14 @@ impl WindowAggregateState {
         )?;
         let mut states = collect(partial, task.clone()).await?;
         states.append(&mut self.state);
+        if let Some(sessions) = &self.sessions {
+            states = vec![merge_sessions(
+                &self.state_schema,
+                &states,
+                sessions,
+                self.window_end,
+            )?];
+        }
         let reduce = self.aggregate(
             AggregateMode::PartialReduce,
             memory(states, self.state_schema.clone())?,
@@ -177,6 +225,79 @@ impl WindowAggregateState {
         )?;
         collect(finalize, task).await
     }
+}
+
+/// Widens every row's window to the union of the overlapping windows of its group keys.
+fn merge_sessions(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    columns: &SessionColumns,
+    window_end: usize,
+) -> Result<RecordBatch> {
+    let all = concat_batches(schema, batches)?;
+    if all.num_rows() == 0 {
+        return Ok(all);
+    }
+    let mut sort_columns: Vec<SortColumn> = columns
+        .keys
+        .iter()
+        .map(|&i| SortColumn {
+            values: all.column(i).clone(),
+            options: None,
+        })
+        .collect();
+    sort_columns.push(SortColumn {
+        values: all.column(columns.window_start).clone(),
+        options: None,
+    });
+    let order = lexsort_to_indices(&sort_columns, None)?;
+    let sorted = take_record_batch(&all, &order)?;
+    let start_type = sorted.column(columns.window_start).data_type().clone();
+    let end_type = sorted.column(window_end).data_type().clone();
+    let starts = cast(sorted.column(columns.window_start), &DataType::Int64)?;
+    let ends = cast(sorted.column(window_end), &DataType::Int64)?;
+    let starts = starts.as_primitive::<Int64Type>();
+    let ends = ends.as_primitive::<Int64Type>();
+    let keys = if columns.keys.is_empty() {
+        None
+    } else {
+        let fields = columns
+            .keys
+            .iter()
+            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+            .collect();
+        let key_columns: Vec<ArrayRef> = columns
+            .keys
+            .iter()
+            .map(|&i| sorted.column(i).clone())
+            .collect();
+        Some(RowConverter::new(fields)?.convert_columns(&key_columns)?)
+    };
+    let n = sorted.num_rows();
+    let mut merged_start = vec![0i64; n];
+    let mut merged_end = vec![0i64; n];
+    let mut run_begin = 0;
+    let (mut run_start, mut run_end) = (starts.value(0), ends.value(0));
+    for i in 1..=n {
+        let joins = i < n
+            && keys.as_ref().is_none_or(|k| k.row(i) == k.row(i - 1))
+            && starts.value(i) < run_end;
+        if joins {
+            run_end = run_end.max(ends.value(i));
+            continue;
+        }
+        merged_start[run_begin..i].fill(run_start);
+        merged_end[run_begin..i].fill(run_end);
+        if i < n {
+            run_begin = i;
+            run_start = starts.value(i);
+            run_end = ends.value(i);
+        }
+    }
+    let mut out: Vec<ArrayRef> = sorted.columns().to_vec();
+    out[columns.window_start] = cast(&Int64Array::from(merged_start), &start_type)?;
+    out[window_end] = cast(&Int64Array::from(merged_end), &end_type)?;
+    Ok(RecordBatch::try_new(sorted.schema(), out)?)
 }
 
 /// The topmost aggregate of a plan.
@@ -304,5 +425,70 @@ mod tests {
         emitted.extend(state.emit_closed(&end, ctx.task_ctx()).await.unwrap());
         assert_eq!(state.open_groups(), 0);
         assert_eq!(rows(&emitted), expected);
+    }
+
+    /// Rows of one epoch as one-row sessions `[t, t + gap)`: (second, key, x).
+    fn session_epoch(rows: &[(i64, &str, f64)], gap_s: i64) -> RecordBatch {
+        let start: Vec<i64> = rows.iter().map(|r| r.0 * 1000).collect();
+        let end: Vec<i64> = rows.iter().map(|r| (r.0 + gap_s) * 1000).collect();
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(TimestampMillisecondArray::from(start).with_timezone("UTC")),
+                Arc::new(TimestampMillisecondArray::from(end).with_timezone("UTC")),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "u"))),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_later_row_bridges_two_sessions_into_one() {
+        let query = "SELECT window_start, window_end, k, count(*), sum(x) FROM events \
+                     GROUP BY window_start, window_end, k";
+        let ctx = crate::pipeline::session_context(2);
+        ctx.register_table(
+            "events",
+            Arc::new(MemTable::try_new(schema(), vec![vec![]]).unwrap()),
+        )
+        .unwrap();
+        let plan = ctx
+            .sql(query)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let mut state = WindowAggregateState::from_plan(&plan, "window_end")
+            .unwrap()
+            .with_sessions("window_start")
+            .unwrap();
+        // Gap 60 s. Key a: events at 0 s and 100 s are two sessions; key b: one at 30 s.
+        let gap = 60;
+        state
+            .update(
+                vec![session_epoch(&[(0, "a", 1.0), (100, "a", 2.0), (30, "b", 5.0)], gap)],
+                ctx.task_ctx(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(state.open_groups(), 3);
+        // An event at 50 s (less than 60 s after 0 s and before 100 s) bridges a's sessions.
+        state
+            .update(vec![session_epoch(&[(50, "a", 4.0)], gap)], ctx.task_ctx())
+            .await
+            .unwrap();
+        assert_eq!(state.open_groups(), 2);
+        let end = ScalarValue::TimestampMillisecond(Some(i64::MAX), Some("UTC".into()));
+        let emitted = rows(&state.emit_closed(&end, ctx.task_ctx()).await.unwrap());
+        assert_eq!(
+            emitted,
+            vec![
+                "1970-01-01T00:00:00Z|1970-01-01T00:02:40Z|a|3|7.000000".to_string(),
+                "1970-01-01T00:00:30Z|1970-01-01T00:01:30Z|b|1|5.000000".to_string(),
+            ]
+        );
     }
 }

@@ -144,8 +144,8 @@ impl Source for FilesSource {
                 let line = &raw.data[start..end];
                 let trimmed_end = if line.ends_with(b"\r") { end - 1 } else { end };
                 // A record starts with `{`; only other lines need the blank-line scan.
-                let blank = line.first() != Some(&b'{')
-                    && line.iter().all(|b| b.is_ascii_whitespace());
+                let blank =
+                    line.first() != Some(&b'{') && line.iter().all(|b| b.is_ascii_whitespace());
                 if !blank {
                     raw.records.push(start..trimmed_end);
                     file_col.push(file_no as u32);
