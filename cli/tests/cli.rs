@@ -104,7 +104,7 @@ fn validate_and_explain_the_example() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = weir(&["validate", "examples/ecommerce"], &root);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("1 source(s), 5 table(s), 1 view(s)"));
+    assert!(text(&out.stdout).contains("1 source(s), 11 table(s), 2 view(s)"));
     let out = weir(&["explain", "examples/ecommerce"], &root);
     let plan = text(&out.stdout);
     assert!(plan.contains("silver.events <- [bronze.events] -> delta table 'silver/events' partitioned by event_date"), "{plan}");

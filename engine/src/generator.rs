@@ -99,6 +99,19 @@ pub struct EcommerceGenerator {
     config: EcommerceConfig,
 }
 
+/// A stable 0.5% of users are known fraudsters.
+fn is_fraudster(user: u64) -> bool {
+    splitmix(user ^ 0x5eed).is_multiple_of(200)
+}
+
+/// The first fraudster at or after `user` (wrapping around), or `user` if there is none.
+fn fraudster_near(user: u64, users: u64) -> u64 {
+    (0..users.min(10_000))
+        .map(|i| (user + i) % users)
+        .find(|u| is_fraudster(*u))
+        .unwrap_or(user)
+}
+
 impl EcommerceGenerator {
     /// A generator with these settings.
     pub fn new(config: EcommerceConfig) -> Self {
@@ -145,10 +158,20 @@ impl EcommerceGenerator {
         out: &mut Vec<u8>,
     ) {
         let c = &self.config;
-        let user = rng.random_range(0..c.users);
-        // A stable 0.5% of users are known fraudsters.
-        let known_fraud = splitmix(user ^ 0x5eed).is_multiple_of(200);
-        let event_type = weighted(rng, &EVENT_TYPES);
+        // Card testing: the first 8 of every 1000 events are one fraudster's burst of purchases
+        // within seconds (what fraud velocity rules look for).
+        let burst = index % 1000 < 8 && c.users > 0;
+        let user = if burst {
+            fraudster_near(splitmix((index / 1000) ^ 0xb0b) % c.users, c.users)
+        } else {
+            rng.random_range(0..c.users)
+        };
+        let known_fraud = is_fraudster(user);
+        let event_type = if burst {
+            "purchase"
+        } else {
+            weighted(rng, &EVENT_TYPES)
+        };
         let product = rng.random_range(0..c.products);
         let category = CATEGORIES[(product % CATEGORIES.len() as u64) as usize];
         let merchant = splitmix(product) % c.merchants;

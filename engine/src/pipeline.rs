@@ -16,9 +16,10 @@ use datafusion::common::TableReference;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-use datafusion::physical_plan::collect;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{collect, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
 use tracing::{info, info_span, Instrument};
 
 use crate::checkpoint::{
@@ -721,32 +722,36 @@ async fn execute_windowed(
             "windowed plan lost its aggregate".into(),
         ))
     })?;
-    let rows = collect(input, ctx.task_ctx()).await.map_err(plan_error)?;
-    let mut on_time = Vec::with_capacity(rows.len());
+    // Stream the rows below the aggregate and fold them into partial states a slice at a time:
+    // a HOP multiplies rows by size/slide, and an epoch's rows need never all be in memory.
+    let mut rows = execute_stream(input, ctx.task_ctx()).map_err(plan_error)?;
+    let mut slice = Vec::new();
+    let mut slice_rows = 0;
+    let mut partial = Vec::new();
     let mut late = 0u64;
-    for batch in rows {
-        match watermark {
-            // Late: the row's window ended at or before the watermark; for a session, the row
-            // itself is before the watermark (so sessions already emitted never change).
-            Some(wm) if node.sessions => {
-                let starts = batch.column(batch.schema().index_of(WINDOW_START)?).clone();
-                let bound = timestamp_scalar(starts.data_type(), wm).map_err(plan_error)?;
-                let keep = gt_eq(&starts, &bound.to_scalar().map_err(plan_error)?)?;
-                late += (batch.num_rows() - keep.true_count()) as u64;
-                on_time.push(filter_record_batch(&batch, &keep)?);
-            }
-            Some(wm) => {
-                let ends = batch.column(batch.schema().index_of(window_end)?).clone();
-                let bound = timestamp_scalar(ends.data_type(), wm).map_err(plan_error)?;
-                let keep = gt(&ends, &bound.to_scalar().map_err(plan_error)?)?;
-                late += (batch.num_rows() - keep.true_count()) as u64;
-                on_time.push(filter_record_batch(&batch, &keep)?);
-            }
-            None => on_time.push(batch),
+    while let Some(batch) = rows.next().await {
+        let batch = batch.map_err(plan_error)?;
+        let (on_time, late_rows) = drop_late(&batch, node, epoch, window_end, watermark)?;
+        late += late_rows;
+        slice_rows += on_time.num_rows();
+        slice.push(on_time);
+        if slice_rows >= ROWS_PER_PARTIAL {
+            let states = state
+                .partial(std::mem::take(&mut slice), ctx.task_ctx())
+                .await
+                .map_err(plan_error)?;
+            partial.extend(states);
+            slice_rows = 0;
         }
     }
+    partial.extend(
+        state
+            .partial(slice, ctx.task_ctx())
+            .await
+            .map_err(plan_error)?,
+    );
     state
-        .update(on_time, ctx.task_ctx())
+        .merge(partial, ctx.task_ctx())
         .await
         .map_err(plan_error)?;
     let emitted = match watermark {
@@ -769,6 +774,41 @@ async fn execute_windowed(
     let rest = replace_plan(&physical, &aggregate, emitted_plan).map_err(plan_error)?;
     let out = collect(rest, ctx.task_ctx()).await.map_err(plan_error)?;
     Ok((out, late))
+}
+
+/// Input rows aggregated together into partial state (bounds an epoch's window memory).
+const ROWS_PER_PARTIAL: usize = 65_536;
+
+/// Splits off the late rows of `batch`: rows whose window ended at or before the watermark,
+/// or for sessions, rows whose own time is before it (so emitted sessions never change).
+/// Returns the on-time rows and the number of late ones.
+fn drop_late(
+    batch: &RecordBatch,
+    node: &QueryNode,
+    epoch: u64,
+    window_end: &str,
+    watermark: Option<i64>,
+) -> Result<(RecordBatch, u64)> {
+    let Some(wm) = watermark else {
+        return Ok((batch.clone(), 0));
+    };
+    let plan_error = EngineError::plan(&node.name, epoch);
+    let (column, keep_at_bound) = if node.sessions {
+        (WINDOW_START, true)
+    } else {
+        (window_end, false)
+    };
+    let values = batch.column(batch.schema().index_of(column)?).clone();
+    let bound = timestamp_scalar(values.data_type(), wm)
+        .and_then(|b| b.to_scalar())
+        .map_err(plan_error)?;
+    let keep = if keep_at_bound {
+        gt_eq(&values, &bound)?
+    } else {
+        gt(&values, &bound)?
+    };
+    let late = (batch.num_rows() - keep.true_count()) as u64;
+    Ok((filter_record_batch(batch, &keep)?, late))
 }
 
 /// The topmost aggregate of a plan and the plan of the rows it aggregates (below its partial

@@ -1,6 +1,7 @@
 //! Converts batches to the Arrow types Delta stores, so any SQL output can be written and every
 //! Delta reader can read it back: timestamps become microsecond UTC (Delta `timestamp`), string
-//! views and large strings become plain strings (Delta `string`).
+//! views and large strings become plain strings (Delta `string`), unsigned integers become the
+//! next signed type that holds them (Delta has no unsigned types).
 
 use std::sync::Arc;
 
@@ -20,6 +21,10 @@ fn delta_type(data_type: &DataType) -> Option<DataType> {
         DataType::Utf8View | DataType::LargeUtf8 => Some(DataType::Utf8),
         DataType::BinaryView | DataType::LargeBinary => Some(DataType::Binary),
         DataType::Date64 => Some(DataType::Date32),
+        // Delta has only signed integers (approx_distinct returns UInt64).
+        DataType::UInt8 => Some(DataType::Int16),
+        DataType::UInt16 => Some(DataType::Int32),
+        DataType::UInt32 | DataType::UInt64 => Some(DataType::Int64),
         // A struct (Spark's `window` column) is converted field by field.
         DataType::Struct(fields) => {
             let converted: Vec<Field> = fields

@@ -90,7 +90,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            mostly_distinct_columns(&[batch.clone()]),
+            mostly_distinct_columns(std::slice::from_ref(&batch)),
             vec!["event_id".to_string(), "offset".to_string()]
         );
         let props = writer_properties(&[batch]);

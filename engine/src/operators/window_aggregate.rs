@@ -172,15 +172,38 @@ impl WindowAggregateState {
 
     /// Folds an epoch's input rows into the state.
     pub async fn update(&mut self, input: Vec<RecordBatch>, task: Arc<TaskContext>) -> Result<()> {
+        let partial = self.partial(input, task.clone()).await?;
+        self.merge(partial, task).await
+    }
+
+    /// Aggregates some of an epoch's input rows into partial states (not yet in the state), so
+    /// an epoch's rows can be folded a slice at a time instead of all held in memory.
+    pub async fn partial(
+        &self,
+        input: Vec<RecordBatch>,
+        task: Arc<TaskContext>,
+    ) -> Result<Vec<RecordBatch>> {
         if input.iter().all(|b| b.num_rows() == 0) {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let partial = self.aggregate(
             AggregateMode::Partial,
             memory(input, self.input_schema.clone())?,
         )?;
-        let mut states = collect(partial, task.clone()).await?;
-        states.append(&mut self.state);
+        collect(partial, task).await
+    }
+
+    /// Merges partial states (from `partial`) into the state.
+    pub async fn merge(
+        &mut self,
+        mut partial: Vec<RecordBatch>,
+        task: Arc<TaskContext>,
+    ) -> Result<()> {
+        if partial.iter().all(|b| b.num_rows() == 0) {
+            return Ok(());
+        }
+        partial.append(&mut self.state);
+        let mut states = partial;
         if let Some(sessions) = &self.sessions {
             states = vec![merge_sessions(
                 &self.state_schema,
@@ -469,7 +492,10 @@ mod tests {
         let gap = 60;
         state
             .update(
-                vec![session_epoch(&[(0, "a", 1.0), (100, "a", 2.0), (30, "b", 5.0)], gap)],
+                vec![session_epoch(
+                    &[(0, "a", 1.0), (100, "a", 2.0), (30, "b", 5.0)],
+                    gap,
+                )],
                 ctx.task_ctx(),
             )
             .await
