@@ -138,7 +138,8 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let secs = started.elapsed().as_secs_f64();
     let rows_in: u64 = summary.rows_in.values().sum();
     let dead: u64 = summary.dead_letters.values().sum();
-    if args.progress != ProgressFormat::Json {
+    // The summary goes to stderr in every mode (JSON progress lines own stdout).
+    {
         let rss = peak_rss_mib()
             .map(|m| format!(", peak RSS {m:.0} MiB"))
             .unwrap_or_default();

@@ -1,0 +1,1 @@
+../tumble/01_sources.sql
