@@ -8,7 +8,7 @@ use datafusion::sql::sqlparser::ast::{ColumnOption, DataType, Expr, ObjectName, 
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::{Span, Token, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan, Tokenizer};
 
 use crate::env::substitute;
 use crate::error::{Location, SqlError, SqlErrors};
@@ -208,6 +208,7 @@ pub fn parse_file(file: &PipelineFile) -> Result<Vec<Statement>, SqlError> {
                 e.message.clone(),
             )
         })?;
+    let tokens = unwrap_flink_window_tvfs(tokens);
     let mut p = StatementParser {
         file,
         parser: Parser::new(&dialect).with_tokens_with_locations(tokens),
@@ -230,6 +231,69 @@ pub fn parse_file(file: &PipelineFile) -> Result<Vec<Statement>, SqlError> {
         }
     }
     Ok(statements)
+}
+
+/// Accepts Flink's spelling of window functions,
+/// `TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))`, by dropping the `TABLE(...)`
+/// wrapper, the `TABLE` before the input and the `DESCRIPTOR(...)` around the time column, which
+/// leaves Weir's `TUMBLE(t, ts, INTERVAL '1' MINUTE)`. Tokens keep their positions, so errors
+/// still point into the original text.
+fn unwrap_flink_window_tvfs(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let is_word = |t: &TokenWithSpan, w: &str| matches!(&t.token, Token::Word(word) if word.value.eq_ignore_ascii_case(w));
+    // Indices of the tokens that are not whitespace or comments.
+    let code: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
+        .collect();
+    let at = |k: usize| code.get(k).map(|&i| &tokens[i]);
+    // The index (into `code`) of the parenthesis closing the one at `open`.
+    let closing = |open: usize| {
+        let mut depth = 0usize;
+        for (k, &i) in code.iter().enumerate().skip(open) {
+            match tokens[i].token {
+                Token::LParen => depth += 1,
+                Token::RParen => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Some(k);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    };
+    let mut drop = std::collections::HashSet::new();
+    for k in 0..code.len() {
+        let pattern = at(k).is_some_and(|t| is_word(t, "table"))
+            && at(k + 1).is_some_and(|t| t.token == Token::LParen)
+            && at(k + 2)
+                .is_some_and(|t| ["tumble", "hop", "session"].iter().any(|w| is_word(t, w)))
+            && at(k + 3).is_some_and(|t| t.token == Token::LParen)
+            && at(k + 4).is_some_and(|t| is_word(t, "table"));
+        if !pattern {
+            continue;
+        }
+        let (Some(outer_end), Some(call_end)) = (closing(k + 1), closing(k + 3)) else {
+            continue;
+        };
+        drop.extend([k, k + 1, k + 4, outer_end]);
+        for j in k + 5..call_end {
+            if at(j).is_some_and(|t| is_word(t, "descriptor"))
+                && at(j + 1).is_some_and(|t| t.token == Token::LParen)
+            {
+                if let Some(end) = closing(j + 1) {
+                    drop.extend([j, j + 1, end]);
+                }
+            }
+        }
+    }
+    let dropped: std::collections::HashSet<usize> = drop.iter().map(|&k| code[k]).collect();
+    tokens
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !dropped.contains(i))
+        .map(|(_, t)| t)
+        .collect()
 }
 
 struct StatementParser<'a> {

@@ -138,6 +138,16 @@ async fn tumble_equals_batch_over_on_time_events() -> Result<(), TestError> {
     .await
 }
 
+/// Flink's spelling of the same window gives the same rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flink_table_function_spelling_equals_batch_over_on_time_events() -> Result<(), TestError> {
+    check(
+        &from_style("TABLE(TUMBLE(TABLE ev, DESCRIPTOR(ts), INTERVAL '1' MINUTES))"),
+        &from_style(TUMBLE_ORACLE_INPUT),
+    )
+    .await
+}
+
 /// `SELECT <the common aggregates> FROM <from> GROUP BY window_start, window_end, k`.
 fn from_style(from: &str) -> String {
     format!("SELECT {SELECT} FROM {from} GROUP BY window_start, window_end, k")
