@@ -76,16 +76,19 @@ pub async fn assemble(
                     spec.partition_by.clone(),
                     &n.table.schema_ref(),
                 )
-                .await?,
+                .await?
+                .with_merge_keys(spec.merge_keys.clone().unwrap_or_default()),
             )),
             None => None,
         };
+        let update_mode = n.sink.as_ref().is_some_and(|s| s.merge_keys.is_some());
         nodes.push(QueryNode {
             name: n.name,
             plan: n.plan,
             table: n.table,
             sink,
             sessions: n.window.as_ref().is_some_and(|w| w.is_session()),
+            update_mode,
             window_end: n.window.map(|_| weir_sql::windows::WINDOW_END.to_string()),
         });
     }

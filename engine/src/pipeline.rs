@@ -117,6 +117,9 @@ pub struct QueryNode {
     /// The windows are sessions (`SESSION` / `session_window`): overlapping windows of the same
     /// group keys merge, and a row is late when its own time is before the watermark.
     pub sessions: bool,
+    /// Update output mode: every epoch emits the current value of each (window, keys) group
+    /// that changed (the sink MERGEs them), instead of each window once when it closes.
+    pub update_mode: bool,
 }
 
 /// A function called with every finished epoch.
@@ -750,24 +753,37 @@ async fn execute_windowed(
             .await
             .map_err(plan_error)?,
     );
+    let changed = if node.update_mode {
+        partial.clone()
+    } else {
+        Vec::new()
+    };
     state
         .merge(partial, ctx.task_ctx())
         .await
         .map_err(plan_error)?;
-    let emitted = match watermark {
-        Some(wm) => {
-            let end_type = state
-                .state_schema()
-                .field(state.window_end_index())
-                .data_type()
-                .clone();
-            let bound = timestamp_scalar(&end_type, wm).map_err(plan_error)?;
-            state
+    let end_type = state
+        .state_schema()
+        .field(state.window_end_index())
+        .data_type()
+        .clone();
+    let bound = watermark
+        .map(|wm| timestamp_scalar(&end_type, wm))
+        .transpose()
+        .map_err(plan_error)?;
+    let emitted = if node.update_mode {
+        state
+            .emit_updated(&changed, bound.as_ref(), ctx.task_ctx())
+            .await
+            .map_err(plan_error)?
+    } else {
+        match bound {
+            Some(bound) => state
                 .emit_closed(&bound, ctx.task_ctx())
                 .await
-                .map_err(plan_error)?
+                .map_err(plan_error)?,
+            None => Vec::new(),
         }
-        None => Vec::new(),
     };
     let emitted_plan = MemorySourceConfig::try_new_exec(&[emitted], aggregate.schema(), None)
         .map_err(plan_error)?;

@@ -35,6 +35,9 @@ pub struct DeltaSink {
     table: DeltaTable,
     /// The last epoch this app id committed to the table.
     last_epoch: Option<i64>,
+    /// Update output mode: rows are MERGEd on these columns (replacing the row with the same
+    /// values there) instead of appended.
+    merge_keys: Vec<String>,
 }
 
 impl DeltaSink {
@@ -89,7 +92,15 @@ impl DeltaSink {
             partition_by,
             table,
             last_epoch,
+            merge_keys: Vec::new(),
         })
+    }
+
+    /// Makes every epoch a MERGE on `keys` (update output mode): a row replaces the table's row
+    /// with the same key values, or is inserted.
+    pub fn with_merge_keys(mut self, keys: Vec<String>) -> Self {
+        self.merge_keys = keys;
+        self
     }
 
     /// The table's URL.
@@ -135,6 +146,11 @@ impl DeltaSink {
                 version: self.table.version(),
             });
         }
+        let commit = CommitProperties::default()
+            .with_application_transaction(Transaction::new(&self.app_id, epoch as i64));
+        if !self.merge_keys.is_empty() && self.table.version().is_some() {
+            return self.merge(epoch, converted, rows, commit).await;
+        }
         let properties = writer_properties(&converted);
         let mut write = self
             .table
@@ -142,10 +158,7 @@ impl DeltaSink {
             .write(converted)
             .with_writer_properties(properties)
             .with_save_mode(SaveMode::Append)
-            .with_commit_properties(
-                CommitProperties::default()
-                    .with_application_transaction(Transaction::new(&self.app_id, epoch as i64)),
-            );
+            .with_commit_properties(commit);
         if !self.partition_by.is_empty() {
             write = write.with_partition_columns(self.partition_by.clone());
         }
@@ -158,6 +171,65 @@ impl DeltaSink {
             epoch: Some(epoch),
             source: Box::new(source),
         })?;
+        self.table = table;
+        self.last_epoch = Some(epoch as i64);
+        Ok(SinkReport {
+            rows_written: rows,
+            already_committed: false,
+            version: self.table.version(),
+        })
+    }
+}
+
+impl DeltaSink {
+    /// MERGEs `batches` on the merge keys, in one commit carrying the epoch's txn.
+    async fn merge(
+        &mut self,
+        epoch: u64,
+        batches: Vec<RecordBatch>,
+        rows: u64,
+        commit: CommitProperties,
+    ) -> Result<SinkReport, LakehouseError> {
+        let table_name = self.url.to_string();
+        let delta_err = |source| LakehouseError::Delta {
+            table: table_name.clone(),
+            epoch: Some(epoch),
+            source: Box::new(source),
+        };
+        let schema = batches[0].schema();
+        let ctx = datafusion::prelude::SessionContext::new();
+        let source = ctx
+            .read_batches(batches)
+            .map_err(|e| delta_err(deltalake::DeltaTableError::from(e)))?;
+        let quote = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
+        let predicate = self
+            .merge_keys
+            .iter()
+            .map(|k| format!("(t.{0} IS NOT DISTINCT FROM s.{0})", quote(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let (table, _metrics) = self
+            .table
+            .clone()
+            .merge(source, predicate)
+            .with_source_alias("s")
+            .with_target_alias("t")
+            .with_commit_properties(commit)
+            .when_matched_update(|update| {
+                columns.iter().fold(update, |u, c| {
+                    u.update(c.as_str(), format!("s.{}", quote(c)))
+                })
+            })
+            .map_err(delta_err)?
+            .when_not_matched_insert(|insert| {
+                columns
+                    .iter()
+                    .fold(insert, |i, c| i.set(c.as_str(), format!("s.{}", quote(c))))
+            })
+            .map_err(delta_err)?
+            .await
+            .map_err(delta_err)?;
         self.table = table;
         self.last_epoch = Some(epoch as i64);
         Ok(SinkReport {

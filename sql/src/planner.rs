@@ -44,6 +44,9 @@ pub struct SinkSpec {
     pub path: String,
     /// Delta partition columns.
     pub partition_by: Vec<String>,
+    /// `output_mode = 'update'`: the columns the sink MERGEs on (the window and group keys, as
+    /// the query names them). `None` for append mode.
+    pub merge_keys: Option<Vec<String>>,
 }
 
 /// A planned source.
@@ -329,7 +332,8 @@ pub async fn plan_pipeline(
                     break;
                 }
                 let sink = match st.kind {
-                    StreamKind::Table => match sink_spec(file, st, &schema) {
+                    StreamKind::Table => match sink_spec(file, st, &schema, &plan, window.as_ref())
+                    {
                         Ok(s) => Some(s),
                         Err(e) => {
                             errors.push(e);
@@ -637,10 +641,82 @@ fn datafusion_error(file: &PipelineFile, st: &StreamStatement, e: DataFusionErro
     err
 }
 
+/// The output columns an update-mode table MERGEs on: the window and every group key of its
+/// aggregate, as the query's output names them. Explains what is missing otherwise.
+fn update_merge_keys(
+    plan: &LogicalPlan,
+    window: Option<&WindowSpec>,
+) -> Result<Vec<String>, String> {
+    match window {
+        None => {
+            return Err(
+                "'update' needs a windowed aggregate (TUMBLE / HOP / window()); \
+                        other tables are append-only"
+                    .to_string(),
+            )
+        }
+        Some(w) if w.is_session() => {
+            return Err(
+                "'update' is not supported for session windows yet (a merged session \
+                        replaces rows with other keys); use 'append'"
+                    .to_string(),
+            )
+        }
+        Some(_) => {}
+    }
+    let mut node = plan;
+    let mut projection: Option<&datafusion::logical_expr::Projection> = None;
+    let aggregate = loop {
+        match node {
+            LogicalPlan::Aggregate(a) => break a,
+            LogicalPlan::Projection(p) => {
+                projection.get_or_insert(p);
+                node = p.input.as_ref();
+            }
+            other => match other.inputs().as_slice() {
+                [single] => node = single,
+                _ => return Err("'update' needs one aggregate at the top of the query".to_string()),
+            },
+        }
+    };
+    let group_names: Vec<String> = aggregate.schema.fields()[..aggregate.group_expr.len()]
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let Some(projection) = projection else {
+        return Ok(group_names);
+    };
+    let mut keys = Vec::new();
+    let mut found = HashSet::new();
+    for (expr, field) in projection.expr.iter().zip(projection.schema.fields()) {
+        if let datafusion::logical_expr::Expr::Column(c) = expr.clone().unalias_nested().data {
+            if group_names.contains(&c.name) {
+                found.insert(c.name.clone());
+                keys.push(field.name().clone());
+            }
+        }
+    }
+    let missing: Vec<&String> = group_names.iter().filter(|g| !found.contains(*g)).collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "'update' MERGEs rows on the window and the group keys, so the query must select all \
+             of them; missing: {}",
+            missing
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(keys)
+}
+
 fn sink_spec(
     file: &PipelineFile,
     st: &StreamStatement,
     schema: &Schema,
+    plan: &LogicalPlan,
+    window: Option<&WindowSpec>,
 ) -> Result<SinkSpec, SqlError> {
     let mut options = Options::new(st.options.iter().map(|o| (o.key.clone(), o.value.clone())));
     let result = (|| {
@@ -650,15 +726,13 @@ fn sink_spec(
         let path = options
             .take_str("path")
             .unwrap_or_else(|| st.name.replace('.', "/"));
-        // Update mode (MERGE on the window and keys) is not built yet: refuse it, never ignore it.
-        if let Some(mode) = options.take_str("output_mode") {
-            if !mode.eq_ignore_ascii_case("append") {
-                return Err(EngineError::option(
-                    "output_mode",
-                    format!("'{mode}' is not supported yet; use 'append' (a window's row once, when the watermark passes its end)"),
-                ));
-            }
-        }
+        let merge_keys = match options.take_choice("output_mode", &["append", "update"])? {
+            Some(mode) if mode == "update" => Some(
+                update_merge_keys(plan, window)
+                    .map_err(|reason| EngineError::option("output_mode", reason))?,
+            ),
+            _ => None,
+        };
         let partition_by: Vec<String> = options
             .take_str("partition_by")
             .map(|v| {
@@ -673,6 +747,7 @@ fn sink_spec(
             format,
             path,
             partition_by,
+            merge_keys,
         })
     })();
     let spec = result.map_err(|e| option_error(file, &st.options, st.name_span, e))?;

@@ -174,7 +174,15 @@ async fn window_function_arguments_are_checked() {
 }
 
 #[tokio::test]
-async fn update_output_mode_is_refused_not_ignored() {
+async fn update_output_mode_needs_the_window_and_keys_in_the_output() {
     let sql = format!("{WATERMARKED}CREATE TABLE t WITH (output_mode = 'update') AS\nSELECT window_end, count(*) FROM TUMBLE(tx, ts, INTERVAL '1 minute') GROUP BY window_start, window_end;\n");
-    assert_error(&sql, "'update'", 6, &["not supported yet", "append"]).await;
+    assert_error(&sql, "'update'", 6, &["MERGE", "missing: window_start"]).await;
+}
+
+#[tokio::test]
+async fn update_output_mode_needs_a_windowed_aggregate() {
+    let sql = format!(
+        "{WATERMARKED}CREATE TABLE t WITH (output_mode = 'update') AS\nSELECT k FROM tx;\n"
+    );
+    assert_error(&sql, "'update'", 6, &["windowed aggregate", "append-only"]).await;
 }

@@ -220,6 +220,59 @@ impl WindowAggregateState {
         Ok(())
     }
 
+    /// Update output mode: the current final rows of every group that `changed` (this epoch's
+    /// partial states, from `partial`) touched, after they were merged in with `merge`. Groups
+    /// whose window ends at or before `watermark` are then evicted without being emitted again:
+    /// their last value was emitted in the epoch that last changed them.
+    pub async fn emit_updated(
+        &mut self,
+        changed: &[RecordBatch],
+        watermark: Option<&ScalarValue>,
+        task: Arc<TaskContext>,
+    ) -> Result<Vec<RecordBatch>> {
+        let groups = self.group_by.expr().len();
+        let fields: Vec<SortField> = (0..groups)
+            .map(|i| SortField::new(self.state_schema.field(i).data_type().clone()))
+            .collect();
+        let converter = RowConverter::new(fields)?;
+        let key_columns = |b: &RecordBatch| -> Vec<ArrayRef> { b.columns()[..groups].to_vec() };
+        let mut touched = std::collections::HashSet::new();
+        for batch in changed.iter().filter(|b| b.num_rows() > 0) {
+            let rows = converter.convert_columns(&key_columns(batch))?;
+            touched.extend(rows.iter().map(|r| r.as_ref().to_vec()));
+        }
+        let mut updated = Vec::new();
+        for batch in &self.state {
+            let rows = converter.convert_columns(&key_columns(batch))?;
+            let mask: BooleanArray = rows
+                .iter()
+                .map(|r| Some(touched.contains(r.as_ref())))
+                .collect();
+            let rows = filter_record_batch(batch, &mask)?;
+            if rows.num_rows() > 0 {
+                updated.push(rows);
+            }
+        }
+        if let Some(watermark) = watermark {
+            // Evict closed windows; their rows were emitted when they last changed.
+            let bound = watermark.to_scalar()?;
+            let mut open = Vec::new();
+            for batch in self.state.drain(..) {
+                let is_open: BooleanArray = gt(batch.column(self.window_end), &bound)?;
+                open.push(filter_record_batch(&batch, &is_open)?);
+            }
+            self.state = open.into_iter().filter(|b| b.num_rows() > 0).collect();
+        }
+        if updated.is_empty() {
+            return Ok(Vec::new());
+        }
+        let finalize = self.aggregate(
+            AggregateMode::Final,
+            memory(updated, self.state_schema.clone())?,
+        )?;
+        collect(finalize, task).await
+    }
+
     /// Evaluates and evicts every group whose window ends at or before `watermark` (a value of
     /// the window_end column's type); returns their final rows.
     pub async fn emit_closed(
