@@ -63,6 +63,7 @@ pub async fn assemble(
             event_time: s.watermark.map(|(column, delay)| EventTime {
                 column,
                 delay_ms: delay.as_millis() as i64,
+                idle_timeout: s.idle_timeout,
             }),
         });
     }

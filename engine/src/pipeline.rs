@@ -98,6 +98,9 @@ pub struct EventTime {
     pub column: String,
     /// How late events may be, in milliseconds.
     pub delay_ms: i64,
+    /// After this long without new rows the source stops holding the watermark back, so one
+    /// quiet source (or Kafka partition) does not stall every window.
+    pub idle_timeout: Duration,
 }
 
 /// A view or table of the pipeline: a plan over sources and upstream nodes.
@@ -188,6 +191,8 @@ struct RunningSource {
     decoder: JsonDecoder,
     table: Arc<EpochTable>,
     event_time: Option<EventTime>,
+    /// When the source last delivered rows (or the run started).
+    last_data: Instant,
 }
 
 /// The next epoch's input, read while the previous epoch was committing.
@@ -241,6 +246,7 @@ impl Pipeline {
                     decoder: s.decoder,
                     table: s.table,
                     event_time: s.event_time,
+                    last_data: Instant::now(),
                 }
             })
             .collect();
@@ -258,11 +264,25 @@ impl Pipeline {
     }
 
     /// The watermark from the largest event times seen: the minimum over watermarked sources
-    /// of `max event time - delay`, never moving backwards.
+    /// of `max event time - delay`, never moving backwards. Sources idle for their
+    /// `idle_timeout` are left out while another source is active.
     fn next_watermark(&self, max_event_ms: &BTreeMap<String, i64>) -> Option<i64> {
+        let watermarked: Vec<(&RunningSource, &EventTime)> = self
+            .sources
+            .iter()
+            .filter_map(|s| s.event_time.as_ref().map(|et| (s, et)))
+            .collect();
+        let active: Vec<&(&RunningSource, &EventTime)> = watermarked
+            .iter()
+            .filter(|(s, et)| s.last_data.elapsed() < et.idle_timeout)
+            .collect();
+        let considered: Vec<&(&RunningSource, &EventTime)> = if active.is_empty() {
+            watermarked.iter().collect()
+        } else {
+            active
+        };
         let mut lowest: Option<i64> = None;
-        for s in &self.sources {
-            let Some(et) = &s.event_time else { continue };
+        for (s, et) in considered {
             let candidate = max_event_ms.get(&s.name)?.saturating_sub(et.delay_ms);
             lowest = Some(lowest.map_or(candidate, |l| l.min(candidate)));
         }
@@ -516,7 +536,7 @@ impl Pipeline {
         let prefetched = async {
             let mut outputs: Vec<(SinkSlot, Vec<RecordBatch>)> = Vec::new();
             let mut inputs = input.sources;
-            for node in &self.sources {
+            for node in &mut self.sources {
                 let Some(input) = inputs.remove(&node.name) else {
                     node.table.set(Vec::new());
                     continue;
@@ -531,6 +551,9 @@ impl Pipeline {
                 if let Some(max) = input.max_event_ms {
                     let entry = max_event_ms.entry(node.name.clone()).or_insert(max);
                     *entry = (*entry).max(max);
+                }
+                if input.rows.num_rows() > 0 {
+                    node.last_data = Instant::now();
                 }
                 node.table.set(vec![input.rows]);
             }

@@ -63,6 +63,9 @@ pub struct PlannedSource {
     pub table: Arc<EpochTable>,
     /// The event-time column and watermark delay, if declared.
     pub watermark: Option<(String, Duration)>,
+    /// After this long without new data the source no longer holds the watermark back
+    /// (`idle_timeout`, default 30 s).
+    pub idle_timeout: Duration,
     /// Where it is declared.
     pub location: Location,
 }
@@ -525,6 +528,21 @@ fn plan_source(
             .with_hint("add WITH (connector = 'generator' | 'files', ...)"));
     };
     let connector = connector.to_ascii_lowercase();
+    // Taken here, not by the connector: it belongs to the watermark, for every connector.
+    let idle_timeout = match options.take_str("idle_timeout") {
+        None => DEFAULT_IDLE_TIMEOUT,
+        Some(text) => crate::interval::parse_duration(&text).ok_or_else(|| {
+            option_error(
+                file,
+                &s.options,
+                s.name_span,
+                EngineError::option(
+                    "idle_timeout",
+                    format!("'{text}' is not a duration; write e.g. idle_timeout = '30 seconds'"),
+                ),
+            )
+        })?,
+    };
     let source = build_source(&s.name, &connector, options, &declared)
         .map_err(|e| option_error(file, &s.options, s.name_span, e))?;
     let schema = source_schema(&declared, &source.metadata_fields());
@@ -537,9 +555,13 @@ fn plan_source(
         declared,
         table,
         watermark,
+        idle_timeout,
         location: file.location(s.name_span),
     })
 }
+
+/// A source with no new data for this long stops holding the watermark back.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 async fn plan_stream(
     ctx: &SessionContext,

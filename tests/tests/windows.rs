@@ -262,3 +262,100 @@ async fn update_mode_table_holds_the_latest_value_per_window_and_key() -> Result
     }
     Ok(())
 }
+
+/// State stays bounded: over a long generated stream (60 epochs, ~17 hours of event time), the
+/// open (window, key) groups of a TUMBLE and a session table follow the watermark and do not grow
+/// with the number of events read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_state_stays_bounded_over_a_long_stream() -> Result<(), TestError> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("p.sql"),
+        "CREATE SOURCE ev (event_type TEXT, user_id TEXT, product_id TEXT, amount DOUBLE,
+             event_time TIMESTAMP NOT NULL,
+             WATERMARK FOR event_time AS event_time - INTERVAL '2 minutes')
+         WITH (connector = 'generator', events = 60000, max_events_per_trigger = 1000,
+               late_ratio = 0.01, malformed_ratio = 0);
+         CREATE TABLE per_product AS
+         SELECT window_start, window_end, product_id, count(*) AS n, sum(amount) AS amount
+         FROM TUMBLE(ev, event_time, INTERVAL '1 minute')
+         GROUP BY window_start, window_end, product_id;
+         CREATE TABLE sessions AS
+         SELECT user_id, session_window.start AS s, session_window.end AS e, count(*) AS n
+         FROM ev GROUP BY session_window(event_time, '5 minutes'), user_id;",
+    )?;
+    let run = run_pipeline_with(
+        &dir.path().join("p.sql"),
+        &dir.path().join("lake"),
+        &[],
+        false,
+    )
+    .await?;
+    assert_eq!(run.epochs.len(), 60);
+    for table in ["per_product", "sessions"] {
+        let open: Vec<u64> = run
+            .epochs
+            .iter()
+            .map(|e| e.open_windows.get(table).copied().unwrap_or(0))
+            .collect();
+        let first_half = open[5..30].iter().max().copied().unwrap_or(0);
+        let second_half = open[30..].iter().max().copied().unwrap_or(0);
+        assert!(first_half > 0, "{table}: no state at all");
+        assert!(
+            second_half as f64 <= first_half as f64 * 1.5,
+            "{table}: state grows with the stream: {open:?}"
+        );
+        let rows: u64 = run.summary.rows_out.get(table).copied().unwrap_or(0);
+        assert!(
+            rows > 10 * second_half,
+            "{table}: {rows} rows emitted, but up to {second_half} groups held open"
+        );
+    }
+    Ok(())
+}
+
+/// A watermarked source with no data holds every window open, until it has been idle for its
+/// `idle_timeout`; then the active source alone drives the watermark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_source_stops_holding_the_watermark_back() -> Result<(), TestError> {
+    let emitted = |idle: &'static str| async move {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        write_events(&data, 4, 3)?;
+        std::fs::create_dir_all(dir.path().join("quiet"))?;
+        std::fs::write(
+            dir.path().join("p.sql"),
+            format!(
+                "CREATE SOURCE ev (k TEXT NOT NULL, x DOUBLE, ts TIMESTAMP NOT NULL,
+                     WATERMARK FOR ts AS ts - INTERVAL '2 minutes')
+                 WITH (connector = 'files', path = '{}', max_files_per_trigger = 1);
+                 CREATE SOURCE quiet (k TEXT, ts TIMESTAMP NOT NULL,
+                     WATERMARK FOR ts AS ts - INTERVAL '2 minutes')
+                 WITH (connector = 'files', path = '{}'{idle});
+                 CREATE TABLE per_minute AS
+                 SELECT window_start, window_end, count(*) AS n
+                 FROM TUMBLE(ev, ts, INTERVAL '1 minute') GROUP BY window_start, window_end;",
+                data.display(),
+                dir.path().join("quiet").display()
+            ),
+        )?;
+        let run = run_pipeline_with(
+            &dir.path().join("p.sql"),
+            &dir.path().join("lake"),
+            &[],
+            false,
+        )
+        .await?;
+        Ok::<u64, TestError>(run.summary.rows_out.get("per_minute").copied().unwrap_or(0))
+    };
+    assert_eq!(
+        emitted("").await?,
+        0,
+        "the quiet source holds the watermark"
+    );
+    assert!(
+        emitted(", idle_timeout = '0 seconds'").await? > 10,
+        "an idle source no longer holds it"
+    );
+    Ok(())
+}
