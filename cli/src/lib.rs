@@ -46,6 +46,13 @@ pub async fn assemble(
 ) -> Result<Pipeline, LakehouseError> {
     let name = planned.name.clone();
     let mut sources = Vec::new();
+    // Windowed nodes dead-letter late rows into the first upstream source that asks for it.
+    let dead_letter_sources: Vec<String> = planned
+        .sources
+        .iter()
+        .filter(|s| s.late_to_dead_letter)
+        .map(|s| s.name.clone())
+        .collect();
     for s in planned.sources {
         let dead_letter = DeltaSink::open(
             &dead_letter_location(lake, &s.name),
@@ -67,8 +74,19 @@ pub async fn assemble(
             }),
         });
     }
+    let inputs: std::collections::HashMap<String, Vec<String>> = planned
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.inputs.clone()))
+        .collect();
     let mut nodes = Vec::new();
     for n in planned.nodes {
+        let late_rows_to = match &n.window {
+            Some(_) => upstream(&n.name, &inputs)
+                .into_iter()
+                .find(|s| dead_letter_sources.contains(s)),
+            None => None,
+        };
         let sink: Option<Box<dyn Sink>> = match &n.sink {
             Some(spec) => Some(Box::new(
                 DeltaSink::open(
@@ -90,6 +108,7 @@ pub async fn assemble(
             sink,
             sessions: n.window.as_ref().is_some_and(|w| w.is_session()),
             update_mode,
+            late_rows_to,
             window_end: n.window.map(|_| weir_sql::windows::WINDOW_END.to_string()),
         });
     }
@@ -100,4 +119,18 @@ pub async fn assemble(
         nodes,
         checkpoint,
     ))
+}
+
+/// Every stream `node` reads, directly or through other nodes, sorted.
+fn upstream(node: &str, inputs: &std::collections::HashMap<String, Vec<String>>) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo = vec![node.to_string()];
+    while let Some(n) = todo.pop() {
+        for input in inputs.get(&n).into_iter().flatten() {
+            if seen.insert(input.clone()) {
+                todo.push(input.clone());
+            }
+        }
+    }
+    seen.into_iter().collect()
 }

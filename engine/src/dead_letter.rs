@@ -49,3 +49,45 @@ pub fn dead_letter_batch(
     ];
     RecordBatch::try_new(dead_letter_schema(), columns)
 }
+
+/// Dead-letter rows for rows a windowed node found late (`late_data = 'dead_letter'` on their
+/// source): each row as JSON, with why and where.
+pub fn late_rows_batch(
+    source: &str,
+    epoch: u64,
+    node: &str,
+    reason: &str,
+    rows: &[RecordBatch],
+) -> Result<RecordBatch, ArrowError> {
+    let mut json = Vec::new();
+    {
+        let mut writer = arrow::json::LineDelimitedWriter::new(&mut json);
+        for batch in rows.iter().filter(|b| b.num_rows() > 0) {
+            writer.write(batch)?;
+        }
+        writer.finish()?;
+    }
+    let lines: Vec<String> = String::from_utf8_lossy(&json)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let n = lines.len();
+    let columns: Vec<arrow::array::ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            source, n,
+        ))),
+        Arc::new(Int64Array::from_iter_values(std::iter::repeat_n(
+            epoch as i64,
+            n,
+        ))),
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            format!("late at {node}"),
+            n,
+        ))),
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            reason, n,
+        ))),
+        Arc::new(StringArray::from_iter_values(lines)),
+    ];
+    RecordBatch::try_new(dead_letter_schema(), columns)
+}

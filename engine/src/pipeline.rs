@@ -25,6 +25,7 @@ use tracing::{info, info_span, Instrument};
 use crate::checkpoint::{
     now_rfc3339, Checkpoint, CommitEntry, OffsetEntry, CHECKPOINT_FORMAT_VERSION,
 };
+use crate::dead_letter::late_rows_batch;
 use crate::decode::JsonDecoder;
 use crate::epoch_table::EpochTable;
 use crate::error::{EngineError, Result};
@@ -123,6 +124,9 @@ pub struct QueryNode {
     /// Update output mode: every epoch emits the current value of each (window, keys) group
     /// that changed (the sink MERGEs them), instead of each window once when it closes.
     pub update_mode: bool,
+    /// Write this windowed node's late rows to this source's dead-letter table (the source has
+    /// `late_data = 'dead_letter'`); otherwise they are counted and dropped.
+    pub late_rows_to: Option<String>,
 }
 
 /// A function called with every finished epoch.
@@ -535,6 +539,8 @@ impl Pipeline {
         let mut max_event_ms = self.max_event_ms.clone();
         let prefetched = async {
             let mut outputs: Vec<(SinkSlot, Vec<RecordBatch>)> = Vec::new();
+            // Per source: undecodable records and rows found late by windowed nodes.
+            let mut dead_letters: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
             let mut inputs = input.sources;
             for node in &mut self.sources {
                 let Some(input) = inputs.remove(&node.name) else {
@@ -546,7 +552,10 @@ impl Pipeline {
                     .dead_letters
                     .insert(node.name.clone(), input.dead_count);
                 if let Some(dead) = input.dead_letters {
-                    outputs.push((SinkSlot::DeadLetter(node.name.clone()), vec![dead]));
+                    dead_letters
+                        .entry(node.name.clone())
+                        .or_default()
+                        .push(dead);
                 }
                 if let Some(max) = input.max_event_ms {
                     let entry = max_event_ms.entry(node.name.clone()).or_insert(max);
@@ -561,8 +570,14 @@ impl Pipeline {
             for (i, node) in self.nodes.iter_mut().enumerate() {
                 let batches = match self.windows.get_mut(&node.name) {
                     Some(state) => {
-                        let (batches, late) =
+                        let (batches, late, late_rows) =
                             execute_windowed(&self.ctx, node, state, epoch, watermark).await?;
+                        if let (Some(source), false) = (&node.late_rows_to, late_rows.is_empty()) {
+                            let reason = late_reason(node, watermark);
+                            let dead =
+                                late_rows_batch(source, epoch, &node.name, &reason, &late_rows)?;
+                            dead_letters.entry(source.clone()).or_default().push(dead);
+                        }
                         report.late_rows.insert(node.name.clone(), late);
                         report
                             .open_windows
@@ -575,6 +590,9 @@ impl Pipeline {
                 if node.sink.is_some() {
                     outputs.push((SinkSlot::Table(i), batches));
                 }
+            }
+            for (source, batches) in dead_letters {
+                outputs.push((SinkSlot::DeadLetter(source), batches));
             }
             // ...then commit the tables and dead letters concurrently: they are independent,
             // each commit is idempotent, and the commit log is written only after all of them
@@ -735,7 +753,7 @@ async fn execute_windowed(
     state: &mut WindowAggregateState,
     epoch: u64,
     watermark: Option<i64>,
-) -> Result<(Vec<RecordBatch>, u64)> {
+) -> Result<(Vec<RecordBatch>, u64, Vec<RecordBatch>)> {
     let plan_error = EngineError::plan(&node.name, epoch);
     let window_end = node.window_end.as_deref().unwrap_or("window_end");
     let physical = ctx
@@ -755,10 +773,15 @@ async fn execute_windowed(
     let mut slice_rows = 0;
     let mut partial = Vec::new();
     let mut late = 0u64;
+    let mut late_rows = Vec::new();
     while let Some(batch) = rows.next().await {
         let batch = batch.map_err(plan_error)?;
-        let (on_time, late_rows) = drop_late(&batch, node, epoch, window_end, watermark)?;
-        late += late_rows;
+        let (on_time, late_count, late_batch) =
+            drop_late(&batch, node, epoch, window_end, watermark)?;
+        late += late_count;
+        if node.late_rows_to.is_some() && late_count > 0 {
+            late_rows.push(late_batch);
+        }
         slice_rows += on_time.num_rows();
         slice.push(on_time);
         if slice_rows >= ROWS_PER_PARTIAL {
@@ -812,7 +835,7 @@ async fn execute_windowed(
         .map_err(plan_error)?;
     let rest = replace_plan(&physical, &aggregate, emitted_plan).map_err(plan_error)?;
     let out = collect(rest, ctx.task_ctx()).await.map_err(plan_error)?;
-    Ok((out, late))
+    Ok((out, late, late_rows))
 }
 
 /// Input rows aggregated together into partial state (bounds an epoch's window memory).
@@ -820,16 +843,16 @@ const ROWS_PER_PARTIAL: usize = 65_536;
 
 /// Splits off the late rows of `batch`: rows whose window ended at or before the watermark,
 /// or for sessions, rows whose own time is before it (so emitted sessions never change).
-/// Returns the on-time rows and the number of late ones.
+/// Returns the on-time rows, the number of late ones and the late rows.
 fn drop_late(
     batch: &RecordBatch,
     node: &QueryNode,
     epoch: u64,
     window_end: &str,
     watermark: Option<i64>,
-) -> Result<(RecordBatch, u64)> {
+) -> Result<(RecordBatch, u64, RecordBatch)> {
     let Some(wm) = watermark else {
-        return Ok((batch.clone(), 0));
+        return Ok((batch.clone(), 0, batch.slice(0, 0)));
     };
     let plan_error = EngineError::plan(&node.name, epoch);
     let (column, keep_at_bound) = if node.sessions {
@@ -847,7 +870,31 @@ fn drop_late(
         gt(&values, &bound)?
     };
     let late = (batch.num_rows() - keep.true_count()) as u64;
-    Ok((filter_record_batch(batch, &keep)?, late))
+    let late_rows = if late > 0 {
+        filter_record_batch(batch, &arrow::compute::not(&keep)?)?
+    } else {
+        batch.slice(0, 0)
+    };
+    Ok((filter_record_batch(batch, &keep)?, late, late_rows))
+}
+
+/// Why a windowed node's late rows were dead-lettered.
+fn late_reason(node: &QueryNode, watermark: Option<i64>) -> String {
+    let watermark = watermark
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default();
+    if node.sessions {
+        format!(
+            "late: event time before the watermark {watermark} of `{}`",
+            node.name
+        )
+    } else {
+        format!(
+            "late: its window ended at or before the watermark {watermark} of `{}`",
+            node.name
+        )
+    }
 }
 
 /// The topmost aggregate of a plan and the plan of the rows it aggregates (below its partial

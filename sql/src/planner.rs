@@ -66,6 +66,9 @@ pub struct PlannedSource {
     /// After this long without new data the source no longer holds the watermark back
     /// (`idle_timeout`, default 30 s).
     pub idle_timeout: Duration,
+    /// `late_data = 'dead_letter'`: rows that windowed nodes find late go to this source's
+    /// dead-letter table instead of being only counted.
+    pub late_to_dead_letter: bool,
     /// Where it is declared.
     pub location: Location,
 }
@@ -543,6 +546,10 @@ fn plan_source(
             )
         })?,
     };
+    let late_to_dead_letter = options
+        .take_choice("late_data", &["drop", "dead_letter"])
+        .map_err(|e| option_error(file, &s.options, s.name_span, e))?
+        .is_some_and(|v| v == "dead_letter");
     let source = build_source(&s.name, &connector, options, &declared)
         .map_err(|e| option_error(file, &s.options, s.name_span, e))?;
     let schema = source_schema(&declared, &source.metadata_fields());
@@ -556,6 +563,7 @@ fn plan_source(
         table,
         watermark,
         idle_timeout,
+        late_to_dead_letter,
         location: file.location(s.name_span),
     })
 }

@@ -359,3 +359,52 @@ async fn an_idle_source_stops_holding_the_watermark_back() -> Result<(), TestErr
     );
     Ok(())
 }
+
+/// With `late_data = 'dead_letter'` on the source, every late row of a windowed table lands in
+/// the source's dead-letter table, as JSON (the columns the window reads, with its window) with
+/// the reason, and the rest equals the batch answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_rows_are_dead_lettered_when_asked() -> Result<(), TestError> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let written_late = write_events(&dir.path().join("staged"), 9, 5)?;
+    pipeline(
+        dir.path(),
+        &data,
+        &from_style("TUMBLE(ev, ts, INTERVAL '1 minute')"),
+    )?;
+    let sql = std::fs::read_to_string(dir.path().join("p.sql"))?.replace(
+        "max_files_per_trigger = 1",
+        "max_files_per_trigger = 1, late_data = 'dead_letter'",
+    );
+    std::fs::write(dir.path().join("p.sql"), sql)?;
+    let lake = dir.path().join("lake");
+    let late = run_split(dir.path(), &lake).await?;
+    assert!(late >= written_late as u64);
+    let ctx = lake_context(&lake).await?;
+    let dead = sorted_rows(
+        &ctx,
+        "SELECT position, raw LIKE '{\"k\":%\"window_end\":%', \
+                error LIKE 'late: its window ended%' \
+         FROM _dead_letter.ev",
+    )
+    .await?;
+    assert_eq!(
+        dead.len() as u64,
+        late,
+        "every late row is dead-lettered once"
+    );
+    assert!(
+        dead.iter().all(|r| r == "late at windowed|true|true"),
+        "late rows keep their values and reason: {:?}",
+        &dead[..3.min(dead.len())]
+    );
+    let expected = sorted_rows(
+        &ctx,
+        &from_style(&TUMBLE_ORACLE_INPUT.replace("RAW", "(SELECT * FROM raw WHERE NOT late)")),
+    )
+    .await?;
+    assert!(sorted_rows(&ctx, "SELECT * FROM windowed").await? == expected);
+    Ok(())
+}
