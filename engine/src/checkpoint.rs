@@ -117,7 +117,12 @@ impl Checkpoint {
     }
 
     /// A stateful node's state as of the end of `epoch`, if it was stored.
-    pub fn read_state(&self, node: &str, epoch: u64) -> Result<Option<Vec<RecordBatch>>> {
+    pub fn read_state(
+        &self,
+        node: &str,
+        epoch: u64,
+        expected: &SchemaRef,
+    ) -> Result<Option<Vec<RecordBatch>>> {
         let path = self.state_file(node, epoch);
         if !path.exists() {
             return Ok(None);
@@ -131,11 +136,39 @@ impl Checkpoint {
                 e,
             )
         })?;
+        // The state's columns are the window, the group keys and each aggregate's partial
+        // state: if they differ, the query's windows, keys or aggregates changed since the
+        // checkpoint, and its state cannot be reused.
+        let found = describe_columns(&reader.schema());
+        let wanted = describe_columns(expected);
+        if found != wanted {
+            return Err(EngineError::Checkpoint {
+                path,
+                message: format!(
+                    "`{node}` changed since this checkpoint: its window state holds ({found}) \
+                     but the query now keeps ({wanted}). The window, group keys or aggregates \
+                     changed. To start over, delete the checkpoint folder and the node's table \
+                     (or run with a new --checkpoint and --lake); to keep the old results, \
+                     undo the change."
+                ),
+                cause: None,
+            });
+        }
         let batches = reader
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| EngineError::checkpoint(&path, "is not a readable state file", e))?;
         Ok(Some(batches))
     }
+}
+
+/// `name type, ...` of a schema's columns, for comparing and explaining state layouts.
+fn describe_columns(schema: &SchemaRef) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Identity of the checkpoint folder, checked on every start.

@@ -316,7 +316,10 @@ impl Pipeline {
                     .with_sessions(WINDOW_START)
                     .map_err(EngineError::plan(&node.name, epoch))?;
             }
-            if let Some(batches) = self.checkpoint.read_state(&node.name, epoch)? {
+            if let Some(batches) =
+                self.checkpoint
+                    .read_state(&node.name, epoch, &state.state_schema().clone())?
+            {
                 state.restore(batches);
             }
             self.windows.insert(node.name.clone(), state);

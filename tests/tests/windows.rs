@@ -408,3 +408,26 @@ async fn late_rows_are_dead_lettered_when_asked() -> Result<(), TestError> {
     assert!(sorted_rows(&ctx, "SELECT * FROM windowed").await? == expected);
     Ok(())
 }
+
+/// A checkpoint whose window state no longer fits the query (an aggregate changed, though the
+/// table's columns did not) is refused with what changed and how to reset, never reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_window_query_refuses_the_old_checkpoint() -> Result<(), TestError> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    write_events(&data, 3, 9)?;
+    let query = |aggregate: &str| {
+        format!("SELECT window_start, window_end, k, {aggregate} AS n FROM TUMBLE(ev, ts, INTERVAL '1 minute') GROUP BY window_start, window_end, k")
+    };
+    pipeline(dir.path(), &data, &query("count(*)"))?;
+    let lake = dir.path().join("lake");
+    run_pipeline_with(&dir.path().join("p.sql"), &lake, &[], false).await?;
+    pipeline(dir.path(), &data, &query("count(DISTINCT u)"))?;
+    let err = match run_pipeline_with(&dir.path().join("p.sql"), &lake, &[], false).await {
+        Ok(_) => return Err("the changed query reused the old window state".into()),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("changed since this checkpoint"), "{err}");
+    assert!(err.contains("delete the checkpoint folder"), "{err}");
+    Ok(())
+}
