@@ -156,6 +156,13 @@ fn from_style(from: &str) -> String {
 const TUMBLE_ORACLE_INPUT: &str = "(SELECT *, date_bin(INTERVAL '1 minute', ts) AS window_start, \
           date_bin(INTERVAL '1 minute', ts) + INTERVAL '1 minute' AS window_end FROM RAW) AS w";
 
+/// Every 3-minute window sliding by a minute of each row, as a batch query (`RAW` = the rows).
+const HOP_ORACLE_INPUT: &str = "(SELECT *, ws AS window_start, ws + INTERVAL '3 minutes' AS window_end FROM \
+           (SELECT r.*, date_bin(INTERVAL '1 minute', ts) - CASE o.n WHEN 0 THEN INTERVAL '0 minutes' \
+              WHEN 1 THEN INTERVAL '1 minute' ELSE INTERVAL '2 minutes' END AS ws \
+            FROM RAW AS r CROSS JOIN (VALUES (0), (1), (2)) AS o(n)) AS s \
+           WHERE ts < ws + INTERVAL '3 minutes') AS w";
+
 /// Spark's syntax gives the same rows as TUMBLE, with Spark's column names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spark_window_in_group_by_equals_batch_over_on_time_events() -> Result<(), TestError> {
@@ -177,11 +184,7 @@ async fn spark_window_in_group_by_equals_batch_over_on_time_events() -> Result<(
 async fn hop_equals_batch_over_on_time_events() -> Result<(), TestError> {
     check(
         &from_style("HOP(ev, ts, INTERVAL '1 minute', INTERVAL '3 minutes')"),
-        &from_style("(SELECT *, ws AS window_start, ws + INTERVAL '3 minutes' AS window_end FROM \
-           (SELECT r.*, date_bin(INTERVAL '1 minute', ts) - CASE o.n WHEN 0 THEN INTERVAL '0 minutes' \
-              WHEN 1 THEN INTERVAL '1 minute' ELSE INTERVAL '2 minutes' END AS ws \
-            FROM RAW AS r CROSS JOIN (VALUES (0), (1), (2)) AS o(n)) AS s \
-           WHERE ts < ws + INTERVAL '3 minutes') AS w"),
+        &from_style(HOP_ORACLE_INPUT),
     )
     .await
 }
@@ -217,15 +220,29 @@ async fn session_window_equals_batch_sessionisation_of_on_time_events() -> Resul
 /// so far, and the Delta MERGE leaves one row per key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_mode_table_holds_the_latest_value_per_window_and_key() -> Result<(), TestError> {
+    check_update_mode(
+        "TUMBLE(ev, ts, INTERVAL '1 minute')",
+        &TUMBLE_ORACLE_INPUT.replace("RAW", "(SELECT * FROM raw WHERE NOT late)"),
+    )
+    .await
+}
+
+/// The same for sliding windows, where one row updates several windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_mode_with_hop_holds_the_latest_value_per_window_and_key() -> Result<(), TestError> {
+    check_update_mode(
+        "HOP(ev, ts, INTERVAL '1 minute', INTERVAL '3 minutes')",
+        &HOP_ORACLE_INPUT.replace("RAW", "(SELECT * FROM raw WHERE NOT late)"),
+    )
+    .await
+}
+
+async fn check_update_mode(from: &str, oracle_input: &str) -> Result<(), TestError> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
     write_events(&dir.path().join("staged"), 9, 11)?;
-    pipeline(
-        dir.path(),
-        &data,
-        &from_style("TUMBLE(ev, ts, INTERVAL '1 minute')"),
-    )?;
+    pipeline(dir.path(), &data, &from_style(from))?;
     let sql = std::fs::read_to_string(dir.path().join("p.sql"))?.replace(
         "CREATE TABLE windowed AS",
         "CREATE TABLE windowed WITH (output_mode = 'update') AS",
@@ -238,8 +255,7 @@ async fn update_mode_table_holds_the_latest_value_per_window_and_key() -> Result
         .map(|e| e.path())
         .collect();
     names.sort();
-    let oracle =
-        from_style(&TUMBLE_ORACLE_INPUT.replace("RAW", "(SELECT * FROM raw WHERE NOT late)"));
+    let oracle = from_style(oracle_input);
     for (part, files) in [&names[..5], &names[5..]].into_iter().enumerate() {
         for path in files {
             std::fs::rename(path, data.join(path.file_name().ok_or("name")?))?;
