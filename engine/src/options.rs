@@ -87,6 +87,24 @@ impl Options {
         }
     }
 
+    /// Takes every option whose key starts with `prefix`, returning the keys without it
+    /// (`kafka.security.protocol` -> `security.protocol`).
+    pub fn take_prefixed(&mut self, prefix: &str) -> Vec<(String, String)> {
+        let keys: Vec<String> = self
+            .values
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| {
+                let v = self.values.remove(&k)?;
+                self.taken.push(k.clone());
+                Some((k[prefix.len()..].to_string(), v))
+            })
+            .collect()
+    }
+
     /// Fails on the first option nobody took, suggesting the closest known key.
     pub fn finish(self, what: &str) -> Result<()> {
         if let Some(key) = self.values.keys().next() {

@@ -673,6 +673,11 @@ impl Pipeline {
             })?;
             self.max_event_ms = max_event_ms;
             self.watermark_ms = next_watermark;
+            for node in &mut self.sources {
+                if let Some(range) = entry.sources.get(&node.name) {
+                    node.source.committed(range)?;
+                }
+            }
             prefetched
         }
         .instrument(span)

@@ -8,6 +8,7 @@
 
 mod files;
 mod generator;
+mod kafka;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use serde_json::Value;
 
 pub use files::FilesSource;
 pub use generator::GeneratorSource;
+pub use kafka::KafkaSource;
 
 use crate::error::{EngineError, Result};
 use crate::options::Options;
@@ -42,6 +44,12 @@ pub trait Source: Send {
     /// Marks `range` as read, so the next plan starts after it.
     fn advance(&mut self, range: &Value) -> Result<()>;
 
+    /// Called once `range` is committed (tables and commit log), for sources that report
+    /// progress elsewhere (Kafka commits the offsets to its consumer group for lag tools).
+    fn committed(&mut self, _range: &Value) -> Result<()> {
+        Ok(())
+    }
+
     /// Where the source is, for `weir status` and progress lines.
     fn describe_position(&self) -> String;
 }
@@ -57,16 +65,11 @@ pub fn build_source(
     let source: Box<dyn Source> = match connector {
         "generator" => Box::new(GeneratorSource::from_options(source_name, &mut options)?),
         "files" => Box::new(FilesSource::from_options(source_name, &mut options)?),
-        "kafka" => {
-            return Err(EngineError::option(
-                "connector",
-                "'kafka' is not available in this build yet; use 'generator' or 'files'",
-            ))
-        }
+        "kafka" => Box::new(KafkaSource::from_options(source_name, &mut options)?),
         other => {
             return Err(EngineError::option(
                 "connector",
-                format!("unknown connector '{other}'; use one of: generator, files"),
+                format!("unknown connector '{other}'; use one of: generator, files, kafka"),
             ))
         }
     };
