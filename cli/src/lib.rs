@@ -9,6 +9,7 @@ use weir_engine::decode::JsonDecoder;
 use weir_engine::pipeline::{EventTime, Pipeline, QueryNode, SourceNode};
 use weir_engine::sink::Sink;
 use weir_lakehouse::{DeltaSink, LakehouseError};
+use weir_sql::planner::SinkSpec;
 use weir_sql::PlannedPipeline;
 
 /// The pipeline name for a path: the folder name, or the file name without `.sql`.
@@ -88,6 +89,18 @@ pub async fn assemble(
             None => None,
         };
         let sink: Option<Box<dyn Sink>> = match &n.sink {
+            Some(SinkSpec { kafka: Some(k), .. }) => Some(Box::new(
+                weir_engine::kafka_sink::KafkaSink::new(
+                    &k.topic,
+                    &k.servers,
+                    k.key.clone(),
+                    &k.properties,
+                )
+                .map_err(|e| LakehouseError::SinkSetup {
+                    table: n.name.clone(),
+                    message: format!("cannot create the Kafka producer: {e}"),
+                })?,
+            )),
             Some(spec) => Some(Box::new(
                 DeltaSink::open(
                     &table_location(lake, &spec.path),

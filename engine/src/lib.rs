@@ -11,6 +11,7 @@ pub mod epoch_table;
 pub mod error;
 pub mod generator;
 pub mod ingest;
+pub mod kafka_sink;
 pub mod operators;
 pub mod options;
 pub mod pipeline;

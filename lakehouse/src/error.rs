@@ -42,6 +42,15 @@ pub enum LakehouseError {
     },
 
     /// The lake folder could not be read.
+    /// A sink that is not Delta (a Kafka topic) could not be set up.
+    #[error("table {table}: {message}")]
+    SinkSetup {
+        /// The table name.
+        table: String,
+        /// What went wrong.
+        message: String,
+    },
+
     #[error("lake {path}: {source}")]
     Io {
         /// The folder.

@@ -47,6 +47,21 @@ pub struct SinkSpec {
     /// `output_mode = 'update'`: the columns the sink MERGEs on (the window and group keys, as
     /// the query names them). `None` for append mode.
     pub merge_keys: Option<Vec<String>>,
+    /// `connector = 'kafka'`: the table is a Kafka topic instead of a Delta table.
+    pub kafka: Option<KafkaSinkSpec>,
+}
+
+/// Where a `connector = 'kafka'` table writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSinkSpec {
+    /// The topic.
+    pub topic: String,
+    /// The brokers (`bootstrap.servers`).
+    pub servers: String,
+    /// The column whose value is each message's key.
+    pub key: Option<String>,
+    /// `kafka.*` producer properties, without the prefix.
+    pub properties: Vec<(String, String)>,
 }
 
 /// A planned source.
@@ -750,6 +765,42 @@ fn sink_spec(
 ) -> Result<SinkSpec, SqlError> {
     let mut options = Options::new(st.options.iter().map(|o| (o.key.clone(), o.value.clone())));
     let result = (|| {
+        if options
+            .take_choice("connector", &["delta", "kafka"])?
+            .as_deref()
+            == Some("kafka")
+        {
+            let topic =
+                options.require_str("topic", "the topic to write, e.g. topic = 'alerts'")?;
+            let servers = options.require_str(
+                "bootstrap.servers",
+                "the brokers, e.g. bootstrap.servers = '127.0.0.1:9092'",
+            )?;
+            options.take_choice("format", &["json"])?;
+            let key = options.take_str("key").map(|k| k.to_ascii_lowercase());
+            if let Some(k) = &key {
+                if schema.field_with_name(k).is_err() {
+                    return Err(EngineError::option(
+                        "key",
+                        format!("`{k}` is not a column of `{}`", st.name),
+                    ));
+                }
+            }
+            let properties = options.take_prefixed("kafka.");
+            options.clone().finish("a kafka table")?;
+            return Ok(SinkSpec {
+                format: "kafka".into(),
+                path: topic.clone(),
+                partition_by: Vec::new(),
+                merge_keys: None,
+                kafka: Some(KafkaSinkSpec {
+                    topic,
+                    servers,
+                    key,
+                    properties,
+                }),
+            });
+        }
         let format = options
             .take_choice("format", &["delta"])?
             .unwrap_or_else(|| "delta".into());
@@ -778,6 +829,7 @@ fn sink_spec(
             path,
             partition_by,
             merge_keys,
+            kafka: None,
         })
     })();
     let spec = result.map_err(|e| option_error(file, &st.options, st.name_span, e))?;
