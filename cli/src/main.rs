@@ -2,6 +2,7 @@
 //! wires the SQL planner, the engine and the lakehouse together, and prints results.
 
 mod commands;
+mod produce;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,30 @@ enum Command {
         #[arg(long, default_value = "lake", env = "WEIR_LAKE")]
         lake: PathBuf,
     },
+    /// Send events to a Kafka topic: generated e-commerce events, or the lines of a JSON file.
+    Produce {
+        /// The topic (it must exist).
+        #[arg(long)]
+        topic: String,
+        /// The brokers.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+        /// Generate events of this kind (`ecommerce`).
+        #[arg(long, value_parser = ["ecommerce"], conflicts_with = "file")]
+        from_generator: Option<String>,
+        /// Number of generated events.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Generator seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Messages per second (0 = as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Send each non-empty line of this file.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
     /// Write generated e-commerce events as newline-delimited JSON files (for demos and benchmarks).
     Generate {
         /// Output folder.
@@ -94,6 +119,21 @@ fn main() -> ExitCode {
             Command::Validate { pipeline } => commands::validate(&pipeline).await,
             Command::Explain { pipeline } => commands::explain(&pipeline).await,
             Command::Query { sql, lake } => commands::query(&sql, &lake).await,
+            Command::Produce {
+                topic,
+                bootstrap,
+                from_generator: _,
+                events,
+                seed,
+                rate,
+                file,
+            } => {
+                let input = match file {
+                    Some(f) => produce::ProduceInput::File(f),
+                    None => produce::ProduceInput::Generator { events, seed },
+                };
+                produce::produce(&topic, &bootstrap, input, rate)
+            }
             Command::Generate {
                 out,
                 events,
