@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, TimestampMillisecondArray};
+use arrow::array::{
+    Array, ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
 use arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use serde_json::Value;
 
@@ -30,8 +32,10 @@ pub struct SourceInput {
     pub dead_letters: Option<RecordBatch>,
     /// How many records were dead-lettered.
     pub dead_count: u64,
-    /// The largest event time among the rows (epoch ms), for sources with a WATERMARK.
-    pub max_event_ms: Option<i64>,
+    /// The largest event time among the rows (epoch ms) per partition (the Kafka
+    /// `_partition`, as `topic/partition`; `None` for sources without partitions), for sources
+    /// with a WATERMARK.
+    pub max_event_ms: BTreeMap<Option<String>, i64>,
 }
 
 /// An epoch's input from every source that had a range in it.
@@ -78,9 +82,10 @@ impl SourceReader<'_> {
                 &decoded.rejected,
             )?)
         };
-        let max_event_ms = self
-            .event_time_column
-            .and_then(|column| max_timestamp_ms(&rows, column));
+        let max_event_ms = match self.event_time_column {
+            Some(column) => max_timestamp_per_partition(&rows, column),
+            None => BTreeMap::new(),
+        };
         self.source.advance(range)?;
         Ok(SourceInput {
             rows,
@@ -92,11 +97,51 @@ impl SourceReader<'_> {
     }
 }
 
-/// The largest value of a millisecond timestamp column, if any.
-fn max_timestamp_ms(batch: &RecordBatch, column: &str) -> Option<i64> {
-    let array = batch.column(batch.schema().index_of(column).ok()?);
-    let ts = array.as_any().downcast_ref::<TimestampMillisecondArray>()?;
-    arrow::compute::max(ts)
+/// The largest value of a millisecond timestamp column, per partition when the batch has
+/// Kafka's `_topic` / `_partition` columns (so each partition has its own watermark).
+fn max_timestamp_per_partition(batch: &RecordBatch, column: &str) -> BTreeMap<Option<String>, i64> {
+    let mut out = BTreeMap::new();
+    let Some(ts) = batch.schema().index_of(column).ok().and_then(|i| {
+        batch
+            .column(i)
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .cloned()
+    }) else {
+        return out;
+    };
+    let partitions = batch.schema().index_of("_partition").ok().and_then(|i| {
+        batch
+            .column(i)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .cloned()
+    });
+    let topics = batch.schema().index_of("_topic").ok().and_then(|i| {
+        batch
+            .column(i)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .cloned()
+    });
+    match (partitions, topics) {
+        (Some(partitions), Some(topics)) => {
+            for i in 0..batch.num_rows() {
+                if ts.is_null(i) {
+                    continue;
+                }
+                let key = Some(format!("{}/{}", topics.value(i), partitions.value(i)));
+                let entry = out.entry(key).or_insert(i64::MIN);
+                *entry = (*entry).max(ts.value(i));
+            }
+        }
+        _ => {
+            if let Some(max) = arrow::compute::max(&ts) {
+                out.insert(None, max);
+            }
+        }
+    }
+    out
 }
 
 /// Joins decoded columns with the metadata columns of the kept records.

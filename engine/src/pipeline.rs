@@ -195,8 +195,9 @@ struct RunningSource {
     decoder: JsonDecoder,
     table: Arc<EpochTable>,
     event_time: Option<EventTime>,
-    /// When the source last delivered rows (or the run started).
-    last_data: Instant,
+    /// When each of the source's partitions (the key in `max_event_ms`) last delivered rows;
+    /// partitions not seen in this run count from its start.
+    last_data: BTreeMap<String, Instant>,
 }
 
 /// The next epoch's input, read while the previous epoch was committing.
@@ -228,6 +229,8 @@ pub struct Pipeline {
     watermark_ms: Option<i64>,
     /// State of each windowed node, by node name.
     windows: BTreeMap<String, WindowAggregateState>,
+    /// When this run started (idle timeouts of partitions not yet seen count from here).
+    started: Instant,
 }
 
 impl Pipeline {
@@ -250,7 +253,7 @@ impl Pipeline {
                     decoder: s.decoder,
                     table: s.table,
                     event_time: s.event_time,
-                    last_data: Instant::now(),
+                    last_data: BTreeMap::new(),
                 }
             })
             .collect();
@@ -264,31 +267,59 @@ impl Pipeline {
             max_event_ms: BTreeMap::new(),
             watermark_ms: None,
             windows: BTreeMap::new(),
+            started: Instant::now(),
         }
     }
 
-    /// The watermark from the largest event times seen: the minimum over watermarked sources
-    /// of `max event time - delay`, never moving backwards. Sources idle for their
-    /// `idle_timeout` are left out while another source is active.
+    /// The watermark from the largest event times seen: per source, the minimum over its
+    /// partitions of `max event time - delay` (a source without partitions has one), leaving
+    /// out partitions idle for the source's `idle_timeout` while another is active; then the
+    /// minimum over watermarked sources, again leaving out idle sources while another is
+    /// active. It never moves backwards.
     fn next_watermark(&self, max_event_ms: &BTreeMap<String, i64>) -> Option<i64> {
-        let watermarked: Vec<(&RunningSource, &EventTime)> = self
-            .sources
-            .iter()
-            .filter_map(|s| s.event_time.as_ref().map(|et| (s, et)))
-            .collect();
-        let active: Vec<&(&RunningSource, &EventTime)> = watermarked
-            .iter()
-            .filter(|(s, et)| s.last_data.elapsed() < et.idle_timeout)
-            .collect();
-        let considered: Vec<&(&RunningSource, &EventTime)> = if active.is_empty() {
-            watermarked.iter().collect()
-        } else {
-            active
-        };
+        // Per watermarked source: (its watermark, whether any partition is active).
+        let mut per_source = Vec::new();
+        for s in &self.sources {
+            let Some(et) = &s.event_time else { continue };
+            let prefix = format!("{}/", s.name);
+            let partitions: Vec<(&String, i64)> = max_event_ms
+                .iter()
+                .filter(|(k, _)| **k == s.name || k.starts_with(&prefix))
+                .map(|(k, v)| (k, v.saturating_sub(et.delay_ms)))
+                .collect();
+            if partitions.is_empty() {
+                // No event time yet: the source holds the watermark unless it is idle.
+                let idle = self.started.elapsed() >= et.idle_timeout;
+                per_source.push((None, !idle));
+                continue;
+            }
+            let active: Vec<i64> = partitions
+                .iter()
+                .filter(|(k, _)| {
+                    s.last_data
+                        .get(*k)
+                        .copied()
+                        .unwrap_or(self.started)
+                        .elapsed()
+                        < et.idle_timeout
+                })
+                .map(|(_, wm)| *wm)
+                .collect();
+            let wm = if active.is_empty() {
+                partitions.iter().map(|(_, wm)| *wm).min()
+            } else {
+                active.iter().copied().min()
+            };
+            per_source.push((wm, !active.is_empty()));
+        }
+        let any_active = per_source.iter().any(|(_, active)| *active);
         let mut lowest: Option<i64> = None;
-        for (s, et) in considered {
-            let candidate = max_event_ms.get(&s.name)?.saturating_sub(et.delay_ms);
-            lowest = Some(lowest.map_or(candidate, |l| l.min(candidate)));
+        for (wm, active) in per_source {
+            if any_active && !active {
+                continue;
+            }
+            let wm = wm?;
+            lowest = Some(lowest.map_or(wm, |l| l.min(wm)));
         }
         match (lowest, self.watermark_ms) {
             (Some(new), Some(old)) => Some(new.max(old)),
@@ -560,12 +591,14 @@ impl Pipeline {
                         .or_default()
                         .push(dead);
                 }
-                if let Some(max) = input.max_event_ms {
-                    let entry = max_event_ms.entry(node.name.clone()).or_insert(max);
+                for (partition, max) in input.max_event_ms {
+                    let key = match partition {
+                        Some(p) => format!("{}/{p}", node.name),
+                        None => node.name.clone(),
+                    };
+                    let entry = max_event_ms.entry(key.clone()).or_insert(max);
                     *entry = (*entry).max(max);
-                }
-                if input.rows.num_rows() > 0 {
-                    node.last_data = Instant::now();
+                    node.last_data.insert(key, Instant::now());
                 }
                 node.table.set(vec![input.rows]);
             }

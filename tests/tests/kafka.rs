@@ -151,3 +151,58 @@ async fn kafka_table_sends_each_row_as_keyed_json() -> Result<(), TestError> {
     assert_eq!(received.len() as u64, sent, "each row once");
     Ok(())
 }
+
+/// The watermark is tracked per partition and is the minimum over active partitions: a
+/// partition an hour ahead does not close the windows of a partition that is behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watermark_is_the_minimum_over_partitions() -> Result<(), TestError> {
+    let cluster = MockCluster::new(1)?;
+    cluster.create_topic("clicks", 2, 1)?;
+    let servers = cluster.bootstrap_servers();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &servers)
+        .create()?;
+    let start = 1_709_251_200_000i64; // 2024-03-01T00:00:00Z
+    for i in 0..20i64 {
+        // Partition 0 is an hour ahead of partition 1.
+        for (partition, offset_ms) in [(0, 3_600_000), (1, 0)] {
+            let payload = format!(r#"{{"n":{i},"ts":{}}}"#, start + offset_ms + i * 1000);
+            producer
+                .send(
+                    BaseRecord::<(), str>::to("clicks")
+                        .partition(partition)
+                        .payload(&payload),
+                )
+                .map_err(|(e, _)| e)?;
+        }
+    }
+    producer.flush(Duration::from_secs(30))?;
+    let dir = tempfile::tempdir()?;
+    let pipeline = dir.path().join("p.sql");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "CREATE SOURCE clicks (n BIGINT, ts TIMESTAMP NOT NULL,
+                 WATERMARK FOR ts AS ts - INTERVAL '1 minute')
+             WITH (connector = 'kafka', topic = 'clicks', bootstrap.servers = '{servers}',
+                   max_records_per_trigger = 10);
+             CREATE TABLE per_minute AS SELECT window_start, window_end, count(*) AS n
+             FROM TUMBLE(clicks, ts, INTERVAL '1 minute') GROUP BY window_start, window_end;"
+        ),
+    )?;
+    let run = run_pipeline(&pipeline, &dir.path().join("lake"), &[]).await?;
+    let last = run
+        .epochs
+        .last()
+        .and_then(|e| e.watermark_ms)
+        .ok_or("no watermark")?;
+    assert!(
+        last < start + 60_000,
+        "watermark {last} follows the partition that is behind (start {start})"
+    );
+    assert_eq!(
+        run.summary.rows_out["per_minute"], 0,
+        "no window is complete yet"
+    );
+    Ok(())
+}
