@@ -3,6 +3,7 @@
 
 mod commands;
 mod produce;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,17 @@ enum Command {
         /// Folder that holds the tables.
         #[arg(long, default_value = "lake", env = "WEIR_LAKE")]
         lake: PathBuf,
+    },
+    /// Where a pipeline is: last committed epoch, source positions, watermark, window state.
+    Status {
+        /// Pipeline file or folder.
+        pipeline: PathBuf,
+        /// Folder that holds the tables.
+        #[arg(long, default_value = "lake", env = "WEIR_LAKE")]
+        lake: PathBuf,
+        /// Checkpoint folder (default `<lake>/_checkpoints/<pipeline>`).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
     },
     /// Send events to a Kafka topic: generated e-commerce events, or the lines of a JSON file.
     Produce {
@@ -119,6 +131,11 @@ fn main() -> ExitCode {
             Command::Validate { pipeline } => commands::validate(&pipeline).await,
             Command::Explain { pipeline } => commands::explain(&pipeline).await,
             Command::Query { sql, lake } => commands::query(&sql, &lake).await,
+            Command::Status {
+                pipeline,
+                lake,
+                checkpoint,
+            } => status::status(&pipeline, &lake, checkpoint.as_deref()),
             Command::Produce {
                 topic,
                 bootstrap,

@@ -145,3 +145,48 @@ fn changed_query_schema_is_refused_before_reading() {
     );
     assert!(!err.contains("epoch "), "refused before reading: {err}");
 }
+
+#[test]
+fn status_reports_epoch_watermark_positions_and_state() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("incoming")).unwrap();
+    std::fs::write(
+        dir.path().join("incoming/a.json"),
+        "{\"k\":\"a\",\"ts\":\"2024-03-01T00:00:01Z\"}\n{\"k\":\"b\",\"ts\":\"2024-03-01T00:05:01Z\"}\nnot json\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("p.sql"),
+        "CREATE SOURCE clicks (k TEXT, ts TIMESTAMP NOT NULL,
+             WATERMARK FOR ts AS ts - INTERVAL '1 minute')
+         WITH (connector = 'files', path = 'incoming');
+         CREATE TABLE per_minute AS SELECT window_start, window_end, k, count(*) AS n
+         FROM TUMBLE(clicks, ts, INTERVAL '1 minute') GROUP BY window_start, window_end, k;",
+    )
+    .unwrap();
+    let none = weir(&["status", "p.sql"], dir.path());
+    assert!(!none.status.success());
+    assert!(
+        text(&none.stderr).contains("has not run"),
+        "{}",
+        text(&none.stderr)
+    );
+
+    assert!(weir(&["run", "p.sql", "--once"], dir.path())
+        .status
+        .success());
+    let out = weir(&["status", "p.sql"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(report.contains("last epoch 1 committed at"), "{report}");
+    assert!(
+        report.contains("watermark  2024-03-01T00:04:01+00:00 (for the next epoch)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("clicks: 3 records read, 1 dead-lettered"),
+        "{report}"
+    );
+    assert!(report.contains("\"files\":[\"a.json\"]"), "{report}");
+    assert!(report.contains("per_minute: 2 open groups"), "{report}");
+}

@@ -243,6 +243,39 @@ impl Checkpoint {
             .collect()
     }
 
+    /// Every commit entry, oldest first.
+    pub fn all_commits(&self) -> Result<Vec<CommitEntry>> {
+        self.epochs("commits")?
+            .into_iter()
+            .map(|e| self.read_entry("commits", e))
+            .collect()
+    }
+
+    /// Per windowed node: the state file of `epoch`, its size in bytes and its rows.
+    pub fn state_sizes(&self, epoch: u64) -> Result<BTreeMap<String, (u64, u64)>> {
+        let mut out = BTreeMap::new();
+        let dir = self.root.join("state");
+        let Ok(nodes) = std::fs::read_dir(&dir) else {
+            return Ok(out);
+        };
+        for node in nodes.flatten() {
+            let name = node.file_name().to_string_lossy().to_string();
+            let path = self.state_file(&name, epoch);
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let file = std::fs::File::open(&path)
+                .map_err(|e| EngineError::checkpoint(&path, "cannot read", e))?;
+            let rows = FileReader::try_new(file, None)
+                .map_err(|e| EngineError::checkpoint(&path, "is not a readable state file", e))?
+                .filter_map(|b| b.ok())
+                .map(|b| b.num_rows() as u64)
+                .sum();
+            out.insert(name, (meta.len(), rows));
+        }
+        Ok(out)
+    }
+
     /// The newest commit entry, if any epoch committed.
     pub fn latest_commit(&self) -> Result<Option<CommitEntry>> {
         match self.epochs("commits")?.last() {
