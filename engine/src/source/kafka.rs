@@ -124,7 +124,10 @@ impl KafkaSource {
             .set("group.id", &group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // A range is read to a known end: don't let the broker hold each fetch for more
+            // data (librdkafka's 500 ms default made every partition of every epoch wait).
+            .set("fetch.wait.max.ms", "10");
         for (key, value) in options.take_prefixed("kafka.") {
             config.set(key, value);
         }
