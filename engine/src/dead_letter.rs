@@ -28,7 +28,27 @@ pub fn dead_letter_batch(
     raw: &RawBatch,
     rejected: &[Rejected],
 ) -> Result<RecordBatch, ArrowError> {
-    let n = rejected.len();
+    dead_letter_rows(
+        source,
+        epoch,
+        rejected.iter().map(|r| raw.position(r.index)).collect(),
+        rejected.iter().map(|r| r.error.clone()).collect(),
+        rejected
+            .iter()
+            .map(|r| String::from_utf8_lossy(raw.record(r.index)).into_owned())
+            .collect(),
+    )
+}
+
+/// Dead-letter rows of one source and epoch: one per position, error and raw text.
+fn dead_letter_rows(
+    source: &str,
+    epoch: u64,
+    positions: Vec<String>,
+    errors: Vec<String>,
+    raw: Vec<String>,
+) -> Result<RecordBatch, ArrowError> {
+    let n = raw.len();
     let columns: Vec<arrow::array::ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
             source, n,
@@ -37,15 +57,9 @@ pub fn dead_letter_batch(
             epoch as i64,
             n,
         ))),
-        Arc::new(StringArray::from_iter_values(
-            rejected.iter().map(|r| raw.position(r.index)),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            rejected.iter().map(|r| r.error.as_str()),
-        )),
-        Arc::new(StringArray::from_iter_values(rejected.iter().map(|r| {
-            String::from_utf8_lossy(raw.record(r.index)).into_owned()
-        }))),
+        Arc::new(StringArray::from(positions)),
+        Arc::new(StringArray::from(errors)),
+        Arc::new(StringArray::from(raw)),
     ];
     RecordBatch::try_new(dead_letter_schema(), columns)
 }
@@ -72,22 +86,11 @@ pub fn late_rows_batch(
         .map(str::to_string)
         .collect();
     let n = lines.len();
-    let columns: Vec<arrow::array::ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-            source, n,
-        ))),
-        Arc::new(Int64Array::from_iter_values(std::iter::repeat_n(
-            epoch as i64,
-            n,
-        ))),
-        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-            format!("late at {node}"),
-            n,
-        ))),
-        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-            reason, n,
-        ))),
-        Arc::new(StringArray::from_iter_values(lines)),
-    ];
-    RecordBatch::try_new(dead_letter_schema(), columns)
+    dead_letter_rows(
+        source,
+        epoch,
+        vec![format!("late at {node}"); n],
+        vec![reason.to_string(); n],
+        lines,
+    )
 }

@@ -255,22 +255,9 @@ impl WindowAggregateState {
         }
         if let Some(watermark) = watermark {
             // Evict closed windows; their rows were emitted when they last changed.
-            let bound = watermark.to_scalar()?;
-            let mut open = Vec::new();
-            for batch in self.state.drain(..) {
-                let is_open: BooleanArray = gt(batch.column(self.window_end), &bound)?;
-                open.push(filter_record_batch(&batch, &is_open)?);
-            }
-            self.state = open.into_iter().filter(|b| b.num_rows() > 0).collect();
+            self.evict_closed(watermark)?;
         }
-        if updated.is_empty() {
-            return Ok(Vec::new());
-        }
-        let finalize = self.aggregate(
-            AggregateMode::Final,
-            memory(updated, self.state_schema.clone())?,
-        )?;
-        collect(finalize, task).await
+        self.finalize(updated, task).await
     }
 
     /// Evaluates and evicts every group whose window ends at or before `watermark` (a value of
@@ -280,6 +267,13 @@ impl WindowAggregateState {
         watermark: &ScalarValue,
         task: Arc<TaskContext>,
     ) -> Result<Vec<RecordBatch>> {
+        let closed = self.evict_closed(watermark)?;
+        self.finalize(closed, task).await
+    }
+
+    /// Removes every group whose window ends at or before `watermark` from the state and
+    /// returns their partial states.
+    fn evict_closed(&mut self, watermark: &ScalarValue) -> Result<Vec<RecordBatch>> {
         let mut closed = Vec::new();
         let mut open = Vec::new();
         let bound = watermark.to_scalar()?;
@@ -292,12 +286,21 @@ impl WindowAggregateState {
         }
         self.state = open.into_iter().filter(|b| b.num_rows() > 0).collect();
         closed.retain(|b| b.num_rows() > 0);
-        if closed.is_empty() {
+        Ok(closed)
+    }
+
+    /// Evaluates partial states into the query's aggregate values.
+    async fn finalize(
+        &self,
+        states: Vec<RecordBatch>,
+        task: Arc<TaskContext>,
+    ) -> Result<Vec<RecordBatch>> {
+        if states.is_empty() {
             return Ok(Vec::new());
         }
         let finalize = self.aggregate(
             AggregateMode::Final,
-            memory(closed, self.state_schema.clone())?,
+            memory(states, self.state_schema.clone())?,
         )?;
         collect(finalize, task).await
     }
