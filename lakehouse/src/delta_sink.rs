@@ -171,17 +171,22 @@ impl DeltaSink {
             epoch: Some(epoch),
             source: Box::new(source),
         })?;
-        self.table = table;
-        self.last_epoch = Some(epoch as i64);
-        Ok(SinkReport {
-            rows_written: rows,
-            already_committed: false,
-            version: self.table.version(),
-        })
+        Ok(self.committed(table, epoch, rows))
     }
 }
 
 impl DeltaSink {
+    /// Records a successful commit of `epoch` (the table as it now is) and reports it.
+    fn committed(&mut self, table: DeltaTable, epoch: u64, rows: u64) -> SinkReport {
+        self.table = table;
+        self.last_epoch = Some(epoch as i64);
+        SinkReport {
+            rows_written: rows,
+            already_committed: false,
+            version: self.table.version(),
+        }
+    }
+
     /// MERGEs `batches` on the merge keys, in one commit carrying the epoch's txn.
     async fn merge(
         &mut self,
@@ -230,13 +235,7 @@ impl DeltaSink {
             .map_err(delta_err)?
             .await
             .map_err(delta_err)?;
-        self.table = table;
-        self.last_epoch = Some(epoch as i64);
-        Ok(SinkReport {
-            rows_written: rows,
-            already_committed: false,
-            version: self.table.version(),
-        })
+        Ok(self.committed(table, epoch, rows))
     }
 }
 
