@@ -1,9 +1,23 @@
 #!/usr/bin/env bash
 # The test command of the README and of CI: makes the Python reader venv (for the interop test),
-# then runs every test of the workspace.
+# starts a real Kafka broker (Tansu, for the Kafka end-to-end and crash tests) when it is
+# installed (`scripts/tansu.sh install`; CI installs it), runs every test of the workspace, and
+# stops the broker by its PID. Without Tansu those tests skip on a developer's machine; under
+# CI=true they fail instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/python-env.sh
+broker_dir=
+stop_broker() { [[ -z "$broker_dir" ]] || bash scripts/tansu.sh stop "$broker_dir" || true; }
+trap stop_broker EXIT
+if [[ "${CI:-}" == "true" ]] || bash scripts/tansu.sh install >/dev/null 2>&1; then
+  broker_dir=$(mktemp -d -t weir-tansu.XXXXXX)
+  WEIR_TEST_KAFKA=$(bash scripts/tansu.sh start "$broker_dir")
+  export WEIR_TEST_KAFKA
+  echo "test.sh: Tansu broker at $WEIR_TEST_KAFKA (PID $(cat "$broker_dir/tansu.pid"), data $broker_dir)"
+else
+  echo "test.sh: Tansu is not installed (scripts/tansu.sh install); the real-broker tests skip"
+fi
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else
