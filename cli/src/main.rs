@@ -135,7 +135,7 @@ fn main() -> ExitCode {
                 pipeline,
                 lake,
                 checkpoint,
-            } => status::status(&pipeline, &lake, checkpoint.as_deref()),
+            } => status::status(&pipeline, &lake, checkpoint.as_deref()).await,
             Command::Produce {
                 topic,
                 bootstrap,

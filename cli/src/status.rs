@@ -1,15 +1,21 @@
-//! `weir status`: where a pipeline is, read from its checkpoint (no broker or data needed).
+//! `weir status`: where a pipeline is, read from its checkpoint; for Kafka sources also the
+//! consumer lag per partition, asked from the brokers (shown as unavailable when they are not
+//! reachable, since everything else needs no service).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use weir_engine::checkpoint::Checkpoint;
+use weir_engine::checkpoint::{Checkpoint, OffsetEntry};
 
 use crate::commands::CliError;
 
-/// Prints the last committed epoch, its time, the sources' positions, the watermark, the
-/// window state held and the dead-letter and late-row totals.
-pub fn status(pipeline: &Path, lake: &Path, checkpoint: Option<&Path>) -> Result<(), CliError> {
+/// Prints the last committed epoch, its time, the sources' positions (and Kafka lag), the
+/// watermark, the window state held and the dead-letter and late-row totals.
+pub async fn status(
+    pipeline: &Path,
+    lake: &Path,
+    checkpoint: Option<&Path>,
+) -> Result<(), CliError> {
     let name = weir_cli::pipeline_name(pipeline);
     let dir = checkpoint
         .map(Path::to_path_buf)
@@ -76,6 +82,7 @@ pub fn status(pipeline: &Path, lake: &Path, checkpoint: Option<&Path>) -> Result
             dead.get(source).copied().unwrap_or(0),
         );
     }
+    print_lag(pipeline, &offsets, last.epoch).await;
     let state = checkpoint.state_sizes(last.epoch)?;
     if !state.is_empty() {
         println!("window state:");
@@ -88,4 +95,46 @@ pub fn status(pipeline: &Path, lake: &Path, checkpoint: Option<&Path>) -> Result
         }
     }
     Ok(())
+}
+
+/// Prints each Kafka partition's committed offset, end offset and lag. Problems (a pipeline
+/// that no longer plans, brokers that do not answer) are printed in place of the lag: the rest
+/// of the status does not depend on them.
+async fn print_lag(pipeline: &Path, offsets: &[OffsetEntry], last_epoch: u64) {
+    let planned = match weir_sql::load_pipeline_files(pipeline) {
+        Ok(files) => weir_sql::plan_pipeline(&weir_cli::pipeline_name(pipeline), &files, 1).await,
+        Err(e) => Err(e),
+    };
+    let planned = match planned {
+        Ok(p) => p,
+        Err(e) => {
+            println!("lag: unavailable, the pipeline does not plan:\n{e}");
+            return;
+        }
+    };
+    for mut source in planned.sources {
+        let history: Vec<serde_json::Value> = offsets
+            .iter()
+            .filter(|o| o.epoch <= last_epoch)
+            .filter_map(|o| o.sources.get(&source.name).cloned())
+            .collect();
+        match source.source.lag(&history) {
+            Ok(None) => {}
+            Ok(Some(partitions)) => {
+                let total: i64 = partitions.iter().map(|p| p.lag()).sum();
+                println!("lag of {} (from the brokers): {total} records", source.name);
+                for p in partitions {
+                    println!(
+                        "  {}/{}: committed up to {}, end {}, lag {}",
+                        p.topic,
+                        p.partition,
+                        p.next,
+                        p.end,
+                        p.lag()
+                    );
+                }
+            }
+            Err(e) => println!("lag of {}: unavailable: {e}", source.name),
+        }
+    }
 }

@@ -5,8 +5,10 @@
 //! The engine knows sinks only through the [`sink::Sink`] trait, so it never depends on Delta.
 
 pub mod checkpoint;
+pub mod crash_point;
 pub mod dead_letter;
 pub mod decode;
+pub mod duration;
 pub mod epoch_table;
 pub mod error;
 pub mod generator;

@@ -57,6 +57,21 @@ impl Options {
         }
     }
 
+    /// Takes a duration option (`idle_timeout = '30 seconds'`, `'5 minutes'`, `'500 ms'`).
+    pub fn take_duration(&mut self, key: &str) -> Result<Option<std::time::Duration>> {
+        match self.take_str(key) {
+            None => Ok(None),
+            Some(v) => crate::duration::parse_duration(&v)
+                .map(Some)
+                .ok_or_else(|| {
+                    EngineError::option(
+                        key,
+                        format!("'{v}' is not a duration; write e.g. {key} = '30 seconds'"),
+                    )
+                }),
+        }
+    }
+
     /// Takes a fraction option in `[0, 1]` (`late_ratio = 0.01`).
     pub fn take_ratio(&mut self, key: &str) -> Result<Option<f64>> {
         match self.take_str(key) {

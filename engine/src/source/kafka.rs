@@ -24,10 +24,14 @@ use crate::options::Options;
 use crate::raw::RawBatch;
 use crate::source::{parse_range, Source};
 
-/// How long a metadata or offset request may wait for the broker.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long reading one epoch's range may take before Weir reports what it is waiting for.
-const READ_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long one metadata or offset request may wait for the broker.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long Weir waits for unreachable brokers before it fails (option `broker_timeout`).
+const DEFAULT_BROKER_TIMEOUT: Duration = Duration::from_secs(300);
+/// The longest pause between two attempts to reach the brokers.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often a read that makes no progress says what it is waiting for.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// One topic-partition's share of an epoch.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -59,10 +63,42 @@ enum StartingOffsets {
     Latest,
 }
 
+/// A topic-partition's backlog: how far Weir has committed and where the partition ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionLag {
+    /// The topic.
+    pub topic: String,
+    /// The partition number.
+    pub partition: i32,
+    /// The next offset Weir will read (the end of the last committed range).
+    pub next: i64,
+    /// One past the partition's latest offset on the broker.
+    pub end: i64,
+}
+
+impl PartitionLag {
+    /// Records in the partition that Weir has not committed yet.
+    pub fn lag(&self) -> i64 {
+        (self.end - self.next).max(0)
+    }
+}
+
+/// Why reading topic metadata or offsets failed.
+enum FetchError {
+    /// The brokers did not answer (down, restarting, unreachable): worth retrying.
+    Unreachable(String, rdkafka::error::KafkaError),
+    /// An answer that retrying cannot change (a topic that does not exist).
+    Fatal(EngineError),
+}
+
 /// Reads JSON records from Kafka topics.
 pub struct KafkaSource {
     name: String,
     topics: Vec<String>,
+    /// `bootstrap.servers`, for messages.
+    servers: String,
+    /// How long to keep retrying unreachable brokers before failing the run.
+    broker_timeout: Duration,
     consumer: BaseConsumer,
     starting: StartingOffsets,
     max_records_per_trigger: Option<u64>,
@@ -112,6 +148,9 @@ impl KafkaSource {
             _ => StartingOffsets::Earliest,
         };
         let max_records_per_trigger = options.take_u64("max_records_per_trigger")?;
+        let broker_timeout = options
+            .take_duration("broker_timeout")?
+            .unwrap_or(DEFAULT_BROKER_TIMEOUT);
         let out_of_range_to_earliest = options
             .take_choice("on_offset_out_of_range", &["fail", "earliest"])?
             .is_some_and(|v| v == "earliest");
@@ -139,6 +178,8 @@ impl KafkaSource {
         Ok(KafkaSource {
             name: name.to_string(),
             topics,
+            servers,
+            broker_timeout,
             consumer,
             starting,
             max_records_per_trigger,
@@ -157,42 +198,152 @@ impl KafkaSource {
     }
 
     /// Every (topic, partition) of the source's topics, with its low and high watermarks.
+    /// While the brokers are unreachable this retries with a growing pause, saying what it
+    /// waits for, up to `broker_timeout`; a topic that does not exist fails at once.
     fn partitions(&self) -> Result<Vec<(TopicPartition, Watermarks)>> {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(250);
+        let mut attempt = 1;
+        loop {
+            match self.try_partitions() {
+                Ok(partitions) => {
+                    if attempt > 1 {
+                        tracing::info!(
+                            source = %self.name,
+                            "Kafka brokers {} answer again after {:.0}s; resuming",
+                            self.servers,
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
+                    return Ok(partitions);
+                }
+                Err(FetchError::Fatal(e)) => return Err(e),
+                Err(FetchError::Unreachable(what, e)) => {
+                    if started.elapsed() + backoff > self.broker_timeout {
+                        return Err(self.error(
+                            format!(
+                                "Kafka brokers {} did not answer for {}s while reading {what}; \
+                                 check that they are up and reachable (or raise \
+                                 broker_timeout). Weir resumes from its checkpoint when \
+                                 restarted",
+                                self.servers,
+                                started.elapsed().as_secs()
+                            ),
+                            Some(e),
+                        ));
+                    }
+                    tracing::warn!(
+                        source = %self.name,
+                        error = %e,
+                        "Kafka brokers {} unreachable: waiting to read {what} (attempt \
+                         {attempt}, next in {:.1}s, giving up after broker_timeout = {}s)",
+                        self.servers,
+                        backoff.as_secs_f64(),
+                        self.broker_timeout.as_secs()
+                    );
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// One attempt at [`Self::partitions`].
+    fn try_partitions(&self) -> std::result::Result<Vec<(TopicPartition, Watermarks)>, FetchError> {
         let mut out = Vec::new();
         for topic in &self.topics {
             let metadata = self
                 .consumer
                 .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
                 .map_err(|e| {
-                    self.error(
-                        format!("cannot read the metadata of topic `{topic}` (is the broker up?)"),
-                        Some(e),
-                    )
+                    FetchError::Unreachable(format!("the metadata of topic `{topic}`"), e)
                 })?;
             let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
-                return Err(self.error(format!("topic `{topic}` does not exist"), None));
+                return Err(FetchError::Fatal(self.error(
+                    format!("topic `{topic}` does not exist; create it first"),
+                    None,
+                )));
             };
             if t.partitions().is_empty() {
-                return Err(self.error(
-                    format!("topic `{topic}` does not exist or has no partitions; create it first"),
+                return Err(FetchError::Fatal(self.error(
+                    format!(
+                        "topic `{topic}` does not exist or has no partitions (was it deleted?); \
+                         create it first"
+                    ),
                     None,
-                ));
+                )));
             }
             for p in t.partitions() {
                 let marks = self
                     .consumer
                     .fetch_watermarks(topic, p.id(), REQUEST_TIMEOUT)
                     .map_err(|e| {
-                        self.error(
-                            format!("cannot read the offsets of {topic}/{}", p.id()),
-                            Some(e),
-                        )
+                        FetchError::Unreachable(format!("the offsets of {topic}/{}", p.id()), e)
                     })?;
                 out.push(((topic.clone(), p.id()), marks));
             }
         }
         Ok(out)
     }
+
+    /// Each partition's backlog after the committed `history` (the offset log, oldest first),
+    /// read from the brokers: what `weir status` shows as consumer lag.
+    fn partition_lag(&mut self, history: &[Value]) -> Result<Vec<PartitionLag>> {
+        self.restore(history)?;
+        let partitions = self.try_partitions().map_err(|e| match e {
+            FetchError::Fatal(e) => e,
+            FetchError::Unreachable(what, e) => self.error(
+                format!(
+                    "Kafka brokers {} did not answer reading {what}",
+                    self.servers
+                ),
+                Some(e),
+            ),
+        })?;
+        Ok(partitions
+            .into_iter()
+            .map(|((topic, partition), (low, high))| {
+                let next = match self.next.get(&(topic.clone(), partition)) {
+                    Some(next) => *next,
+                    None if self.starting == StartingOffsets::Latest => high,
+                    None => low,
+                };
+                PartitionLag {
+                    topic,
+                    partition,
+                    next,
+                    end: high,
+                }
+            })
+            .collect())
+    }
+}
+
+/// Shrinks `ranges` to `cap` records in all, shared in proportion to each partition's backlog
+/// (as Spark's `maxOffsetsPerTrigger` does), so a skewed topic still reads `cap` records an
+/// epoch and every partition with a backlog moves.
+fn limit_ranges(ranges: &mut Vec<PartitionRange>, cap: u64) {
+    let backlog: u64 = ranges.iter().map(|r| (r.until - r.from) as u64).sum();
+    if backlog <= cap {
+        return;
+    }
+    let mut left = cap;
+    for r in ranges.iter_mut() {
+        let share = ((r.until - r.from) as u128 * cap as u128 / backlog as u128) as u64;
+        r.until = r.from + share as i64;
+        left -= share;
+    }
+    // The rounding remainder (less than one record per partition), one record each; a share
+    // is below its backlog, so each of these partitions has one more.
+    for r in ranges.iter_mut() {
+        if left == 0 {
+            break;
+        }
+        r.until += 1;
+        left -= 1;
+    }
+    ranges.retain(|r| r.until > r.from);
 }
 
 impl Source for KafkaSource {
@@ -231,9 +382,8 @@ impl Source for KafkaSource {
                     .collect(),
             );
         }
-        let per_partition = self
-            .max_records_per_trigger
-            .map(|m| (m / partitions.len().max(1) as u64).max(1) as i64);
+        // Each partition's readable range: from the next offset to its end (or to the end as
+        // of the first plan, with --once).
         let mut ranges = Vec::new();
         for ((topic, partition), (low, high)) in partitions {
             let key = (topic.clone(), partition);
@@ -262,9 +412,6 @@ impl Source for KafkaSource {
             if let Some(end) = self.once_end.as_ref().and_then(|e| e.get(&key)) {
                 until = until.min(*end);
             }
-            if let Some(cap) = per_partition {
-                until = until.min(from.saturating_add(cap));
-            }
             if until > from {
                 ranges.push(PartitionRange {
                     topic,
@@ -273,6 +420,9 @@ impl Source for KafkaSource {
                     until,
                 });
             }
+        }
+        if let Some(cap) = self.max_records_per_trigger {
+            limit_ranges(&mut ranges, cap);
         }
         if ranges.is_empty() {
             return Ok(None);
@@ -301,12 +451,17 @@ impl Source for KafkaSource {
                     Some(e),
                 )
             })?;
-            let started = Instant::now();
+            // A range is planned from offsets the broker reported, so its records exist; while
+            // they do not arrive (broker down or restarting, leader moving) Weir keeps polling
+            // (librdkafka reconnects with backoff) and says what it waits for, up to
+            // broker_timeout without progress.
+            let mut last_progress = Instant::now();
             let mut last_report = Instant::now();
             let mut position = p.from;
             while position < p.until {
                 match self.consumer.poll(Duration::from_millis(500)) {
                     Some(Ok(m)) => {
+                        last_progress = Instant::now();
                         position = m.offset() + 1;
                         if m.offset() < p.from || m.offset() >= p.until {
                             continue;
@@ -334,23 +489,31 @@ impl Source for KafkaSource {
                         }
                     }
                 }
-                if last_report.elapsed() > Duration::from_secs(10) {
+                if last_report.elapsed() > REPORT_EVERY {
                     tracing::warn!(
                         source = %self.name,
-                        "waiting for {}/{} offsets {position}..{} from the broker",
-                        p.topic, p.partition, p.until
+                        "waiting for {}/{} offsets {position}..{} from Kafka brokers {} (no \
+                         record for {:.0}s; giving up after broker_timeout = {}s)",
+                        p.topic,
+                        p.partition,
+                        p.until,
+                        self.servers,
+                        last_progress.elapsed().as_secs_f64(),
+                        self.broker_timeout.as_secs()
                     );
                     last_report = Instant::now();
                 }
-                if started.elapsed() > READ_TIMEOUT {
+                if last_progress.elapsed() > self.broker_timeout {
                     return Err(self.error(
                         format!(
-                            "{}/{}: offsets {position}..{} did not arrive within {}s; is the \
-                             broker reachable? Weir resumes from this epoch when restarted",
+                            "{}/{}: offsets {position}..{} did not arrive from Kafka brokers {} \
+                             within broker_timeout = {}s; check that they are up and reachable. \
+                             Weir resumes from this epoch when restarted",
                             p.topic,
                             p.partition,
                             p.until,
-                            READ_TIMEOUT.as_secs()
+                            self.servers,
+                            self.broker_timeout.as_secs()
                         ),
                         None,
                     ));
@@ -402,5 +565,43 @@ impl Source for KafkaSource {
     fn describe_position(&self) -> String {
         let total: i64 = self.next.values().sum();
         format!("{} partitions, next offsets sum {total}", self.next.len())
+    }
+
+    fn lag(&mut self, history: &[Value]) -> Result<Option<Vec<PartitionLag>>> {
+        self.partition_lag(history).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(partition: i32, from: i64, until: i64) -> PartitionRange {
+        PartitionRange {
+            topic: "t".into(),
+            partition,
+            from,
+            until,
+        }
+    }
+
+    #[test]
+    fn cap_is_shared_in_proportion_to_backlog() {
+        // A skewed topic: 1000, 10 and 0 records waiting.
+        let mut ranges = vec![range(0, 0, 1000), range(1, 5, 15)];
+        limit_ranges(&mut ranges, 101);
+        let taken: Vec<i64> = ranges.iter().map(|r| r.until - r.from).collect();
+        assert_eq!(taken.iter().sum::<i64>(), 101);
+        assert_eq!(taken, vec![100, 1]);
+
+        // Under the cap nothing changes.
+        let mut ranges = vec![range(0, 0, 10), range(1, 0, 10)];
+        limit_ranges(&mut ranges, 50);
+        assert_eq!(ranges, vec![range(0, 0, 10), range(1, 0, 10)]);
+
+        // A cap smaller than the number of partitions still reads `cap` records.
+        let mut ranges = vec![range(0, 0, 10), range(1, 0, 10), range(2, 0, 10)];
+        limit_ranges(&mut ranges, 2);
+        assert_eq!(ranges.iter().map(|r| r.until - r.from).sum::<i64>(), 2);
     }
 }

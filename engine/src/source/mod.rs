@@ -17,7 +17,7 @@ use serde_json::Value;
 
 pub use files::FilesSource;
 pub use generator::GeneratorSource;
-pub use kafka::KafkaSource;
+pub use kafka::{KafkaSource, PartitionLag};
 
 use crate::error::{EngineError, Result};
 use crate::options::Options;
@@ -52,6 +52,13 @@ pub trait Source: Send {
 
     /// Where the source is, for `weir status` and progress lines.
     fn describe_position(&self) -> String;
+
+    /// For sources with an external backlog (Kafka): each partition's position after the
+    /// committed `history` and its end on the broker, so `weir status` can show consumer lag.
+    /// `None` for sources without one.
+    fn lag(&mut self, _history: &[Value]) -> Result<Option<Vec<PartitionLag>>> {
+        Ok(None)
+    }
 }
 
 /// Builds a source for `connector` from its WITH options (after `connector` itself was taken).
