@@ -25,6 +25,7 @@ use tracing::{info, info_span, Instrument};
 use crate::checkpoint::{
     now_rfc3339, Checkpoint, CommitEntry, OffsetEntry, CHECKPOINT_FORMAT_VERSION,
 };
+use crate::crash_point::crash_point;
 use crate::dead_letter::late_rows_batch;
 use crate::decode::JsonDecoder;
 use crate::epoch_table::EpochTable;
@@ -454,6 +455,7 @@ impl Pipeline {
             // of this epoch is committed anywhere before the log entry exists, and a crash in
             // between replans the epoch from the last commit.
             self.checkpoint.write_offsets(&entry)?;
+            crash_point("offsets-logged", next_epoch);
             let input = match input {
                 Some(input) => input,
                 None => self.ingest(next_epoch, &entry.sources)?,
@@ -662,6 +664,7 @@ impl Pipeline {
                 })?;
                 match result {
                     Ok(written) => {
+                        crash_point("sink-committed", epoch);
                         if let SinkSlot::Table(i) = slot {
                             let name = self.nodes[i].name.clone();
                             if written.already_committed {
@@ -683,10 +686,12 @@ impl Pipeline {
             if let Some(e) = first_error {
                 return Err(e);
             }
+            crash_point("sinks-committed", epoch);
             for (name, state) in &self.windows {
                 self.checkpoint
                     .write_state(name, epoch, state.state_schema(), state.state())?;
             }
+            crash_point("state-written", epoch);
             // After a drain the input has ended for good: later rows of any window are late.
             let next_watermark = if entry.drain {
                 Some(i64::MAX)
@@ -704,6 +709,7 @@ impl Pipeline {
                 watermark_ms: next_watermark,
                 late_rows: report.late_rows.clone(),
             })?;
+            crash_point("commit-written", epoch);
             self.max_event_ms = max_event_ms;
             self.watermark_ms = next_watermark;
             for node in &mut self.sources {

@@ -1,0 +1,408 @@
+//! End to end against a real Kafka-protocol broker (Tansu, started by `scripts/test.sh`; see
+//! `common::kafka_broker`): exactly-once into Delta across `kill -9` crashes at every step of
+//! an epoch and at random moments, a broker restarted mid-run, and two Kafka sources plus a
+//! Kafka sink in one pipeline.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    assert_same_tables, create_topic, kafka_broker, produce_events, read_messages, repo,
+    unique_topic, weir, ECOMMERCE_TABLES,
+};
+use weir_engine::crash_point::CRASH_POINTS;
+
+/// `weir run examples/kafka --once` over `topic` into `lake`, `per_trigger` records an epoch.
+fn run_kafka_example(lake: &Path, servers: &str, topic: &str, per_trigger: u64) -> Command {
+    run_pipeline(
+        &repo().join("examples/kafka"),
+        lake,
+        servers,
+        topic,
+        per_trigger,
+    )
+}
+
+/// `weir run PIPELINE --once` with the Kafka example's variables.
+fn run_pipeline(
+    pipeline: &Path,
+    lake: &Path,
+    servers: &str,
+    topic: &str,
+    per_trigger: u64,
+) -> Command {
+    let mut cmd = weir();
+    cmd.args(["run", "--once", "--progress", "quiet", "--lake"])
+        .arg(lake)
+        .arg(pipeline)
+        .env("KAFKA_BOOTSTRAP", servers)
+        .env("TOPIC", topic)
+        .env("RECORDS_PER_TRIGGER", per_trigger.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Issue 4's crash test: 200,000 events (with duplicates, late and malformed ones) on a
+/// 3-partition topic; the ecommerce pipeline in 10,000-record epochs is crashed once at each
+/// step of the commit protocol and then `kill -9`ed at random moments (WEIR_CRASH_KILLS times,
+/// default 10; scripts/kafka-crash-test.sh runs 50), restarted each time. Every table, the
+/// windowed gold tables and the dead letters included, must equal one uninterrupted run's.
+#[test]
+fn kafka_pipeline_killed_at_every_step_and_at_random_equals_uninterrupted_run() {
+    let Some(servers) = kafka_broker("the Kafka crash test") else {
+        return;
+    };
+    let topic = unique_topic("crash");
+    create_topic(&servers, &topic, 3);
+    produce_events(&servers, &topic, 200_000);
+    let per_trigger = 10_000;
+
+    let started = Instant::now();
+    let reference = tempfile::tempdir().unwrap();
+    let out = run_kafka_example(reference.path(), &servers, &topic, per_trigger)
+        .output()
+        .unwrap();
+    assert_success(&out, "the uninterrupted run");
+    eprintln!("uninterrupted run done after {:?}", started.elapsed());
+
+    let crashed = tempfile::tempdir().unwrap();
+    // Deterministic crashes, one at each step, in consecutive epochs: each restart first
+    // replays the epoch the previous run left half-done.
+    for (epoch, point) in (2u64..).zip(CRASH_POINTS) {
+        let out = run_kafka_example(crashed.path(), &servers, &topic, per_trigger)
+            .env("WEIR_CRASH_AT", format!("{point}@{epoch}"))
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "the run did not crash at {point} of epoch {epoch}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Then kill -9 at random moments (a SplitMix64 sequence, so a failure can be replayed).
+    let wanted: u32 = std::env::var("WEIR_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let mut seed = 0x006b_6166_6b61_u64;
+    let (mut kills, mut attempts) = (0, 0);
+    while kills < wanted && attempts < wanted * 3 {
+        attempts += 1;
+        seed = weir_engine::generator::splitmix(seed);
+        let delay = Duration::from_millis(300 + seed % 3_000);
+        let mut child = run_kafka_example(crashed.path(), &servers, &topic, per_trigger)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(
+        kills >= wanted,
+        "only {kills} of {attempts} runs were killed mid-way"
+    );
+    let out = run_kafka_example(crashed.path(), &servers, &topic, per_trigger)
+        .output()
+        .unwrap();
+    assert_success(&out, "the final restart");
+    eprintln!(
+        "{kills} kills and the final run done after {:?}",
+        started.elapsed()
+    );
+    assert_same_tables(reference.path(), crashed.path(), &ECOMMERCE_TABLES, 1);
+    eprintln!("tables compared after {:?}", started.elapsed());
+}
+
+/// A broker of this test's own (the shared one must stay up for the other tests), stopped by
+/// its PID when the test ends.
+struct OwnBroker {
+    dir: tempfile::TempDir,
+    port: String,
+}
+
+impl OwnBroker {
+    fn start() -> OwnBroker {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/tansu.sh"))
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert_success(&out, "scripts/tansu.sh start");
+        let servers = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let port = servers.rsplit(':').next().unwrap().to_string();
+        OwnBroker { dir, port }
+    }
+
+    fn servers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: the broker gets no chance to close connections or flush anything.
+    fn kill(&self) {
+        let pid = std::fs::read_to_string(self.dir.path().join("tansu.pid")).unwrap();
+        let status = Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::remove_file(self.dir.path().join("tansu.pid")).unwrap();
+    }
+
+    /// Starts the broker again on the same port with the same data.
+    fn restart(&self) {
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/tansu.sh"))
+            .arg("start")
+            .arg(self.dir.path())
+            .arg(&self.port)
+            .output()
+            .unwrap();
+        assert_success(&out, "restarting the broker");
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join("scripts/tansu.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The broker is killed while Weir reads and started again seconds later: Weir waits for it
+/// (saying so), resumes, and the tables equal a run that never saw the outage.
+#[test]
+fn broker_killed_and_restarted_mid_run_loses_and_duplicates_nothing() {
+    if kafka_broker("the broker restart test").is_none() {
+        return;
+    }
+    let broker = OwnBroker::start();
+    let servers = broker.servers();
+    let topic = unique_topic("restart");
+    create_topic(&servers, &topic, 3);
+    produce_events(&servers, &topic, 60_000);
+    let per_trigger = 3_000;
+    // The Kafka example's source, bronze and silver tables (the gold tables are the crash
+    // test's business; they would only make this one slower).
+    let pipeline = tempfile::tempdir().unwrap();
+    for file in ["01_sources.sql", "02_bronze.sql", "03_silver.sql"] {
+        std::fs::copy(
+            repo().join("examples/kafka").join(file),
+            pipeline.path().join(file),
+        )
+        .unwrap();
+    }
+
+    let reference = tempfile::tempdir().unwrap();
+    let out = run_pipeline(
+        pipeline.path(),
+        reference.path(),
+        &servers,
+        &topic,
+        per_trigger,
+    )
+    .output()
+    .unwrap();
+    assert_success(&out, "the run without outage");
+
+    let interrupted = tempfile::tempdir().unwrap();
+    let child = run_pipeline(
+        pipeline.path(),
+        interrupted.path(),
+        &servers,
+        &topic,
+        per_trigger,
+    )
+    .env("WEIR_LOG", "info")
+    .spawn()
+    .unwrap();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    broker.kill();
+    std::thread::sleep(Duration::from_secs(8));
+    broker.restart();
+    let out = child.wait_with_output().unwrap();
+    assert_success(&out, "the run across the broker restart");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        started.elapsed() > Duration::from_secs(11),
+        "the run ended before the broker came back; lengthen it"
+    );
+    assert!(
+        log.contains(&servers),
+        "nothing in the log says which broker Weir waited for:\n{log}"
+    );
+    assert_same_tables(
+        reference.path(),
+        interrupted.path(),
+        &["bronze.events", "silver.events", "_dead_letter.events"],
+        50,
+    );
+}
+
+/// Two Kafka sources run in the same epochs, and a table is written to a Kafka topic as JSON
+/// with its key and `_epoch`; `weir status` then shows no lag on either source.
+#[test]
+fn two_kafka_sources_and_a_kafka_sink_in_one_pipeline() {
+    let Some(servers) = kafka_broker("the two-source Kafka test") else {
+        return;
+    };
+    let (transactions, refunds, alerts) = (
+        unique_topic("transactions"),
+        unique_topic("refunds"),
+        unique_topic("alerts"),
+    );
+    create_topic(&servers, &transactions, 3);
+    create_topic(&servers, &refunds, 1);
+    create_topic(&servers, &alerts, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let tx_file = dir.path().join("tx.jsonl");
+    let rf_file = dir.path().join("rf.jsonl");
+    let tx: String = (0..500)
+        .map(|i| {
+            format!(
+                "{{\"id\":\"t{i}\",\"user_id\":\"u{}\",\"amount\":{}}}\n",
+                i % 7,
+                (i * 37) % 1000
+            )
+        })
+        .collect();
+    let rf: String = (0..120)
+        .map(|i| {
+            format!(
+                "{{\"id\":\"r{i}\",\"tx_id\":\"t{}\",\"amount\":5}}\n",
+                i * 4
+            )
+        })
+        .collect();
+    std::fs::write(&tx_file, tx).unwrap();
+    std::fs::write(&rf_file, rf).unwrap();
+    for (topic, file) in [(&transactions, &tx_file), (&refunds, &rf_file)] {
+        let out = weir()
+            .args([
+                "produce",
+                "--topic",
+                topic,
+                "--bootstrap",
+                &servers,
+                "--file",
+            ])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert_success(&out, "weir produce");
+    }
+    let pipeline = dir.path().join("shop.sql");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "CREATE SOURCE transactions (id TEXT NOT NULL, user_id TEXT, amount DOUBLE)
+             WITH (connector = 'kafka', topic = '{transactions}',
+                   'bootstrap.servers' = '{servers}', max_records_per_trigger = 150);
+             CREATE SOURCE refunds (id TEXT NOT NULL, tx_id TEXT, amount DOUBLE)
+             WITH (connector = 'kafka', topic = '{refunds}',
+                   'bootstrap.servers' = '{servers}', max_records_per_trigger = 50);
+             CREATE TABLE tx AS
+             SELECT id, user_id, amount, _topic, _partition, _offset, _epoch FROM transactions;
+             CREATE TABLE rf AS SELECT id, tx_id, amount, _epoch FROM refunds;
+             CREATE TABLE big_spends WITH (connector = 'kafka', topic = '{alerts}',
+                   'bootstrap.servers' = '{servers}', key = 'user_id', format = 'json') AS
+             SELECT user_id, amount FROM transactions WHERE amount >= 900;"
+        ),
+    )
+    .unwrap();
+    let lake = dir.path().join("lake");
+    let out = weir()
+        .args(["run", "--once", "--progress", "quiet", "--lake"])
+        .arg(&lake)
+        .arg(&pipeline)
+        .output()
+        .unwrap();
+    assert_success(&out, "the two-source pipeline");
+
+    let query = |sql: &str| {
+        let out = weir()
+            .args(["query", "--lake"])
+            .arg(&lake)
+            .arg(sql)
+            .output()
+            .unwrap();
+        assert_success(&out, sql);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Every record once: 500 distinct (partition, offset) pairs, 120 refunds.
+    let counts = query(
+        "SELECT (SELECT count(DISTINCT (_partition, _offset)) FROM tx) AS tx, \
+                (SELECT count(*) FROM tx) AS tx_rows, \
+                (SELECT count(DISTINCT id) FROM rf) AS rf, \
+                (SELECT count(*) FROM rf) AS rf_rows",
+    );
+    assert!(
+        counts.contains("| 500 | 500     | 120 | 120     |"),
+        "{counts}"
+    );
+    // Both sources advance in the same epochs: epochs 1 and 2 read from both topics.
+    let epochs = query(
+        "SELECT e, (SELECT count(*) FROM tx WHERE _epoch = e) AS tx, \
+                (SELECT count(*) FROM rf WHERE _epoch = e) AS rf \
+         FROM (VALUES (1), (2)) AS t(e) ORDER BY e",
+    );
+    assert!(epochs.contains("| 1 | 150 | 50 |"), "{epochs}");
+    assert!(epochs.contains("| 2 | 150 | 50 |"), "{epochs}");
+
+    // The sink: one JSON message per big spend, keyed by user, with its epoch.
+    let expected = (0..500).filter(|i| (i * 37) % 1000 >= 900).count();
+    let messages = read_messages(&servers, &alerts, expected);
+    assert_eq!(messages.len(), expected);
+    for (key, payload) in &messages {
+        let value: serde_json::Value = serde_json::from_str(payload).unwrap();
+        assert_eq!(key.as_deref(), value["user_id"].as_str(), "{payload}");
+        assert!(value["amount"].as_f64().unwrap() >= 900.0, "{payload}");
+        assert!(value["_epoch"].as_u64().is_some(), "{payload}");
+    }
+
+    // Consumer lag from the brokers: nothing left on either source.
+    let out = weir()
+        .args(["status", "--lake"])
+        .arg(&lake)
+        .arg(&pipeline)
+        .output()
+        .unwrap();
+    assert_success(&out, "weir status");
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.contains("lag of transactions (from the brokers): 0 records"),
+        "{status}"
+    );
+    assert!(
+        status.contains("lag of refunds (from the brokers): 0 records"),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("{transactions}/2: committed up to")),
+        "{status}"
+    );
+}

@@ -1,0 +1,1 @@
+../ecommerce/02_bronze.sql

@@ -1,0 +1,1 @@
+../ecommerce/03_silver.sql

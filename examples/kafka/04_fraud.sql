@@ -1,0 +1,1 @@
+../ecommerce/04_fraud.sql

@@ -1,0 +1,1 @@
+../ecommerce/05_gold.sql
