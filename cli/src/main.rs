@@ -67,8 +67,8 @@ enum Command {
         /// The topic (it must exist).
         #[arg(long)]
         topic: String,
-        /// The brokers.
-        #[arg(long, default_value = "127.0.0.1:9092")]
+        /// The brokers (the Kafka examples read the same KAFKA_BOOTSTRAP variable).
+        #[arg(long, default_value = "127.0.0.1:9092", env = "KAFKA_BOOTSTRAP")]
         bootstrap: String,
         /// Generate events of this kind (`ecommerce`).
         #[arg(long, value_parser = ["ecommerce"], conflicts_with = "file")]

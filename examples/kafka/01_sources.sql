@@ -22,7 +22,7 @@ CREATE SOURCE events (
 ) WITH (
     connector                 = 'kafka',
     topic                     = '${TOPIC:-events}',
-    'bootstrap.servers'       = '${KAFKA_BOOTSTRAP:-127.0.0.1:19092}',
+    'bootstrap.servers'       = '${KAFKA_BOOTSTRAP:-127.0.0.1:9092}',
     format                    = 'json',
     starting_offsets          = 'earliest',
     max_records_per_trigger   = ${RECORDS_PER_TRIGGER:-200000}

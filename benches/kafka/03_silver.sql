@@ -1,0 +1,1 @@
+../medallion/03_silver.sql

@@ -1,0 +1,1 @@
+../medallion/04_fraud.sql
