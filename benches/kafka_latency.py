@@ -9,7 +9,7 @@ import json
 import os
 import sys
 
-import pyarrow.compute as pc
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 
@@ -30,8 +30,8 @@ def main(table: str) -> None:
                     files.append(action["add"]["path"])
         for path in files:
             produced = pq.read_table(os.path.join(table, path), columns=["_kafka_timestamp"])
-            ms = pc.cast(produced.column(0), "int64").to_numpy(zero_copy_only=False)
-            latencies.extend((committed_ms - ms).tolist())
+            for ms in produced.column(0).cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_pylist():
+                latencies.append(committed_ms - ms)
     if not latencies:
         sys.exit(f"no rows in {table}")
     latencies.sort()

@@ -11,7 +11,8 @@
 #
 # The binary is cached in ${WEIR_CACHE_DIR:-~/.cache/weir}/tansu-0.6.0 and reused when present
 # (`cargo install` takes 20-45 minutes on a 2-core machine). WEIR_TANSU=/path/to/tansu uses a
-# binary you already have.
+# binary you already have. WEIR_TANSU_STORAGE=memory://tansu/ keeps the log in memory instead
+# (faster, lost when the broker stops: for benchmarks, not for the restart tests).
 set -euo pipefail
 
 version=0.6.0
@@ -65,7 +66,7 @@ start() {
   (cd "$dir" && exec nohup "$bin" broker \
     --listener-url "tcp://127.0.0.1:$port" \
     --advertised-listener-url "tcp://127.0.0.1:$port" \
-    --storage-engine "sqlite://tansu.db" \
+    --storage-engine "${WEIR_TANSU_STORAGE:-sqlite://tansu.db}" \
     >>"$dir/tansu.log" 2>&1) &
   pid=$!
   echo "$pid" >"$dir/tansu.pid"

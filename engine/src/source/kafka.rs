@@ -83,6 +83,25 @@ impl PartitionLag {
     }
 }
 
+/// What one partition of an epoch's range has delivered so far.
+#[derive(Default)]
+struct PartitionRead {
+    /// The next offset expected (one past the last seen, or the consumer's position).
+    position: i64,
+    records: RawBatch,
+    offsets: Vec<i64>,
+    keys: Vec<Option<String>>,
+    timestamps: Vec<Option<i64>>,
+}
+
+/// A record polled past the end of its partition's range, kept for the next range.
+struct StashedRecord {
+    offset: i64,
+    payload: Vec<u8>,
+    key: Option<String>,
+    timestamp: Option<i64>,
+}
+
 /// Why reading topic metadata or offsets failed.
 enum FetchError {
     /// The brokers did not answer (down, restarting, unreachable): worth retrying.
@@ -109,6 +128,12 @@ pub struct KafkaSource {
     next: BTreeMap<TopicPartition, i64>,
     /// With `--once`: the end offsets as of the first plan; later plans stop there.
     once_end: Option<BTreeMap<TopicPartition, i64>>,
+    /// The partitions the consumer is assigned, each with the end of the last range read from
+    /// it. A range that starts at those ends continues the fetch instead of re-assigning,
+    /// which would drop what librdkafka already fetched ahead and fetch it again.
+    read_end: BTreeMap<TopicPartition, i64>,
+    /// Records polled past the end of a range (librdkafka fetches ahead), for the next range.
+    stash: BTreeMap<TopicPartition, Vec<StashedRecord>>,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -186,6 +211,8 @@ impl KafkaSource {
             out_of_range_to_earliest,
             next: BTreeMap::new(),
             once_end: None,
+            read_end: BTreeMap::new(),
+            stash: BTreeMap::new(),
         })
     }
 
@@ -432,93 +459,191 @@ impl Source for KafkaSource {
 
     fn read(&mut self, range: &Value) -> Result<RawBatch> {
         let r: KafkaRange = parse_range(&self.name, range)?;
-        let mut raw = RawBatch::default();
-        let (mut topics, mut partitions, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut keys, mut timestamps) = (Vec::new(), Vec::new());
-        for p in &r.partitions {
+        // All partitions of the range are fetched at once (librdkafka fetches them in parallel),
+        // each into its own buffer; the batch then lists them in the range's order, so a
+        // replayed epoch yields the same rows in the same order.
+        let continues = !self.read_end.is_empty()
+            && r.partitions
+                .iter()
+                .all(|p| self.read_end.get(&(p.topic.clone(), p.partition)) == Some(&p.from));
+        if !continues {
             let mut assignment = TopicPartitionList::new();
-            assignment
-                .add_partition_offset(&p.topic, p.partition, Offset::Offset(p.from))
-                .map_err(|e| {
-                    self.error(
-                        format!("cannot assign {}/{}", p.topic, p.partition),
-                        Some(e),
-                    )
-                })?;
-            self.consumer.assign(&assignment).map_err(|e| {
-                self.error(
-                    format!("cannot assign {}/{}", p.topic, p.partition),
-                    Some(e),
-                )
-            })?;
-            // A range is planned from offsets the broker reported, so its records exist; while
-            // they do not arrive (broker down or restarting, leader moving) Weir keeps polling
-            // (librdkafka reconnects with backoff) and says what it waits for, up to
-            // broker_timeout without progress.
-            let mut last_progress = Instant::now();
-            let mut last_report = Instant::now();
-            let mut position = p.from;
-            while position < p.until {
-                match self.consumer.poll(Duration::from_millis(500)) {
-                    Some(Ok(m)) => {
-                        last_progress = Instant::now();
-                        position = m.offset() + 1;
-                        if m.offset() < p.from || m.offset() >= p.until {
-                            continue;
+            for p in &r.partitions {
+                assignment
+                    .add_partition_offset(&p.topic, p.partition, Offset::Offset(p.from))
+                    .map_err(|e| {
+                        self.error(
+                            format!("cannot assign {}/{}", p.topic, p.partition),
+                            Some(e),
+                        )
+                    })?;
+            }
+            self.consumer
+                .assign(&assignment)
+                .map_err(|e| self.error("cannot assign the epoch's partitions".into(), Some(e)))?;
+            self.read_end = r
+                .partitions
+                .iter()
+                .map(|p| ((p.topic.clone(), p.partition), p.from))
+                .collect();
+            self.stash.clear();
+        }
+        let mut reads: Vec<PartitionRead> = r
+            .partitions
+            .iter()
+            .map(|p| PartitionRead {
+                position: p.from,
+                ..PartitionRead::default()
+            })
+            .collect();
+        // First what the previous read fetched ahead.
+        for (p, read) in r.partitions.iter().zip(reads.iter_mut()) {
+            let Some(stashed) = self.stash.remove(&(p.topic.clone(), p.partition)) else {
+                continue;
+            };
+            let mut later = Vec::new();
+            for record in stashed {
+                if record.offset >= p.until {
+                    later.push(record);
+                } else if record.offset >= p.from {
+                    read.position = read.position.max(record.offset + 1);
+                    read.records.push(&record.payload);
+                    read.offsets.push(record.offset);
+                    read.keys.push(record.key);
+                    read.timestamps.push(record.timestamp);
+                }
+            }
+            if let Some(first) = later.first() {
+                // Everything before a later record has been seen.
+                read.position = read.position.max(first.offset);
+                self.stash.insert((p.topic.clone(), p.partition), later);
+            }
+        }
+        let index: BTreeMap<(&str, i32), usize> = r
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| ((p.topic.as_str(), p.partition), i))
+            .collect();
+        let done = |reads: &[PartitionRead]| {
+            reads
+                .iter()
+                .zip(&r.partitions)
+                .all(|(read, p)| read.position >= p.until)
+        };
+        // A range is planned from offsets the broker reported, so its records exist; while
+        // they do not arrive (broker down or restarting, leader moving) Weir keeps polling
+        // (librdkafka reconnects with backoff) and says what it waits for, up to
+        // broker_timeout without progress.
+        let mut last_progress = Instant::now();
+        let mut last_report = Instant::now();
+        while !done(&reads) {
+            match self.consumer.poll(Duration::from_millis(500)) {
+                Some(Ok(m)) => {
+                    last_progress = Instant::now();
+                    let found = index.get(&(m.topic(), m.partition())).copied();
+                    let Some(i) = found.filter(|&i| m.offset() < r.partitions[i].until) else {
+                        // Fetched ahead, or from an assigned partition with no range this
+                        // epoch: kept for the next range, which starts where this one ends.
+                        let tp = (m.topic().to_string(), m.partition());
+                        if self.read_end.contains_key(&tp) {
+                            self.stash.entry(tp).or_default().push(StashedRecord {
+                                offset: m.offset(),
+                                payload: m.payload().unwrap_or_default().to_vec(),
+                                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                                timestamp: m.timestamp().to_millis(),
+                            });
                         }
-                        raw.push(m.payload().unwrap_or_default());
-                        topics.push(p.topic.clone());
-                        partitions.push(p.partition);
-                        offsets.push(m.offset());
-                        keys.push(m.key().map(|k| String::from_utf8_lossy(k).into_owned()));
-                        timestamps.push(m.timestamp().to_millis());
+                        if let Some(i) = found {
+                            reads[i].position = reads[i].position.max(m.offset() + 1);
+                        }
+                        continue;
+                    };
+                    let (p, read) = (&r.partitions[i], &mut reads[i]);
+                    read.position = read.position.max(m.offset() + 1);
+                    if m.offset() < p.from {
+                        continue;
                     }
-                    Some(Err(e)) => {
-                        tracing::warn!(source = %self.name, topic = %p.topic, partition = p.partition, error = %e, "Kafka read error; retrying");
-                    }
-                    None => {
-                        // Offsets can have gaps (transaction markers, compaction): the broker's
-                        // position tells when the range is done.
-                        if let Ok(pos) = self.consumer.position() {
-                            if let Some(Offset::Offset(o)) = pos
+                    read.records.push(m.payload().unwrap_or_default());
+                    read.offsets.push(m.offset());
+                    read.keys
+                        .push(m.key().map(|k| String::from_utf8_lossy(k).into_owned()));
+                    read.timestamps.push(m.timestamp().to_millis());
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(source = %self.name, error = %e, "Kafka read error; retrying");
+                }
+                None => {
+                    // Offsets can have gaps (transaction markers, compaction): the consumer's
+                    // position tells when a partition's range is done.
+                    if let Ok(positions) = self.consumer.position() {
+                        for (p, read) in r.partitions.iter().zip(reads.iter_mut()) {
+                            if let Some(Offset::Offset(o)) = positions
                                 .find_partition(&p.topic, p.partition)
                                 .map(|e| e.offset())
                             {
-                                position = position.max(o);
+                                read.position = read.position.max(o);
                             }
                         }
                     }
                 }
-                if last_report.elapsed() > REPORT_EVERY {
-                    tracing::warn!(
-                        source = %self.name,
-                        "waiting for {}/{} offsets {position}..{} from Kafka brokers {} (no \
-                         record for {:.0}s; giving up after broker_timeout = {}s)",
-                        p.topic,
-                        p.partition,
-                        p.until,
-                        self.servers,
-                        last_progress.elapsed().as_secs_f64(),
-                        self.broker_timeout.as_secs()
-                    );
-                    last_report = Instant::now();
-                }
+            }
+            if last_report.elapsed() > REPORT_EVERY || last_progress.elapsed() > self.broker_timeout
+            {
+                let waiting: Vec<String> = r
+                    .partitions
+                    .iter()
+                    .zip(&reads)
+                    .filter(|(p, read)| read.position < p.until)
+                    .map(|(p, read)| {
+                        format!(
+                            "{}/{} offsets {}..{}",
+                            p.topic, p.partition, read.position, p.until
+                        )
+                    })
+                    .collect();
                 if last_progress.elapsed() > self.broker_timeout {
                     return Err(self.error(
                         format!(
-                            "{}/{}: offsets {position}..{} did not arrive from Kafka brokers {} \
-                             within broker_timeout = {}s; check that they are up and reachable. \
-                             Weir resumes from this epoch when restarted",
-                            p.topic,
-                            p.partition,
-                            p.until,
+                            "{} did not arrive from Kafka brokers {} within broker_timeout = \
+                             {}s; check that they are up and reachable. Weir resumes from this \
+                             epoch when restarted",
+                            waiting.join(", "),
                             self.servers,
                             self.broker_timeout.as_secs()
                         ),
                         None,
                     ));
                 }
+                tracing::warn!(
+                    source = %self.name,
+                    "waiting for {} from Kafka brokers {} (no record for {:.0}s; giving up \
+                     after broker_timeout = {}s)",
+                    waiting.join(", "),
+                    self.servers,
+                    last_progress.elapsed().as_secs_f64(),
+                    self.broker_timeout.as_secs()
+                );
+                last_report = Instant::now();
             }
+        }
+        for p in &r.partitions {
+            self.read_end
+                .insert((p.topic.clone(), p.partition), p.until);
+        }
+        let mut raw = RawBatch::default();
+        let (mut topics, mut partitions, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut keys, mut timestamps) = (Vec::new(), Vec::new());
+        for (p, read) in r.partitions.iter().zip(reads) {
+            for i in 0..read.records.len() {
+                raw.push(read.records.record(i));
+            }
+            let n = read.offsets.len();
+            topics.extend(std::iter::repeat_n(p.topic.clone(), n));
+            partitions.extend(std::iter::repeat_n(p.partition, n));
+            offsets.extend(read.offsets);
+            keys.extend(read.keys);
+            timestamps.extend(read.timestamps);
         }
         let fields = self.metadata_fields();
         raw.metadata.push((
