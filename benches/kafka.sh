@@ -15,14 +15,11 @@ events=${1:-2000000}
 rate=${RATE:-20000}
 seconds=${SECONDS_OF_LOAD:-60}
 trigger=${TRIGGER:-0.5}
-target=${CARGO_TARGET_DIR:-target}
-cargo build --release -p weir-cli --quiet
-weir="$target/release/weir"
+source benches/common.sh
 work=$(mktemp -d)
 broker_dir="$work/broker"
 trap 'bash scripts/tansu.sh stop "$broker_dir" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 servers=$(bash scripts/tansu.sh start "$broker_dir")
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB"
 echo "broker:  Tansu $("$(bash scripts/tansu.sh install)" --version | cut -d' ' -f2) at $servers (storage ${WEIR_TANSU_STORAGE:-SQLite})"
 
 # 1. Throughput over a topic filled beforehand.

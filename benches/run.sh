@@ -6,17 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 events=${1:-2000000}
 threads=${THREADS:-$(nproc)}
-target=${CARGO_TARGET_DIR:-target}
-cargo build --release -p weir-cli --quiet
-weir="$target/release/weir"
-data="benches/data/events-$events"
-if [[ ! -d $data ]]; then
-  "$weir" generate --out "$data" --events "$events" --files 20
-fi
+source benches/common.sh
+data=$(bench_data "$events")
 mb=$(du -sm "$data" | cut -f1)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB"
 echo "input:   $events events, ${mb} MB of JSON in $(ls "$data" | wc -l) files"
 BENCH_DATA="$PWD/$data" "$weir" run benches/medallion --once --lake "$work/lake" --threads "$threads" --progress quiet 2>"$work/weir.log"
 summary=$(grep '^weir: .* epochs' "$work/weir.log")

@@ -5,16 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events=${1:-2000000}
-target=${CARGO_TARGET_DIR:-target}
-cargo build --release -p weir-cli --quiet
-weir="$target/release/weir"
-data="benches/data/events-$events"
-if [[ ! -d $data ]]; then
-  "$weir" generate --out "$data" --events "$events" --files 20
-fi
+source benches/common.sh
+data=$(bench_data "$events")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB"
 for job in tumble hop; do
   BENCH_DATA="$PWD/$data" "$weir" run "benches/$job" --once --drain --lake "$work/$job" \
     --progress json 2>"$work/$job.log" >"$work/$job.json"
