@@ -12,8 +12,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_same_tables, create_topic, kafka_broker, produce_events, read_messages, repo,
-    unique_topic, weir, ECOMMERCE_TABLES,
+    assert_same_tables, create_topic, delete_topic, kafka_broker, produce_events, read_messages,
+    repo, unique_topic, weir, ECOMMERCE_TABLES,
 };
 use weir_engine::crash_point::CRASH_POINTS;
 
@@ -405,4 +405,95 @@ fn two_kafka_sources_and_a_kafka_sink_in_one_pipeline() {
         status.contains(&format!("{transactions}/2: committed up to")),
         "{status}"
     );
+}
+
+/// A topic that does not exist, and one deleted and created again under a running pipeline's
+/// feet, are errors that say so and what to do; `on_offset_out_of_range = 'earliest'` then
+/// reads the new topic from its start.
+#[test]
+fn missing_or_recreated_topic_is_a_clear_error() {
+    let Some(servers) = kafka_broker("the recreated-topic test") else {
+        return;
+    };
+    let topic = unique_topic("recreated");
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = |extra: &str| {
+        let path = dir.path().join("orders.sql");
+        std::fs::write(
+            &path,
+            format!(
+                "CREATE SOURCE orders (id TEXT NOT NULL) WITH (connector = 'kafka', \
+                 topic = '{topic}', 'bootstrap.servers' = '{servers}'{extra});
+                 CREATE TABLE orders_copy AS SELECT id, _offset FROM orders;"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let lake = dir.path().join("lake");
+    let run = |path: &Path| {
+        weir()
+            .args(["run", "--once", "--progress", "quiet", "--lake"])
+            .arg(&lake)
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let produce = |n: usize| {
+        let file = dir.path().join("orders.jsonl");
+        let lines: String = (0..n).map(|i| format!("{{\"id\":\"o{i}\"}}\n")).collect();
+        std::fs::write(&file, lines).unwrap();
+        let out = weir()
+            .args([
+                "produce",
+                "--topic",
+                &topic,
+                "--bootstrap",
+                &servers,
+                "--file",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_success(&out, "weir produce");
+    };
+
+    let out = run(&pipeline(""));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("topic `{topic}` does not exist")) && stderr.contains("create it"),
+        "{stderr}"
+    );
+
+    create_topic(&servers, &topic, 1);
+    produce(100);
+    assert_success(&run(&pipeline("")), "the first run");
+    delete_topic(&servers, &topic);
+    create_topic(&servers, &topic, 1);
+    produce(10);
+    let out = run(&pipeline(""));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{topic}/0"))
+            && stderr.contains("up to offset 100")
+            && stderr.contains("deleted and created again")
+            && stderr.contains("on_offset_out_of_range = 'earliest'"),
+        "{stderr}"
+    );
+
+    assert_success(
+        &run(&pipeline(", on_offset_out_of_range = 'earliest'")),
+        "the run that skips to the new topic's start",
+    );
+    let out = weir()
+        .args(["query", "--lake"])
+        .arg(&lake)
+        .arg("SELECT count(*) AS n, max(_offset) AS last FROM orders_copy")
+        .output()
+        .unwrap();
+    assert_success(&out, "weir query");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("| 110 | 99   |"), "{table}");
 }

@@ -224,6 +224,25 @@ pub fn create_topic(servers: &str, topic: &str, partitions: i32) {
     panic!("topic {topic} did not show {partitions} partitions");
 }
 
+/// Deletes `topic` on `servers`.
+pub fn delete_topic(servers: &str, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()
+        .unwrap();
+    let results = runtime
+        .block_on(admin.delete_topics(&[topic], &AdminOptions::new()))
+        .unwrap();
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("cannot delete topic {t}: {e}"));
+    }
+}
+
 /// `weir produce` of `events` generated ecommerce events (with the generator's duplicates,
 /// late and malformed records) to `topic`.
 pub fn produce_events(servers: &str, topic: &str, events: u64) {

@@ -347,6 +347,45 @@ impl KafkaSource {
     }
 }
 
+/// Where a partition's next range starts: after the last committed range (`next`), or for a
+/// partition never read, at `starting_offsets`. An offset the partition no longer holds is an
+/// error saying why and what to do, unless `to_earliest` (`on_offset_out_of_range =
+/// 'earliest'`) restarts from the earliest offset left.
+fn start_offset(
+    next: Option<i64>,
+    (low, high): Watermarks,
+    starting: StartingOffsets,
+    to_earliest: bool,
+) -> std::result::Result<i64, String> {
+    let Some(next) = next else {
+        return Ok(match starting {
+            StartingOffsets::Earliest => low,
+            StartingOffsets::Latest => high,
+        });
+    };
+    if next < low {
+        if to_earliest {
+            return Ok(low);
+        }
+        return Err(format!(
+            "offset {next} is no longer in the topic (the earliest is {low}; retention deleted \
+             the rest). Set on_offset_out_of_range = 'earliest' to skip ahead, or reset the \
+             checkpoint"
+        ));
+    }
+    if next > high {
+        if to_earliest {
+            return Ok(low);
+        }
+        return Err(format!(
+            "Weir has read up to offset {next} but the partition now ends at {high}: the topic \
+             was deleted and created again, or its data was lost. Set on_offset_out_of_range = \
+             'earliest' to read it from its start, or reset the checkpoint"
+        ));
+    }
+    Ok(next)
+}
+
 /// Shrinks `ranges` to `cap` records in all, shared in proportion to each partition's backlog
 /// (as Spark's `maxOffsetsPerTrigger` does), so a skewed topic still reads `cap` records an
 /// epoch and every partition with a backlog moves.
@@ -414,27 +453,13 @@ impl Source for KafkaSource {
         let mut ranges = Vec::new();
         for ((topic, partition), (low, high)) in partitions {
             let key = (topic.clone(), partition);
-            let mut from = match self.next.get(&key) {
-                Some(next) => *next,
-                None => match self.starting {
-                    StartingOffsets::Earliest => low,
-                    StartingOffsets::Latest => high,
-                },
-            };
-            if from < low {
-                if !self.out_of_range_to_earliest {
-                    return Err(self.error(
-                        format!(
-                            "{topic}/{partition}: offset {from} is no longer in the topic (the \
-                             earliest is {low}; retention deleted the rest). Set \
-                             on_offset_out_of_range = 'earliest' to skip ahead, or reset the \
-                             checkpoint"
-                        ),
-                        None,
-                    ));
-                }
-                from = low;
-            }
+            let from = start_offset(
+                self.next.get(&key).copied(),
+                (low, high),
+                self.starting,
+                self.out_of_range_to_earliest,
+            )
+            .map_err(|problem| self.error(format!("{topic}/{partition}: {problem}"), None))?;
             let mut until = high;
             if let Some(end) = self.once_end.as_ref().and_then(|e| e.get(&key)) {
                 until = until.min(*end);
@@ -708,6 +733,29 @@ mod tests {
             from,
             until,
         }
+    }
+
+    #[test]
+    fn start_offset_resumes_or_explains_lost_offsets() {
+        use StartingOffsets::{Earliest, Latest};
+        // First run: the starting_offsets option.
+        assert_eq!(start_offset(None, (5, 50), Earliest, false), Ok(5));
+        assert_eq!(start_offset(None, (5, 50), Latest, false), Ok(50));
+        // Resume where the checkpoint says, including at the very end.
+        assert_eq!(start_offset(Some(20), (5, 50), Earliest, false), Ok(20));
+        assert_eq!(start_offset(Some(50), (5, 50), Latest, false), Ok(50));
+        // Retention deleted offsets 20..30: an error naming both, or skip ahead when asked.
+        let err = start_offset(Some(20), (30, 50), Earliest, false).unwrap_err();
+        assert!(
+            err.contains("offset 20") && err.contains("earliest is 30"),
+            "{err}"
+        );
+        assert!(err.contains("on_offset_out_of_range = 'earliest'"), "{err}");
+        assert_eq!(start_offset(Some(20), (30, 50), Earliest, true), Ok(30));
+        // The topic was recreated: it ends before what Weir already read.
+        let err = start_offset(Some(900), (0, 40), Earliest, false).unwrap_err();
+        assert!(err.contains("deleted and created again"), "{err}");
+        assert_eq!(start_offset(Some(900), (0, 40), Earliest, true), Ok(0));
     }
 
     #[test]
