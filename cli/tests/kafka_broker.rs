@@ -384,6 +384,34 @@ fn two_kafka_sources_and_a_kafka_sink_in_one_pipeline() {
         assert!(value["_epoch"].as_u64().is_some(), "{payload}");
     }
 
+    // The consumer group (default `weir-<pipeline>-<source>`) holds the committed offsets,
+    // for the usual lag tools.
+    {
+        use rdkafka::config::ClientConfig;
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let group: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &servers)
+            .set("group.id", "weir-shop-transactions")
+            .create()
+            .unwrap();
+        let mut partitions = rdkafka::TopicPartitionList::new();
+        for p in 0..3 {
+            partitions.add_partition(&transactions, p);
+        }
+        let committed = group
+            .committed_offsets(partitions, Duration::from_secs(10))
+            .unwrap();
+        let total: i64 = committed
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                rdkafka::Offset::Offset(o) => o,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(total, 500, "{committed:?}");
+    }
+
     // Consumer lag from the brokers: nothing left on either source.
     let out = weir()
         .args(["status", "--lake"])

@@ -238,7 +238,7 @@ pub async fn plan_pipeline(
     let mut hidden: HashMap<String, Vec<String>> = HashMap::new();
     for (file, stmt) in &statements {
         if let Statement::Source(s) = stmt {
-            match plan_source(&ctx, file, s) {
+            match plan_source(&ctx, name, file, s) {
                 Ok(planned) => {
                     let declared: HashSet<&str> = planned
                         .declared
@@ -455,6 +455,7 @@ fn option_error(
 
 fn plan_source(
     ctx: &SessionContext,
+    pipeline: &str,
     file: &PipelineFile,
     s: &SourceStatement,
 ) -> Result<PlannedSource, SqlError> {
@@ -565,7 +566,7 @@ fn plan_source(
         .take_choice("late_data", &["drop", "dead_letter"])
         .map_err(|e| option_error(file, &s.options, s.name_span, e))?
         .is_some_and(|v| v == "dead_letter");
-    let source = build_source(&s.name, &connector, options, &declared)
+    let source = build_source(pipeline, &s.name, &connector, options, &declared)
         .map_err(|e| option_error(file, &s.options, s.name_span, e))?;
     let schema = source_schema(&declared, &source.metadata_fields());
     let table = register_stream(ctx, &s.name, schema)

@@ -148,9 +148,11 @@ impl std::fmt::Debug for KafkaSource {
 
 impl KafkaSource {
     /// Reads the options: `topic` (comma list), `bootstrap.servers`, `format` (json),
-    /// `starting_offsets`, `max_records_per_trigger`, `group.id`, `on_offset_out_of_range`, and
-    /// any `kafka.*` client property (passed to librdkafka without the prefix).
-    pub fn from_options(name: &str, options: &mut Options) -> Result<Self> {
+    /// `starting_offsets`, `max_records_per_trigger`, `group.id` (default
+    /// `weir-<pipeline>-<source>`, so two pipelines reading one topic show separate lag),
+    /// `on_offset_out_of_range`, `broker_timeout`, and any `kafka.*` client property (passed to
+    /// librdkafka without the prefix).
+    pub fn from_options(pipeline: &str, name: &str, options: &mut Options) -> Result<Self> {
         let topics: Vec<String> = options
             .require_str("topic", "the topic(s) to read, e.g. topic = 'orders'")?
             .split(',')
@@ -181,7 +183,7 @@ impl KafkaSource {
             .is_some_and(|v| v == "earliest");
         let group = options
             .take_str("group.id")
-            .unwrap_or_else(|| format!("weir-{name}"));
+            .unwrap_or_else(|| format!("weir-{pipeline}-{name}"));
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &servers)

@@ -64,6 +64,7 @@ pub trait Source: Send {
 /// Builds a source for `connector` from its WITH options (after `connector` itself was taken).
 /// Unknown connectors and options are errors naming the option and the accepted values.
 pub fn build_source(
+    pipeline: &str,
     source_name: &str,
     connector: &str,
     mut options: Options,
@@ -72,7 +73,11 @@ pub fn build_source(
     let source: Box<dyn Source> = match connector {
         "generator" => Box::new(GeneratorSource::from_options(source_name, &mut options)?),
         "files" => Box::new(FilesSource::from_options(source_name, &mut options)?),
-        "kafka" => Box::new(KafkaSource::from_options(source_name, &mut options)?),
+        "kafka" => Box::new(KafkaSource::from_options(
+            pipeline,
+            source_name,
+            &mut options,
+        )?),
         other => {
             return Err(EngineError::option(
                 "connector",
