@@ -206,3 +206,36 @@ async fn watermark_is_the_minimum_over_partitions() -> Result<(), TestError> {
     );
     Ok(())
 }
+
+/// `starting_offsets = 'latest'` skips what the topic held when the source first planned, and
+/// then reads everything produced after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_starts_at_the_end_then_reads_what_follows() -> Result<(), TestError> {
+    use weir_engine::options::Options;
+    use weir_engine::source::{KafkaSource, Source};
+
+    let cluster = MockCluster::new(1)?;
+    cluster.create_topic("orders", 3, 1)?;
+    let servers = cluster.bootstrap_servers();
+    produce(&servers, 0, 30)?;
+    let mut options = Options::new([
+        ("topic".to_string(), "orders".to_string()),
+        ("bootstrap.servers".to_string(), servers.clone()),
+        ("starting_offsets".to_string(), "latest".to_string()),
+    ]);
+    let mut source = KafkaSource::from_options("p", "orders", &mut options)?;
+    assert_eq!(source.plan_next(false)?, None, "nothing new at the start");
+    produce(&servers, 30, 42)?;
+    let range = source
+        .plan_next(false)?
+        .ok_or("the records produced after the start were not planned")?;
+    let batch = source.read(&range)?;
+    assert_eq!(
+        batch.len(),
+        12,
+        "exactly the 12 records produced after the start"
+    );
+    source.advance(&range)?;
+    assert_eq!(source.plan_next(false)?, None);
+    Ok(())
+}

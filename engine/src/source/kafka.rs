@@ -128,6 +128,9 @@ pub struct KafkaSource {
     next: BTreeMap<TopicPartition, i64>,
     /// With `--once`: the end offsets as of the first plan; later plans stop there.
     once_end: Option<BTreeMap<TopicPartition, i64>>,
+    /// Whether this source has planned (or restored) before: `starting_offsets` applies to the
+    /// partitions of a first plan only; partitions that appear later are read from their start.
+    planned_before: bool,
     /// The partitions the consumer is assigned, each with the end of the last range read from
     /// it. A range that starts at those ends continues the fetch instead of re-assigning,
     /// which would drop what librdkafka already fetched ahead and fetch it again.
@@ -213,6 +216,7 @@ impl KafkaSource {
             out_of_range_to_earliest,
             next: BTreeMap::new(),
             once_end: None,
+            planned_before: false,
             read_end: BTreeMap::new(),
             stash: BTreeMap::new(),
         })
@@ -350,7 +354,8 @@ impl KafkaSource {
 }
 
 /// Where a partition's next range starts: after the last committed range (`next`), or for a
-/// partition never read, at `starting_offsets`. An offset the partition no longer holds is an
+/// partition never read, at `starting` (`starting_offsets` on a source's first plan; the
+/// earliest offset for partitions that appear later). An offset the partition no longer holds is an
 /// error saying why and what to do, unless `to_earliest` (`on_offset_out_of_range =
 /// 'earliest'`) restarts from the earliest offset left.
 fn start_offset(
@@ -430,6 +435,7 @@ impl Source for KafkaSource {
     }
 
     fn restore(&mut self, history: &[Value]) -> Result<()> {
+        self.planned_before |= !history.is_empty();
         for entry in history {
             let r: KafkaRange = parse_range(&self.name, entry)?;
             for p in r.partitions {
@@ -453,15 +459,23 @@ impl Source for KafkaSource {
         // Each partition's readable range: from the next offset to its end (or to the end as
         // of the first plan, with --once).
         let mut ranges = Vec::new();
+        let starting = if self.planned_before {
+            StartingOffsets::Earliest
+        } else {
+            self.starting
+        };
+        self.planned_before = true;
         for ((topic, partition), (low, high)) in partitions {
             let key = (topic.clone(), partition);
             let from = start_offset(
                 self.next.get(&key).copied(),
                 (low, high),
-                self.starting,
+                starting,
                 self.out_of_range_to_earliest,
             )
             .map_err(|problem| self.error(format!("{topic}/{partition}: {problem}"), None))?;
+            // Later plans continue from here (with 'latest', from the end as of this plan).
+            self.next.entry(key.clone()).or_insert(from);
             let mut until = high;
             if let Some(end) = self.once_end.as_ref().and_then(|e| e.get(&key)) {
                 until = until.min(*end);
