@@ -242,17 +242,19 @@ fn broker_killed_and_restarted_mid_run_loses_and_duplicates_nothing() {
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
     broker.kill();
-    std::thread::sleep(Duration::from_secs(8));
+    std::thread::sleep(Duration::from_secs(12));
     broker.restart();
     let out = child.wait_with_output().unwrap();
     assert_success(&out, "the run across the broker restart");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
-        started.elapsed() > Duration::from_secs(11),
+        started.elapsed() > Duration::from_secs(15),
         "the run ended before the broker came back; lengthen it"
     );
     assert!(
-        log.contains(&servers),
+        log.lines()
+            .any(|l| l.contains(&servers)
+                && (l.contains("unreachable") || l.contains("waiting for"))),
         "nothing in the log says which broker Weir waited for:\n{log}"
     );
     assert_same_tables(
