@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Int32Array, Int64Array, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -94,6 +95,21 @@ struct PartitionRead {
     timestamps: Vec<Option<i64>>,
 }
 
+/// The consumer's callbacks: librdkafka's client-wide errors (a broker connection refused, all
+/// brokers down) are conditions Weir waits out and reports itself, so they are logged as
+/// warnings naming the source rather than as errors.
+struct SourceContext {
+    source: String,
+}
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(source = %self.source, "Kafka client: {error}: {reason}");
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
 /// A record polled past the end of its partition's range, kept for the next range.
 struct StashedRecord {
     offset: i64,
@@ -118,7 +134,7 @@ pub struct KafkaSource {
     servers: String,
     /// How long to keep retrying unreachable brokers before failing the run.
     broker_timeout: Duration,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<SourceContext>,
     starting: StartingOffsets,
     max_records_per_trigger: Option<u64>,
     /// `on_offset_out_of_range = 'earliest'`: skip to the earliest offset when retention
@@ -200,11 +216,17 @@ impl KafkaSource {
         for (key, value) in options.take_prefixed("kafka.") {
             config.set(key, value);
         }
-        let consumer: BaseConsumer = config.create().map_err(|e| EngineError::Source {
-            source_name: name.to_string(),
-            message: format!("cannot create a Kafka consumer for {servers}"),
-            cause: Some(std::io::Error::other(e)),
-        })?;
+        let context = SourceContext {
+            source: name.to_string(),
+        };
+        let consumer: BaseConsumer<SourceContext> =
+            config
+                .create_with_context(context)
+                .map_err(|e| EngineError::Source {
+                    source_name: name.to_string(),
+                    message: format!("cannot create a Kafka consumer for {servers}"),
+                    cause: Some(std::io::Error::other(e)),
+                })?;
         Ok(KafkaSource {
             name: name.to_string(),
             topics,
