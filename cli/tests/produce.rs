@@ -1,35 +1,12 @@
 //! `weir produce` sends generated events or a file's lines to a topic (checked against
 //! librdkafka's in-process mock cluster).
 
+mod common;
+
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use common::read_messages;
 use rdkafka::mocking::MockCluster;
-
-/// Reads up to `expected` messages of `topic` from the start (waiting at most 30 s).
-fn read_messages(
-    servers: &str,
-    topic: &str,
-    expected: usize,
-) -> Result<Vec<String>, rdkafka::error::KafkaError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .set("group.id", format!("check-{topic}"))
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[topic])?;
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while out.len() < expected && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
-        }
-    }
-    Ok(out)
-}
 
 #[test]
 fn produce_sends_generated_events_and_file_lines() {
@@ -59,7 +36,10 @@ fn produce_sends_generated_events_and_file_lines() {
         "--events",
         "500",
     ]);
-    let events = read_messages(&servers, "events", 500).unwrap();
+    let events: Vec<String> = read_messages(&servers, "events", 500)
+        .into_iter()
+        .map(|(_, payload)| payload)
+        .collect();
     assert_eq!(events.len(), 500);
     assert!(events.iter().filter(|e| e.contains("\"event_id\"")).count() > 490);
 
@@ -75,8 +55,9 @@ fn produce_sends_generated_events_and_file_lines() {
         "--file",
         file.to_str().unwrap(),
     ]);
-    assert_eq!(
-        read_messages(&servers, "lines", 3).unwrap(),
-        vec!["{\"a\":1}", "{\"a\":2}", "{\"a\":3}"]
-    );
+    let lines: Vec<String> = read_messages(&servers, "lines", 3)
+        .into_iter()
+        .map(|(_, payload)| payload)
+        .collect();
+    assert_eq!(lines, vec!["{\"a\":1}", "{\"a\":2}", "{\"a\":3}"]);
 }

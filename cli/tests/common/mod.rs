@@ -185,16 +185,11 @@ pub fn unique_topic(prefix: &str) -> String {
 /// Creates `topic` with `partitions` partitions on `servers` and waits until its metadata
 /// shows them.
 pub fn create_topic(servers: &str, topic: &str, partitions: i32) {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
+    use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
 
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .create()
-        .unwrap();
+    let (runtime, admin) = admin(servers);
     let results = runtime
         .block_on(admin.create_topics(
             &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
@@ -226,21 +221,27 @@ pub fn create_topic(servers: &str, topic: &str, partitions: i32) {
 
 /// Deletes `topic` on `servers`.
 pub fn delete_topic(servers: &str, topic: &str) {
-    use rdkafka::admin::{AdminClient, AdminOptions};
-    use rdkafka::client::DefaultClientContext;
-    use rdkafka::config::ClientConfig;
-
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", servers)
-        .create()
-        .unwrap();
+    let (runtime, admin) = admin(servers);
     let results = runtime
-        .block_on(admin.delete_topics(&[topic], &AdminOptions::new()))
+        .block_on(admin.delete_topics(&[topic], &rdkafka::admin::AdminOptions::new()))
         .unwrap();
     for r in results {
         r.unwrap_or_else(|(t, e)| panic!("cannot delete topic {t}: {e}"));
     }
+}
+
+/// An admin client for `servers`, with a runtime to wait on its requests.
+fn admin(
+    servers: &str,
+) -> (
+    tokio::runtime::Runtime,
+    rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext>,
+) {
+    let admin = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()
+        .unwrap();
+    (tokio::runtime::Runtime::new().unwrap(), admin)
 }
 
 /// `weir produce` of `events` generated ecommerce events (with the generator's duplicates,
