@@ -451,7 +451,8 @@ fn two_kafka_sources_and_a_kafka_sink_in_one_pipeline() {
 
 /// A topic that does not exist, and one deleted and created again under a pipeline's
 /// feet, are errors that say so and what to do; `on_offset_out_of_range = 'earliest'` then
-/// reads the new topic from its start.
+/// reads the new topic from its start. A topic deleted under a running pipeline that has
+/// caught up stops it with that error.
 #[test]
 fn missing_or_recreated_topic_is_a_clear_error() {
     if kafka_broker("the recreated-topic test").is_none() {
@@ -463,8 +464,8 @@ fn missing_or_recreated_topic_is_a_clear_error() {
     let servers = broker.servers();
     let topic = unique_topic("recreated");
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = |extra: &str| {
-        let path = dir.path().join("orders.sql");
+    let pipeline_on = |topic: &str, extra: &str| {
+        let path = dir.path().join(format!("{topic}.sql"));
         std::fs::write(
             &path,
             format!(
@@ -476,6 +477,7 @@ fn missing_or_recreated_topic_is_a_clear_error() {
         .unwrap();
         path
     };
+    let pipeline = |extra: &str| pipeline_on(&topic, extra);
     let lake = dir.path().join("lake");
     let run = |path: &Path| {
         weir()
@@ -485,7 +487,7 @@ fn missing_or_recreated_topic_is_a_clear_error() {
             .output()
             .unwrap()
     };
-    let produce = |n: usize| {
+    let produce_to = |topic: &str, n: usize| {
         let file = dir.path().join("orders.jsonl");
         let lines: String = (0..n).map(|i| format!("{{\"id\":\"o{i}\"}}\n")).collect();
         std::fs::write(&file, lines).unwrap();
@@ -493,7 +495,7 @@ fn missing_or_recreated_topic_is_a_clear_error() {
             .args([
                 "produce",
                 "--topic",
-                &topic,
+                topic,
                 "--bootstrap",
                 &servers,
                 "--file",
@@ -502,6 +504,17 @@ fn missing_or_recreated_topic_is_a_clear_error() {
             .output()
             .unwrap();
         assert_success(&out, "weir produce");
+    };
+    let produce = |n: usize| produce_to(&topic, n);
+    let query = |sql: &str| {
+        let out = weir()
+            .args(["query", "--lake"])
+            .arg(&lake)
+            .arg(sql)
+            .output()
+            .unwrap();
+        assert_success(&out, "weir query");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
 
     let out = run(&pipeline(""));
@@ -533,13 +546,50 @@ fn missing_or_recreated_topic_is_a_clear_error() {
         &run(&pipeline(", on_offset_out_of_range = 'earliest'")),
         "the run that skips to the new topic's start",
     );
-    let out = weir()
-        .args(["query", "--lake"])
-        .arg(&lake)
-        .arg("SELECT count(*) AS n, max(_offset) AS last FROM orders_copy")
-        .output()
-        .unwrap();
-    assert_success(&out, "weir query");
-    let table = String::from_utf8_lossy(&out.stdout);
+    let table = query("SELECT count(*) AS n, max(_offset) AS last FROM orders_copy");
     assert!(table.contains("| 110 | 99   |"), "{table}");
+
+    // A topic deleted under a running pipeline that has caught up: the next plan finds it
+    // gone and the run stops with the error (exit status 1, not a crash).
+    let idle = unique_topic("deleted");
+    create_topic(&servers, &idle, 1);
+    produce_to(&idle, 20);
+    let idle_lake = dir.path().join("idle-lake");
+    let log = std::fs::File::create(dir.path().join("idle.log")).unwrap();
+    let mut running = weir()
+        .args(["run", "--progress", "quiet", "--lake"])
+        .arg(&idle_lake)
+        .arg(pipeline_on(&idle, ""))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let caught_up = Instant::now();
+    while !idle_lake.join("orders_copy/_delta_log").exists() {
+        assert!(
+            caught_up.elapsed() < Duration::from_secs(120),
+            "the continuous run wrote nothing in 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(running.try_wait().unwrap().is_none(), "the run ended early");
+    delete_topic(&servers, &idle);
+    let deleted = Instant::now();
+    let status = loop {
+        if let Some(status) = running.try_wait().unwrap() {
+            break status;
+        }
+        if deleted.elapsed() > Duration::from_secs(180) {
+            running.kill().unwrap();
+            panic!("the run did not stop within 180 s of its topic's deletion");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stderr = std::fs::read_to_string(dir.path().join("idle.log")).unwrap();
+    assert_eq!(status.code(), Some(1), "{status}: {stderr}");
+    assert!(
+        stderr.contains(&format!("topic `{idle}` does not exist")),
+        "{stderr}"
+    );
 }

@@ -236,6 +236,31 @@ async fn latest_starts_at_the_end_then_reads_what_follows() -> Result<(), TestEr
         "exactly the 12 records produced after the start"
     );
     source.advance(&range)?;
+    assert_eq!(source.plan_next(false)?, None, "caught up: fetching pauses");
+    produce(&servers, 42, 50)?;
+    let range = source
+        .plan_next(false)?
+        .ok_or("the records produced while paused were not planned")?;
+    let batch = source.read(&range)?;
+    let mut ids: Vec<String> = (0..batch.len())
+        .map(|i| String::from_utf8_lossy(batch.record(i)).into_owned())
+        .filter_map(|r| {
+            Some(
+                r.split("\"id\":")
+                    .nth(1)?
+                    .split([',', '}'])
+                    .next()?
+                    .to_string(),
+            )
+        })
+        .collect();
+    ids.sort();
+    let expected: Vec<String> = (42..50).map(|i| i.to_string()).collect();
+    assert_eq!(
+        ids, expected,
+        "fetching resumes with exactly the 8 new records"
+    );
+    source.advance(&range)?;
     assert_eq!(source.plan_next(false)?, None);
     Ok(())
 }

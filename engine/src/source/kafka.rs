@@ -153,6 +153,11 @@ pub struct KafkaSource {
     read_end: BTreeMap<TopicPartition, i64>,
     /// Records polled past the end of a range (librdkafka fetches ahead), for the next range.
     stash: BTreeMap<TopicPartition, Vec<StashedRecord>>,
+    /// Whether fetching of the assigned partitions is paused because the source had caught
+    /// up: an idle pipeline then sends no fetch requests (librdkafka would otherwise poll the
+    /// brokers continuously), and a topic deleted while idle is found by the next plan's
+    /// metadata check instead of inside librdkafka's fetcher.
+    paused: bool,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -241,6 +246,7 @@ impl KafkaSource {
             planned_before: false,
             read_end: BTreeMap::new(),
             stash: BTreeMap::new(),
+            paused: false,
         })
     }
 
@@ -255,6 +261,27 @@ impl KafkaSource {
     /// Every (topic, partition) of the source's topics, with its low and high watermarks.
     /// While the brokers are unreachable this retries with a growing pause, saying what it
     /// waits for, up to `broker_timeout`; a topic that does not exist fails at once.
+    /// The partitions the consumer is assigned (those of the last ranges read).
+    fn assigned_partitions(&self) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for (topic, partition) in self.read_end.keys() {
+            list.add_partition(topic, *partition);
+        }
+        list
+    }
+
+    /// Stops fetching the assigned partitions until the next read (see `paused`). A failure
+    /// only costs idle fetch requests, so it is logged, not fatal.
+    fn pause_fetching(&mut self) {
+        if self.paused || self.read_end.is_empty() {
+            return;
+        }
+        match self.consumer.pause(&self.assigned_partitions()) {
+            Ok(()) => self.paused = true,
+            Err(e) => tracing::warn!(source = %self.name, error = %e, "cannot pause fetching"),
+        }
+    }
+
     fn partitions(&self) -> Result<Vec<(TopicPartition, Watermarks)>> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(250);
@@ -515,6 +542,7 @@ impl Source for KafkaSource {
             limit_ranges(&mut ranges, cap);
         }
         if ranges.is_empty() {
+            self.pause_fetching();
             return Ok(None);
         }
         Ok(Some(serde_json::json!(KafkaRange { partitions: ranges })))
@@ -550,6 +578,27 @@ impl Source for KafkaSource {
                 .map(|p| ((p.topic.clone(), p.partition), p.from))
                 .collect();
             self.stash.clear();
+            if self.paused {
+                // A pause outlives an assignment in librdkafka.
+                self.consumer.resume(&assignment).map_err(|e| {
+                    self.error(
+                        "cannot resume fetching the epoch's partitions".into(),
+                        Some(e),
+                    )
+                })?;
+                self.paused = false;
+            }
+        } else if self.paused {
+            // Fetching restarts after the last record polled; what the stash holds is kept.
+            self.consumer
+                .resume(&self.assigned_partitions())
+                .map_err(|e| {
+                    self.error(
+                        "cannot resume fetching the epoch's partitions".into(),
+                        Some(e),
+                    )
+                })?;
+            self.paused = false;
         }
         let mut reads: Vec<PartitionRead> = r
             .partitions
