@@ -31,7 +31,7 @@ use crate::decode::JsonDecoder;
 use crate::epoch_table::EpochTable;
 use crate::error::{EngineError, Result};
 use crate::ingest::{EpochInput, SourceReader};
-use crate::operators::window_aggregate::WindowAggregateState;
+use crate::operators::window_aggregate::{UpdatedRows, WindowAggregateState};
 use crate::progress::EpochReport;
 use crate::sink::Sink;
 use crate::source::{common_metadata_fields, Source};
@@ -348,6 +348,9 @@ impl Pipeline {
                     .with_sessions(WINDOW_START)
                     .map_err(EngineError::plan(&node.name, epoch))?;
             }
+            if node.update_mode {
+                state = state.with_replaced_sessions();
+            }
             if let Some(batches) =
                 self.checkpoint
                     .read_state(&node.name, epoch, &state.state_schema().clone())?
@@ -574,7 +577,8 @@ impl Pipeline {
         report.watermark_ms = watermark;
         let mut max_event_ms = self.max_event_ms.clone();
         let prefetched = async {
-            let mut outputs: Vec<(SinkSlot, Vec<RecordBatch>)> = Vec::new();
+            // Each sink's rows, and the rows it must delete (sessions replaced in update mode).
+            let mut outputs: Vec<(SinkSlot, Vec<RecordBatch>, Vec<RecordBatch>)> = Vec::new();
             // Per source: undecodable records and rows found late by windowed nodes.
             let mut dead_letters: BTreeMap<String, Vec<RecordBatch>> = BTreeMap::new();
             let mut inputs = input.sources;
@@ -606,10 +610,14 @@ impl Pipeline {
             }
             // Compute every node first (downstream nodes read upstream output of this epoch)...
             for (i, node) in self.nodes.iter_mut().enumerate() {
-                let batches = match self.windows.get_mut(&node.name) {
+                let (batches, replaced) = match self.windows.get_mut(&node.name) {
                     Some(state) => {
-                        let (batches, late, late_rows) =
-                            execute_windowed(&self.ctx, node, state, epoch, watermark).await?;
+                        let WindowedOutput {
+                            rows,
+                            replaced,
+                            late,
+                            late_rows,
+                        } = execute_windowed(&self.ctx, node, state, epoch, watermark).await?;
                         if let (Some(source), false) = (&node.late_rows_to, late_rows.is_empty()) {
                             let reason = late_reason(node, watermark);
                             let dead =
@@ -620,29 +628,29 @@ impl Pipeline {
                         report
                             .open_windows
                             .insert(node.name.clone(), state.open_groups() as u64);
-                        batches
+                        (rows, replaced)
                     }
-                    None => execute_node(&self.ctx, node, epoch).await?,
+                    None => (execute_node(&self.ctx, node, epoch).await?, Vec::new()),
                 };
                 node.table.set(batches.clone());
                 if node.sink.is_some() {
-                    outputs.push((SinkSlot::Table(i), batches));
+                    outputs.push((SinkSlot::Table(i), batches, replaced));
                 }
             }
             for (source, batches) in dead_letters {
-                outputs.push((SinkSlot::DeadLetter(source), batches));
+                outputs.push((SinkSlot::DeadLetter(source), batches, Vec::new()));
             }
             // ...then commit the tables and dead letters concurrently: they are independent,
             // each commit is idempotent, and the commit log is written only after all of them
             // succeeded.
             let mut commits = Vec::new();
-            for (slot, batches) in outputs {
+            for (slot, batches, replaced) in outputs {
                 let Some(mut sink) = self.take_sink(&slot) else {
                     continue;
                 };
                 let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
                 commits.push(tokio::spawn(async move {
-                    let result = sink.write_epoch(epoch, batches).await;
+                    let result = sink.write_epoch_replacing(epoch, batches, replaced).await;
                     (slot, rows, sink, result)
                 }));
             }
@@ -790,17 +798,29 @@ async fn execute_node(
     collect(physical, ctx.task_ctx()).await.map_err(plan_error)
 }
 
+/// What a windowed node produced in one epoch.
+struct WindowedOutput {
+    /// The node's output rows.
+    rows: Vec<RecordBatch>,
+    /// Update mode over sessions: output rows of the sessions the epoch replaced, to delete.
+    replaced: Vec<RecordBatch>,
+    /// Rows that arrived after the watermark had closed their window.
+    late: u64,
+    /// Those rows, when the source dead-letters late data.
+    late_rows: Vec<RecordBatch>,
+}
+
 /// Runs a windowed node: its rows up to the aggregate are folded into the window state (rows
 /// of windows the watermark already closed are late and left out), windows that the watermark
-/// closes are finalised, and the rest of the plan runs over them. Returns the output and the
-/// number of late rows.
+/// closes (or in update mode, groups that changed) are finalised, and the rest of the plan runs
+/// over them.
 async fn execute_windowed(
     ctx: &SessionContext,
     node: &QueryNode,
     state: &mut WindowAggregateState,
     epoch: u64,
     watermark: Option<i64>,
-) -> Result<(Vec<RecordBatch>, u64, Vec<RecordBatch>)> {
+) -> Result<WindowedOutput> {
     let plan_error = EngineError::plan(&node.name, epoch);
     let window_end = node.window_end.as_deref().unwrap_or("window_end");
     let physical = ctx
@@ -870,19 +890,39 @@ async fn execute_windowed(
             .await
             .map_err(plan_error)?
     } else {
-        match bound {
-            Some(bound) => state
-                .emit_closed(&bound, ctx.task_ctx())
-                .await
-                .map_err(plan_error)?,
-            None => Vec::new(),
+        UpdatedRows {
+            rows: match bound {
+                Some(bound) => state
+                    .emit_closed(&bound, ctx.task_ctx())
+                    .await
+                    .map_err(plan_error)?,
+                None => Vec::new(),
+            },
+            replaced: Vec::new(),
         }
     };
-    let emitted_plan = MemorySourceConfig::try_new_exec(&[emitted], aggregate.schema(), None)
-        .map_err(plan_error)?;
-    let rest = replace_plan(&physical, &aggregate, emitted_plan).map_err(plan_error)?;
-    let out = collect(rest, ctx.task_ctx()).await.map_err(plan_error)?;
-    Ok((out, late, late_rows))
+    // The rest of the plan (projection, HAVING, ...) over the emitted aggregate rows.
+    let rest_of_plan = |aggregated: Vec<RecordBatch>| {
+        let physical = &physical;
+        let aggregate = &aggregate;
+        async move {
+            let input = MemorySourceConfig::try_new_exec(&[aggregated], aggregate.schema(), None)?;
+            let rest = replace_plan(physical, aggregate, input)?;
+            collect(rest, ctx.task_ctx()).await
+        }
+    };
+    let rows = rest_of_plan(emitted.rows).await.map_err(plan_error)?;
+    let replaced = if emitted.replaced.is_empty() {
+        Vec::new()
+    } else {
+        rest_of_plan(emitted.replaced).await.map_err(plan_error)?
+    };
+    Ok(WindowedOutput {
+        rows,
+        replaced,
+        late,
+        late_rows,
+    })
 }
 
 /// Input rows aggregated together into partial state (bounds an epoch's window memory).

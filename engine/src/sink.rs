@@ -30,4 +30,24 @@ pub trait Sink: Send {
         epoch: u64,
         batches: Vec<RecordBatch>,
     ) -> Result<SinkReport, BoxError>;
+
+    /// Like [`Sink::write_epoch`], and in the same commit deletes the rows `replaced` names
+    /// (rows emitted earlier that the epoch replaced with other keys: merged sessions in update
+    /// output mode). Only sinks that MERGE on keys can delete; the others refuse.
+    async fn write_epoch_replacing(
+        &mut self,
+        epoch: u64,
+        batches: Vec<RecordBatch>,
+        replaced: Vec<RecordBatch>,
+    ) -> Result<SinkReport, BoxError> {
+        if replaced.iter().any(|b| b.num_rows() > 0) {
+            return Err(format!(
+                "{} cannot delete the rows of replaced sessions (update output mode needs a \
+                 Delta table)",
+                self.describe()
+            )
+            .into());
+        }
+        self.write_epoch(epoch, batches).await
+    }
 }

@@ -113,11 +113,12 @@ impl DeltaSink {
         self.last_epoch
     }
 
-    #[instrument(skip(self, batches), fields(table = %self.url, epoch))]
+    #[instrument(skip(self, batches, replaced), fields(table = %self.url, epoch))]
     async fn append(
         &mut self,
         epoch: u64,
         batches: Vec<RecordBatch>,
+        replaced: Vec<RecordBatch>,
     ) -> Result<SinkReport, LakehouseError> {
         let table_name = self.url.to_string();
         if self.last_epoch.is_some_and(|e| e >= epoch as i64) {
@@ -128,18 +129,28 @@ impl DeltaSink {
                 version: self.table.version(),
             });
         }
-        let mut converted = Vec::with_capacity(batches.len());
-        for b in batches.iter().filter(|b| b.num_rows() > 0) {
-            converted.push(to_delta_batch(b).map_err(|(column, source)| {
-                LakehouseError::Convert {
-                    table: table_name.clone(),
-                    column,
-                    source,
-                }
-            })?);
-        }
+        let convert = |batches: &[RecordBatch]| {
+            batches
+                .iter()
+                .filter(|b| b.num_rows() > 0)
+                .map(|b| {
+                    to_delta_batch(b).map_err(|(column, source)| LakehouseError::Convert {
+                        table: table_name.clone(),
+                        column,
+                        source,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let converted = convert(&batches)?;
+        // Rows to delete only exist in a table that was written before.
+        let replaced = if self.table.version().is_some() {
+            convert(&replaced)?
+        } else {
+            Vec::new()
+        };
         let rows: u64 = converted.iter().map(|b| b.num_rows() as u64).sum();
-        if rows == 0 {
+        if rows == 0 && replaced.is_empty() {
             return Ok(SinkReport {
                 rows_written: 0,
                 already_committed: false,
@@ -149,7 +160,16 @@ impl DeltaSink {
         let commit = CommitProperties::default()
             .with_application_transaction(Transaction::new(&self.app_id, epoch as i64));
         if !self.merge_keys.is_empty() && self.table.version().is_some() {
-            return self.merge(epoch, converted, rows, commit).await;
+            return self.merge(epoch, converted, replaced, rows, commit).await;
+        }
+        if !replaced.is_empty() {
+            return Err(LakehouseError::Delta {
+                table: table_name,
+                epoch: Some(epoch),
+                source: Box::new(deltalake::DeltaTableError::Generic(
+                    "rows to delete, but the table has no merge keys (not update mode)".into(),
+                )),
+            });
         }
         let properties = writer_properties(&converted);
         let mut write = self
@@ -187,11 +207,13 @@ impl DeltaSink {
         }
     }
 
-    /// MERGEs `batches` on the merge keys, in one commit carrying the epoch's txn.
+    /// MERGEs `batches` on the merge keys, and deletes the rows with the keys of `replaced`,
+    /// in one commit carrying the epoch's txn.
     async fn merge(
         &mut self,
         epoch: u64,
         batches: Vec<RecordBatch>,
+        replaced: Vec<RecordBatch>,
         rows: u64,
         commit: CommitProperties,
     ) -> Result<SinkReport, LakehouseError> {
@@ -201,10 +223,22 @@ impl DeltaSink {
             epoch: Some(epoch),
             source: Box::new(source),
         };
-        let schema = batches[0].schema();
+        let arrow_err =
+            |e: arrow::error::ArrowError| delta_err(deltalake::DeltaTableError::from(e));
+        let schema = batches.first().or(replaced.first()).map(|b| b.schema());
+        let Some(schema) = schema else {
+            return Ok(self.committed(self.table.clone(), epoch, 0));
+        };
+        // One source: the rows to upsert and the rows to delete, told apart by an op column.
+        let mut source_batches = Vec::with_capacity(batches.len() + replaced.len());
+        for (op, list) in [(OP_UPSERT, batches), (OP_DELETE, replaced)] {
+            for b in list {
+                source_batches.push(with_op(&b, op).map_err(arrow_err)?);
+            }
+        }
         let ctx = datafusion::prelude::SessionContext::new();
         let source = ctx
-            .read_batches(batches)
+            .read_batches(source_batches)
             .map_err(|e| delta_err(deltalake::DeltaTableError::from(e)))?;
         let quote = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
         let predicate = self
@@ -214,6 +248,7 @@ impl DeltaSink {
             .collect::<Vec<_>>()
             .join(" AND ");
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let is = |op: &str| format!("s.{} = '{op}'", quote(OP_COLUMN));
         let (table, _metrics) = self
             .table
             .clone()
@@ -221,16 +256,22 @@ impl DeltaSink {
             .with_source_alias("s")
             .with_target_alias("t")
             .with_commit_properties(commit)
+            .when_matched_delete(|delete| delete.predicate(is(OP_DELETE)))
+            .map_err(delta_err)?
             .when_matched_update(|update| {
-                columns.iter().fold(update, |u, c| {
-                    u.update(c.as_str(), format!("s.{}", quote(c)))
-                })
+                columns
+                    .iter()
+                    .fold(update.predicate(is(OP_UPSERT)), |u, c| {
+                        u.update(c.as_str(), format!("s.{}", quote(c)))
+                    })
             })
             .map_err(delta_err)?
             .when_not_matched_insert(|insert| {
                 columns
                     .iter()
-                    .fold(insert, |i, c| i.set(c.as_str(), format!("s.{}", quote(c))))
+                    .fold(insert.predicate(is(OP_UPSERT)), |i, c| {
+                        i.set(c.as_str(), format!("s.{}", quote(c)))
+                    })
             })
             .map_err(delta_err)?
             .await
@@ -250,8 +291,44 @@ impl Sink for DeltaSink {
         epoch: u64,
         batches: Vec<RecordBatch>,
     ) -> Result<SinkReport, BoxError> {
-        Ok(self.append(epoch, batches).await?)
+        Ok(self.append(epoch, batches, Vec::new()).await?)
     }
+
+    async fn write_epoch_replacing(
+        &mut self,
+        epoch: u64,
+        batches: Vec<RecordBatch>,
+        replaced: Vec<RecordBatch>,
+    ) -> Result<SinkReport, BoxError> {
+        Ok(self.append(epoch, batches, replaced).await?)
+    }
+}
+
+/// The MERGE source column that tells rows to upsert from rows to delete.
+const OP_COLUMN: &str = "__weir_op";
+const OP_UPSERT: &str = "upsert";
+const OP_DELETE: &str = "delete";
+
+/// `batch` with the op column appended.
+fn with_op(batch: &RecordBatch, op: &str) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let mut fields: Vec<arrow::datatypes::FieldRef> = batch.schema().fields().to_vec();
+    fields.push(std::sync::Arc::new(arrow::datatypes::Field::new(
+        OP_COLUMN,
+        DataType::Utf8,
+        false,
+    )));
+    let mut columns = batch.columns().to_vec();
+    columns.push(std::sync::Arc::new(arrow::array::StringArray::from(vec![
+        op;
+        batch.num_rows()
+    ])));
+    RecordBatch::try_new(
+        std::sync::Arc::new(Schema::new_with_metadata(
+            fields,
+            batch.schema().metadata().clone(),
+        )),
+        columns,
+    )
 }
 
 /// Fails when an existing table cannot take the query's rows: other columns, other types, or

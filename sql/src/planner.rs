@@ -693,22 +693,12 @@ fn update_merge_keys(
     plan: &LogicalPlan,
     window: Option<&WindowSpec>,
 ) -> Result<Vec<String>, String> {
-    match window {
-        None => {
-            return Err(
-                "'update' needs a windowed aggregate (TUMBLE / HOP / window()); \
-                        other tables are append-only"
-                    .to_string(),
-            )
-        }
-        Some(w) if w.is_session() => {
-            return Err(
-                "'update' is not supported for session windows yet (a merged session \
-                        replaces rows with other keys); use 'append'"
-                    .to_string(),
-            )
-        }
-        Some(_) => {}
+    if window.is_none() {
+        return Err(
+            "'update' needs a windowed aggregate (TUMBLE / HOP / window() / session_window()); \
+             other tables are append-only"
+                .to_string(),
+        );
     }
     let mut node = plan;
     let mut projection: Option<&datafusion::logical_expr::Projection> = None;

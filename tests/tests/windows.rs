@@ -195,14 +195,22 @@ async fn hop_equals_batch_over_on_time_events() -> Result<(), TestError> {
 /// one epoch are extended and bridged by rows of the next, and go through a checkpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_window_equals_batch_sessionisation_of_on_time_events() -> Result<(), TestError> {
+    let (windowed, oracle) = sessions_and_oracle();
+    check(&windowed, &oracle).await
+}
+
+/// Sessions per key with a 45-second gap in Spark's syntax, and the same as a batch query
+/// (`RAW` = the rows): a new session where the gap since the key's previous event is at least
+/// 45 s.
+fn sessions_and_oracle() -> (String, String) {
     let aggregates = SELECT.trim_start_matches("window_start, window_end, ");
     let gap = "INTERVAL '45 seconds'";
-    check(
-        &format!(
+    (
+        format!(
             "SELECT session_window.start, session_window.end, {aggregates} FROM ev \
              GROUP BY session_window(ts, '45 seconds'), k"
         ),
-        &format!(
+        format!(
             "SELECT window_start AS start, window_end AS \"end\", {aggregates} FROM \
                (SELECT *, min(ts) OVER (PARTITION BY k, sid) AS window_start, \
                        max(ts) OVER (PARTITION BY k, sid) + {gap} AS window_end FROM \
@@ -212,7 +220,6 @@ async fn session_window_equals_batch_sessionisation_of_on_time_events() -> Resul
              GROUP BY window_start, window_end, k"
         ),
     )
-    .await
 }
 
 /// Update output mode: the table always holds the latest value of every (window, key), open
@@ -237,12 +244,31 @@ async fn update_mode_with_hop_holds_the_latest_value_per_window_and_key() -> Res
     .await
 }
 
+/// Sessions in update mode: a session that a later row widens or bridges with another is a
+/// new row in the table, and the rows of the sessions it replaced are deleted in the same
+/// commit, so the table holds exactly the current sessions after every run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_mode_with_sessions_holds_exactly_the_current_sessions() -> Result<(), TestError> {
+    let (windowed, oracle) = sessions_and_oracle();
+    check_update_mode_query(
+        &windowed,
+        &oracle.replace("RAW", "(SELECT * FROM raw WHERE NOT late)"),
+    )
+    .await
+}
+
 async fn check_update_mode(from: &str, oracle_input: &str) -> Result<(), TestError> {
+    check_update_mode_query(&from_style(from), &from_style(oracle_input)).await
+}
+
+/// Runs `windowed` in update mode over two runs (the second drains) and compares the table
+/// with `oracle` over the rows read so far after each run.
+async fn check_update_mode_query(windowed: &str, oracle: &str) -> Result<(), TestError> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
     write_events(&dir.path().join("staged"), 9, 11)?;
-    pipeline(dir.path(), &data, &from_style(from))?;
+    pipeline(dir.path(), &data, windowed)?;
     let sql = std::fs::read_to_string(dir.path().join("p.sql"))?.replace(
         "CREATE TABLE windowed AS",
         "CREATE TABLE windowed WITH (output_mode = 'update') AS",
@@ -255,7 +281,6 @@ async fn check_update_mode(from: &str, oracle_input: &str) -> Result<(), TestErr
         .map(|e| e.path())
         .collect();
     names.sort();
-    let oracle = from_style(oracle_input);
     for (part, files) in [&names[..5], &names[5..]].into_iter().enumerate() {
         for path in files {
             std::fs::rename(path, data.join(path.file_name().ok_or("name")?))?;
@@ -263,7 +288,7 @@ async fn check_update_mode(from: &str, oracle_input: &str) -> Result<(), TestErr
         let drain = part == 1;
         run_pipeline_with(&dir.path().join("p.sql"), &lake, &[], drain).await?;
         let ctx = lake_context(&lake).await?;
-        let expected = sorted_rows(&ctx, &oracle).await?;
+        let expected = sorted_rows(&ctx, oracle).await?;
         let actual = sorted_rows(&ctx, "SELECT * FROM windowed").await?;
         assert!(expected.len() > 10, "only {} windows", expected.len());
         assert_eq!(

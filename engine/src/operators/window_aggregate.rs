@@ -14,6 +14,11 @@
 //! the overlapping sessions of its group keys (Spark's rule: a row joins a session when it is
 //! less than `gap` after the session's last event, and may bridge two sessions into one). Rows
 //! that now share a window are merged by `PartialReduce` like any other group.
+//!
+//! In update output mode a merge can replace sessions that were already emitted (two sessions
+//! bridged into one, or a session widened): their rows must leave the table. The operator keeps
+//! the partial states of those replaced sessions and reports them with the updated rows, so the
+//! sink can delete them in the same commit.
 
 use std::sync::Arc;
 
@@ -51,6 +56,20 @@ pub struct WindowAggregateState {
     sessions: Option<SessionColumns>,
     /// Partial states of the open groups, one row per (window, keys).
     state: Vec<RecordBatch>,
+    /// Whether merges record the sessions they replace (update output mode).
+    track_replaced: bool,
+    /// Partial states of sessions that merges replaced since the last `emit_updated`.
+    replaced: Vec<RecordBatch>,
+}
+
+/// What update output mode emits for one epoch.
+#[derive(Debug, Default)]
+pub struct UpdatedRows {
+    /// The current value of every (window, keys) group the epoch changed.
+    pub rows: Vec<RecordBatch>,
+    /// For sessions: the last emitted value of every session the epoch replaced (merged into
+    /// another one or widened); those rows must be deleted from the table.
+    pub replaced: Vec<RecordBatch>,
 }
 
 /// Where a session's start and its group keys are in the state schema.
@@ -100,6 +119,8 @@ impl WindowAggregateState {
             window_end,
             sessions: None,
             state: Vec::new(),
+            track_replaced: false,
+            replaced: Vec::new(),
         })
     }
 
@@ -119,6 +140,14 @@ impl WindowAggregateState {
             .collect();
         self.sessions = Some(SessionColumns { window_start, keys });
         Ok(self)
+    }
+
+    /// Records, for update output mode, the already emitted sessions that merges replace, so
+    /// [`Self::emit_updated`] can report them for deletion. Other windows never change
+    /// identity, so this only matters for sessions.
+    pub fn with_replaced_sessions(mut self) -> Self {
+        self.track_replaced = self.sessions.is_some();
+        self
     }
 
     /// Whether windows are merged sessions.
@@ -202,6 +231,11 @@ impl WindowAggregateState {
         if partial.iter().all(|b| b.num_rows() == 0) {
             return Ok(());
         }
+        let before = if self.track_replaced {
+            self.state.clone()
+        } else {
+            Vec::new()
+        };
         partial.append(&mut self.state);
         let mut states = partial;
         if let Some(sessions) = &self.sessions {
@@ -217,47 +251,140 @@ impl WindowAggregateState {
             memory(states, self.state_schema.clone())?,
         )?;
         self.state = collect(reduce, task).await?;
+        if !before.is_empty() {
+            let replaced = self.groups_not_in_state(&before)?;
+            self.replaced.extend(replaced);
+        }
         Ok(())
     }
 
+    /// The rows of `batches` whose (window, keys) group is no longer in the state.
+    fn groups_not_in_state(&self, batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+        let converter = self.group_converter()?;
+        let mut present = std::collections::HashSet::new();
+        for batch in &self.state {
+            let rows = converter.convert_columns(&self.group_columns(batch))?;
+            present.extend(rows.iter().map(|r| r.as_ref().to_vec()));
+        }
+        let mut gone = Vec::new();
+        for batch in batches {
+            let rows = converter.convert_columns(&self.group_columns(batch))?;
+            let mask: BooleanArray = rows
+                .iter()
+                .map(|r| Some(!present.contains(r.as_ref())))
+                .collect();
+            let rows = filter_record_batch(batch, &mask)?;
+            if rows.num_rows() > 0 {
+                gone.push(rows);
+            }
+        }
+        Ok(gone)
+    }
+
+    /// Turns a state batch's group columns (window and keys) into comparable rows.
+    fn group_converter(&self) -> Result<RowConverter> {
+        let fields: Vec<SortField> = (0..self.group_by.expr().len())
+            .map(|i| SortField::new(self.state_schema.field(i).data_type().clone()))
+            .collect();
+        Ok(RowConverter::new(fields)?)
+    }
+
+    /// Each row's session keys (the group keys but the window) as comparable bytes; empty
+    /// when sessions have no other key.
+    fn session_keys(&self, batch: &RecordBatch, sessions: &SessionColumns) -> Result<Vec<Vec<u8>>> {
+        if sessions.keys.is_empty() {
+            return Ok(vec![Vec::new(); batch.num_rows()]);
+        }
+        let fields: Vec<SortField> = sessions
+            .keys
+            .iter()
+            .map(|&i| SortField::new(self.state_schema.field(i).data_type().clone()))
+            .collect();
+        let columns: Vec<ArrayRef> = sessions
+            .keys
+            .iter()
+            .map(|&i| batch.column(i).clone())
+            .collect();
+        let rows = RowConverter::new(fields)?.convert_columns(&columns)?;
+        Ok(rows.iter().map(|r| r.as_ref().to_vec()).collect())
+    }
+
+    /// The group columns (window and keys) of a state batch.
+    fn group_columns(&self, batch: &RecordBatch) -> Vec<ArrayRef> {
+        batch.columns()[..self.group_by.expr().len()].to_vec()
+    }
+
     /// Update output mode: the current final rows of every group that `changed` (this epoch's
-    /// partial states, from `partial`) touched, after they were merged in with `merge`. Groups
-    /// whose window ends at or before `watermark` are then evicted without being emitted again:
-    /// their last value was emitted in the epoch that last changed them.
+    /// partial states, from `partial`) touched, after they were merged in with `merge`, and
+    /// the last rows of the sessions those merges replaced. Groups whose window ends at or
+    /// before `watermark` are then evicted without being emitted again: their last value was
+    /// emitted in the epoch that last changed them.
     pub async fn emit_updated(
         &mut self,
         changed: &[RecordBatch],
         watermark: Option<&ScalarValue>,
         task: Arc<TaskContext>,
-    ) -> Result<Vec<RecordBatch>> {
-        let groups = self.group_by.expr().len();
-        let fields: Vec<SortField> = (0..groups)
-            .map(|i| SortField::new(self.state_schema.field(i).data_type().clone()))
-            .collect();
-        let converter = RowConverter::new(fields)?;
-        let key_columns = |b: &RecordBatch| -> Vec<ArrayRef> { b.columns()[..groups].to_vec() };
-        let mut touched = std::collections::HashSet::new();
-        for batch in changed.iter().filter(|b| b.num_rows() > 0) {
-            let rows = converter.convert_columns(&key_columns(batch))?;
-            touched.extend(rows.iter().map(|r| r.as_ref().to_vec()));
-        }
+    ) -> Result<UpdatedRows> {
         let mut updated = Vec::new();
-        for batch in &self.state {
-            let rows = converter.convert_columns(&key_columns(batch))?;
-            let mask: BooleanArray = rows
-                .iter()
-                .map(|r| Some(touched.contains(r.as_ref())))
-                .collect();
-            let rows = filter_record_batch(batch, &mask)?;
-            if rows.num_rows() > 0 {
-                updated.push(rows);
+        match &self.sessions {
+            None => {
+                let converter = self.group_converter()?;
+                let mut touched = std::collections::HashSet::new();
+                for batch in changed.iter().filter(|b| b.num_rows() > 0) {
+                    let rows = converter.convert_columns(&self.group_columns(batch))?;
+                    touched.extend(rows.iter().map(|r| r.as_ref().to_vec()));
+                }
+                for batch in &self.state {
+                    let rows = converter.convert_columns(&self.group_columns(batch))?;
+                    let mask: BooleanArray = rows
+                        .iter()
+                        .map(|r| Some(touched.contains(r.as_ref())))
+                        .collect();
+                    updated.push(filter_record_batch(batch, &mask)?);
+                }
+            }
+            Some(sessions) => {
+                // A changed row carries its own span, not its merged session's: a session
+                // changed when a row of its keys starts inside it.
+                let mut starts: std::collections::HashMap<Vec<u8>, Vec<i64>> =
+                    std::collections::HashMap::new();
+                for batch in changed.iter().filter(|b| b.num_rows() > 0) {
+                    let begin = as_int64(batch.column(sessions.window_start))?;
+                    for (i, key) in self.session_keys(batch, sessions)?.into_iter().enumerate() {
+                        starts.entry(key).or_default().push(begin.value(i));
+                    }
+                }
+                starts.values_mut().for_each(|v| v.sort_unstable());
+                for batch in &self.state {
+                    let keys = self.session_keys(batch, sessions)?;
+                    let (begin, end) = (
+                        as_int64(batch.column(sessions.window_start))?,
+                        as_int64(batch.column(self.window_end))?,
+                    );
+                    let mask: BooleanArray = keys
+                        .iter()
+                        .enumerate()
+                        .map(|(i, key)| {
+                            Some(starts.get(key).is_some_and(|s| {
+                                let first = s.partition_point(|&t| t < begin.value(i));
+                                first < s.len() && s[first] < end.value(i)
+                            }))
+                        })
+                        .collect();
+                    updated.push(filter_record_batch(batch, &mask)?);
+                }
             }
         }
+        updated.retain(|b| b.num_rows() > 0);
         if let Some(watermark) = watermark {
             // Evict closed windows; their rows were emitted when they last changed.
             self.evict_closed(watermark)?;
         }
-        self.finalize(updated, task).await
+        let replaced = std::mem::take(&mut self.replaced);
+        Ok(UpdatedRows {
+            rows: self.finalize(updated, task.clone()).await?,
+            replaced: self.finalize(replaced, task).await?,
+        })
     }
 
     /// Evaluates and evicts every group whose window ends at or before `watermark` (a value of
@@ -377,6 +504,13 @@ fn merge_sessions(
     out[columns.window_start] = cast(&Int64Array::from(merged_start), &start_type)?;
     out[window_end] = cast(&Int64Array::from(merged_end), &end_type)?;
     Ok(RecordBatch::try_new(sorted.schema(), out)?)
+}
+
+/// A timestamp column as integers in its own unit (comparable within one column type).
+fn as_int64(column: &ArrayRef) -> Result<Int64Array> {
+    Ok(cast(column, &DataType::Int64)?
+        .as_primitive::<Int64Type>()
+        .clone())
 }
 
 /// The topmost aggregate of a plan.
@@ -572,5 +706,67 @@ mod tests {
                 "1970-01-01T00:00:30Z|1970-01-01T00:01:30Z|b|1|5.000000".to_string(),
             ]
         );
+    }
+
+    /// Update mode: the bridging row emits the merged session and reports the two sessions it
+    /// replaced (with their last emitted values); the untouched session of b is not emitted.
+    #[tokio::test]
+    async fn update_mode_reports_the_sessions_a_bridge_replaced() {
+        let query = "SELECT window_start, window_end, k, count(*), sum(x) FROM events \
+                     GROUP BY window_start, window_end, k";
+        let ctx = crate::pipeline::session_context(2);
+        ctx.register_table(
+            "events",
+            Arc::new(MemTable::try_new(schema(), vec![vec![]]).unwrap()),
+        )
+        .unwrap();
+        let plan = ctx
+            .sql(query)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let mut state = WindowAggregateState::from_plan(&plan, "window_end")
+            .unwrap()
+            .with_sessions("window_start")
+            .unwrap()
+            .with_replaced_sessions();
+        let gap = 60;
+        let task = ctx.task_ctx();
+        let mut epoch = async |events: &[(i64, &str, f64)]| {
+            let partial = state
+                .partial(vec![session_epoch(events, gap)], task.clone())
+                .await
+                .unwrap();
+            state.merge(partial.clone(), task.clone()).await.unwrap();
+            let out = state
+                .emit_updated(&partial, None, task.clone())
+                .await
+                .unwrap();
+            (rows(&out.rows), rows(&out.replaced))
+        };
+        let (first, replaced) = epoch(&[(0, "a", 1.0), (100, "a", 2.0), (30, "b", 5.0)]).await;
+        assert_eq!(first.len(), 3);
+        assert!(replaced.is_empty());
+        let (second, replaced) = epoch(&[(50, "a", 4.0)]).await;
+        assert_eq!(
+            second,
+            vec!["1970-01-01T00:00:00Z|1970-01-01T00:02:40Z|a|3|7.000000".to_string()]
+        );
+        assert_eq!(
+            replaced,
+            vec![
+                "1970-01-01T00:00:00Z|1970-01-01T00:01:00Z|a|1|1.000000".to_string(),
+                "1970-01-01T00:01:40Z|1970-01-01T00:02:40Z|a|1|2.000000".to_string(),
+            ]
+        );
+        // A row inside the merged session changes its value, not its span: nothing replaced.
+        let (third, replaced) = epoch(&[(60, "a", 1.0)]).await;
+        assert_eq!(
+            third,
+            vec!["1970-01-01T00:00:00Z|1970-01-01T00:02:40Z|a|4|8.000000".to_string()]
+        );
+        assert!(replaced.is_empty());
     }
 }
