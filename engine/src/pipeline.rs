@@ -475,13 +475,7 @@ impl Pipeline {
 
     /// Asks every source for its next range (sources with nothing new are left out).
     fn plan_ranges(&mut self, available_now: bool) -> Result<BTreeMap<String, serde_json::Value>> {
-        let mut ranges = BTreeMap::new();
-        for node in &mut self.sources {
-            if let Some(range) = node.source.plan_next(available_now)? {
-                ranges.insert(node.name.clone(), range);
-            }
-        }
-        Ok(ranges)
+        plan_ranges(&mut self.sources, available_now)
     }
 
     /// Reads and decodes `ranges` for `epoch`.
@@ -490,48 +484,20 @@ impl Pipeline {
         epoch: u64,
         ranges: &BTreeMap<String, serde_json::Value>,
     ) -> Result<EpochInput> {
-        let started = Instant::now();
-        let threads = self.ctx.copied_config().target_partitions();
-        let mut sources = BTreeMap::new();
-        for node in &mut self.sources {
-            let Some(range) = ranges.get(&node.name) else {
-                continue;
-            };
-            let mut reader = SourceReader {
-                name: &node.name,
-                source: node.source.as_mut(),
-                decoder: &node.decoder,
-                schema: node.table.schema_ref(),
-                event_time_column: node.event_time.as_ref().map(|e| e.column.as_str()),
-            };
-            let input = reader.ingest(epoch, range, threads)?;
-            sources.insert(node.name.clone(), input);
-        }
-        Ok(EpochInput {
-            epoch,
-            started,
-            sources,
-        })
+        let threads = self.decode_threads();
+        ingest(&mut self.sources, threads, epoch, ranges)
+    }
+
+    /// Threads that decode an epoch's records.
+    fn decode_threads(&self) -> usize {
+        self.ctx.copied_config().target_partitions()
     }
 
     /// While epoch `epoch` commits: plans and reads the next epoch when it is due, so its
     /// decoding overlaps the commits. `None` when not due or nothing is available.
     fn prefetch(&mut self, epoch: u64, plan: &PrefetchPlan) -> Result<Option<Prefetched>> {
-        match plan.due {
-            Some(due) if Instant::now() >= due && !plan.stop.load(Ordering::SeqCst) => {}
-            _ => return Ok(None),
-        }
-        let planned_at = Instant::now();
-        let ranges = self.plan_ranges(plan.available_now)?;
-        if ranges.is_empty() {
-            return Ok(None);
-        }
-        let input = self.ingest(epoch + 1, &ranges)?;
-        Ok(Some(Prefetched {
-            ranges,
-            planned_at,
-            input,
-        }))
+        let threads = self.decode_threads();
+        prefetch_next(&mut self.sources, threads, epoch, plan)
     }
 
     fn finish_epoch(&self, report: EpochReport, options: &RunOptions, summary: &mut RunSummary) {
@@ -608,34 +574,67 @@ impl Pipeline {
                 }
                 node.table.set(vec![input.rows]);
             }
+            // Positions as of this epoch, before the next one is read.
+            for node in &self.sources {
+                report
+                    .positions
+                    .insert(node.name.clone(), node.source.describe_position());
+            }
+            // The next epoch is read and decoded (when due) on a blocking thread while this one
+            // is computed and committed. Its error (if any) is reported after this epoch is
+            // safely committed.
+            let mut sources = std::mem::take(&mut self.sources);
+            let (threads, plan) = (self.decode_threads(), prefetch.clone());
+            let read_span = tracing::Span::current();
+            let early_prefetch = tokio::task::spawn_blocking(move || {
+                let _in_epoch = read_span.enter();
+                let prefetched = prefetch_next(&mut sources, threads, epoch, &plan);
+                (sources, prefetched)
+            });
             // Compute every node first (downstream nodes read upstream output of this epoch)...
-            for (i, node) in self.nodes.iter_mut().enumerate() {
-                let (batches, replaced) = match self.windows.get_mut(&node.name) {
-                    Some(state) => {
-                        let WindowedOutput {
-                            rows,
-                            replaced,
-                            late,
-                            late_rows,
-                        } = execute_windowed(&self.ctx, node, state, epoch, watermark).await?;
-                        if let (Some(source), false) = (&node.late_rows_to, late_rows.is_empty()) {
-                            let reason = late_reason(node, watermark);
-                            let dead =
-                                late_rows_batch(source, epoch, &node.name, &reason, &late_rows)?;
-                            dead_letters.entry(source.clone()).or_default().push(dead);
+            let (nodes, windows, ctx) = (&mut self.nodes, &mut self.windows, &self.ctx);
+            let computed = async {
+                for (i, node) in nodes.iter_mut().enumerate() {
+                    let (batches, replaced) = match windows.get_mut(&node.name) {
+                        Some(state) => {
+                            let WindowedOutput {
+                                rows,
+                                replaced,
+                                late,
+                                late_rows,
+                            } = execute_windowed(ctx, node, state, epoch, watermark).await?;
+                            if let (Some(source), false) =
+                                (&node.late_rows_to, late_rows.is_empty())
+                            {
+                                let reason = late_reason(node, watermark);
+                                let dead = late_rows_batch(
+                                    source, epoch, &node.name, &reason, &late_rows,
+                                )?;
+                                dead_letters.entry(source.clone()).or_default().push(dead);
+                            }
+                            report.late_rows.insert(node.name.clone(), late);
+                            report
+                                .open_windows
+                                .insert(node.name.clone(), state.open_groups() as u64);
+                            (rows, replaced)
                         }
-                        report.late_rows.insert(node.name.clone(), late);
-                        report
-                            .open_windows
-                            .insert(node.name.clone(), state.open_groups() as u64);
-                        (rows, replaced)
+                        None => (execute_node(ctx, node, epoch).await?, Vec::new()),
+                    };
+                    node.table.set(batches.clone());
+                    if node.sink.is_some() {
+                        outputs.push((SinkSlot::Table(i), batches, replaced));
                     }
-                    None => (execute_node(&self.ctx, node, epoch).await?, Vec::new()),
-                };
-                node.table.set(batches.clone());
-                if node.sink.is_some() {
-                    outputs.push((SinkSlot::Table(i), batches, replaced));
                 }
+                Ok::<_, EngineError>(())
+            }
+            .await;
+            if let Err(e) = computed {
+                // Give the sources back before failing.
+                let (sources, _) = early_prefetch
+                    .await
+                    .map_err(|e| read_task_failed(epoch, e))?;
+                self.sources = sources;
+                return Err(e);
             }
             for (source, batches) in dead_letters {
                 outputs.push((SinkSlot::DeadLetter(source), batches, Vec::new()));
@@ -654,15 +653,15 @@ impl Pipeline {
                     (slot, rows, sink, result)
                 }));
             }
-            // Positions as of this epoch, before the next one is read.
-            for node in &self.sources {
-                report
-                    .positions
-                    .insert(node.name.clone(), node.source.describe_position());
-            }
-            // Meanwhile, read and decode the next epoch. Its error (if any) is reported after
-            // this epoch is safely committed.
-            let prefetched = self.prefetch(epoch, &prefetch);
+            let (sources, early) = early_prefetch
+                .await
+                .map_err(|e| read_task_failed(epoch, e))?;
+            self.sources = sources;
+            // Not yet due when this epoch started computing: try again while it commits.
+            let prefetched = match early {
+                Ok(None) => self.prefetch(epoch, &prefetch),
+                other => other,
+            };
             let mut first_error = None;
             for commit in commits {
                 let (slot, rows, sink, result) = commit.await.map_err(|e| EngineError::Sink {
@@ -759,7 +758,86 @@ impl Pipeline {
     }
 }
 
+/// The thread reading the epoch after `epoch` did not finish (it panicked).
+fn read_task_failed(epoch: u64, e: tokio::task::JoinError) -> EngineError {
+    EngineError::Source {
+        source_name: "(every source)".to_string(),
+        message: format!("reading epoch {} failed: {e}", epoch + 1),
+        cause: None,
+    }
+}
+
+/// Asks every source for its next range (sources with nothing new are left out).
+fn plan_ranges(
+    sources: &mut [RunningSource],
+    available_now: bool,
+) -> Result<BTreeMap<String, serde_json::Value>> {
+    let mut ranges = BTreeMap::new();
+    for node in sources {
+        if let Some(range) = node.source.plan_next(available_now)? {
+            ranges.insert(node.name.clone(), range);
+        }
+    }
+    Ok(ranges)
+}
+
+/// Reads and decodes `ranges` for `epoch`, with up to `threads` decoding threads.
+fn ingest(
+    sources: &mut [RunningSource],
+    threads: usize,
+    epoch: u64,
+    ranges: &BTreeMap<String, serde_json::Value>,
+) -> Result<EpochInput> {
+    let started = Instant::now();
+    let mut inputs = BTreeMap::new();
+    for node in sources {
+        let Some(range) = ranges.get(&node.name) else {
+            continue;
+        };
+        let mut reader = SourceReader {
+            name: &node.name,
+            source: node.source.as_mut(),
+            decoder: &node.decoder,
+            schema: node.table.schema_ref(),
+            event_time_column: node.event_time.as_ref().map(|e| e.column.as_str()),
+        };
+        let input = reader.ingest(epoch, range, threads)?;
+        inputs.insert(node.name.clone(), input);
+    }
+    Ok(EpochInput {
+        epoch,
+        started,
+        sources: inputs,
+    })
+}
+
+/// Plans and reads the epoch after `epoch` if `plan` says it is due. `None` when not due or
+/// nothing is available.
+fn prefetch_next(
+    sources: &mut [RunningSource],
+    threads: usize,
+    epoch: u64,
+    plan: &PrefetchPlan,
+) -> Result<Option<Prefetched>> {
+    match plan.due {
+        Some(due) if Instant::now() >= due && !plan.stop.load(Ordering::SeqCst) => {}
+        _ => return Ok(None),
+    }
+    let planned_at = Instant::now();
+    let ranges = plan_ranges(sources, plan.available_now)?;
+    if ranges.is_empty() {
+        return Ok(None);
+    }
+    let input = ingest(sources, threads, epoch + 1, &ranges)?;
+    Ok(Some(Prefetched {
+        ranges,
+        planned_at,
+        input,
+    }))
+}
+
 /// When (and whether) the next epoch may be read while the current one commits.
+#[derive(Clone)]
 struct PrefetchPlan {
     /// The earliest time the next epoch may start; `None` = do not prefetch.
     due: Option<Instant>,
