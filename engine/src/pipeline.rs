@@ -201,7 +201,7 @@ struct RunningSource {
     last_data: BTreeMap<String, Instant>,
 }
 
-/// The next epoch's input, read while the previous epoch was committing.
+/// The next epoch's input, read while the previous epoch was computed and committed.
 struct Prefetched {
     ranges: BTreeMap<String, serde_json::Value>,
     planned_at: Instant,
@@ -493,8 +493,8 @@ impl Pipeline {
         self.ctx.copied_config().target_partitions()
     }
 
-    /// While epoch `epoch` commits: plans and reads the next epoch when it is due, so its
-    /// decoding overlaps the commits. `None` when not due or nothing is available.
+    /// While epoch `epoch` commits: plans and reads the next epoch when it is due (when it was
+    /// not yet due as the epoch started computing). `None` when not due or nothing is available.
     fn prefetch(&mut self, epoch: u64, plan: &PrefetchPlan) -> Result<Option<Prefetched>> {
         let threads = self.decode_threads();
         prefetch_next(&mut self.sources, threads, epoch, plan)
@@ -516,8 +516,9 @@ impl Pipeline {
         }
     }
 
-    /// Runs one epoch over `input` (exactly the ranges of `entry`) and commits it. While its
-    /// tables commit, the next epoch's input is read if `prefetch` says it is due.
+    /// Runs one epoch over `input` (exactly the ranges of `entry`) and commits it. While it is
+    /// computed and its tables commit, the next epoch's input is read if `prefetch` says it is
+    /// due.
     async fn run_epoch(
         &mut self,
         entry: &OffsetEntry,
