@@ -28,7 +28,7 @@ use arrow::compute::{
     cast, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn,
 };
 use arrow::datatypes::{DataType, Int64Type, SchemaRef};
-use arrow::row::{RowConverter, SortField};
+use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
@@ -292,21 +292,12 @@ impl WindowAggregateState {
     /// Each row's session keys (the group keys but the window) as comparable bytes; empty
     /// when sessions have no other key.
     fn session_keys(&self, batch: &RecordBatch, sessions: &SessionColumns) -> Result<Vec<Vec<u8>>> {
-        if sessions.keys.is_empty() {
-            return Ok(vec![Vec::new(); batch.num_rows()]);
-        }
-        let fields: Vec<SortField> = sessions
-            .keys
-            .iter()
-            .map(|&i| SortField::new(self.state_schema.field(i).data_type().clone()))
-            .collect();
-        let columns: Vec<ArrayRef> = sessions
-            .keys
-            .iter()
-            .map(|&i| batch.column(i).clone())
-            .collect();
-        let rows = RowConverter::new(fields)?.convert_columns(&columns)?;
-        Ok(rows.iter().map(|r| r.as_ref().to_vec()).collect())
+        Ok(
+            match session_key_rows(&self.state_schema, batch, sessions)? {
+                Some(rows) => rows.iter().map(|r| r.as_ref().to_vec()).collect(),
+                None => vec![Vec::new(); batch.num_rows()],
+            },
+        )
     }
 
     /// The group columns (window and keys) of a state batch.
@@ -464,21 +455,7 @@ fn merge_sessions(
     let ends = cast(sorted.column(window_end), &DataType::Int64)?;
     let starts = starts.as_primitive::<Int64Type>();
     let ends = ends.as_primitive::<Int64Type>();
-    let keys = if columns.keys.is_empty() {
-        None
-    } else {
-        let fields = columns
-            .keys
-            .iter()
-            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
-            .collect();
-        let key_columns: Vec<ArrayRef> = columns
-            .keys
-            .iter()
-            .map(|&i| sorted.column(i).clone())
-            .collect();
-        Some(RowConverter::new(fields)?.convert_columns(&key_columns)?)
-    };
+    let keys = session_key_rows(schema, &sorted, columns)?;
     let n = sorted.num_rows();
     let mut merged_start = vec![0i64; n];
     let mut merged_end = vec![0i64; n];
@@ -513,6 +490,31 @@ fn as_int64(column: &ArrayRef) -> Result<Int64Array> {
         .clone())
 }
 
+/// Each row's session keys (the group keys but the window) of a state batch as comparable
+/// rows; `None` when sessions have no other key.
+fn session_key_rows(
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+    columns: &SessionColumns,
+) -> Result<Option<Rows>> {
+    if columns.keys.is_empty() {
+        return Ok(None);
+    }
+    let fields = columns
+        .keys
+        .iter()
+        .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+        .collect();
+    let key_columns: Vec<ArrayRef> = columns
+        .keys
+        .iter()
+        .map(|&i| batch.column(i).clone())
+        .collect();
+    Ok(Some(
+        RowConverter::new(fields)?.convert_columns(&key_columns)?,
+    ))
+}
+
 /// The topmost aggregate of a plan.
 fn find_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Option<&AggregateExec> {
     if let Some(agg) = plan.downcast_ref::<AggregateExec>() {
@@ -537,6 +539,7 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
     use arrow::util::display::array_value_to_string;
     use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionContext;
 
     const MINUTE: i64 = 60_000;
 
@@ -657,8 +660,8 @@ mod tests {
         .unwrap()
     }
 
-    #[tokio::test]
-    async fn a_later_row_bridges_two_sessions_into_one() {
+    /// Session state for `count(*), sum(x)` per key `k`, planned by DataFusion.
+    async fn count_and_sum_sessions() -> (SessionContext, WindowAggregateState) {
         let query = "SELECT window_start, window_end, k, count(*), sum(x) FROM events \
                      GROUP BY window_start, window_end, k";
         let ctx = crate::pipeline::session_context(2);
@@ -674,10 +677,16 @@ mod tests {
             .create_physical_plan()
             .await
             .unwrap();
-        let mut state = WindowAggregateState::from_plan(&plan, "window_end")
+        let state = WindowAggregateState::from_plan(&plan, "window_end")
             .unwrap()
             .with_sessions("window_start")
             .unwrap();
+        (ctx, state)
+    }
+
+    #[tokio::test]
+    async fn a_later_row_bridges_two_sessions_into_one() {
+        let (ctx, mut state) = count_and_sum_sessions().await;
         // Gap 60 s. Key a: events at 0 s and 100 s are two sessions; key b: one at 30 s.
         let gap = 60;
         state
@@ -712,26 +721,8 @@ mod tests {
     /// replaced (with their last emitted values); the untouched session of b is not emitted.
     #[tokio::test]
     async fn update_mode_reports_the_sessions_a_bridge_replaced() {
-        let query = "SELECT window_start, window_end, k, count(*), sum(x) FROM events \
-                     GROUP BY window_start, window_end, k";
-        let ctx = crate::pipeline::session_context(2);
-        ctx.register_table(
-            "events",
-            Arc::new(MemTable::try_new(schema(), vec![vec![]]).unwrap()),
-        )
-        .unwrap();
-        let plan = ctx
-            .sql(query)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        let mut state = WindowAggregateState::from_plan(&plan, "window_end")
-            .unwrap()
-            .with_sessions("window_start")
-            .unwrap()
-            .with_replaced_sessions();
+        let (ctx, state) = count_and_sum_sessions().await;
+        let mut state = state.with_replaced_sessions();
         let gap = 60;
         let task = ctx.task_ctx();
         let mut epoch = async |events: &[(i64, &str, f64)]| {
