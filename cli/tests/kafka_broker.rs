@@ -12,8 +12,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_same_tables, create_topic, delete_topic, kafka_broker, produce_events, read_messages,
-    repo, unique_topic, weir, ECOMMERCE_TABLES,
+    assert_same_tables, create_topic, delete_topic, kafka_broker, produce_events, query,
+    read_messages, repo, unique_topic, weir, ECOMMERCE_TABLES,
 };
 use weir_engine::crash_point::CRASH_POINTS;
 
@@ -357,18 +357,9 @@ fn two_kafka_sources_and_a_kafka_sink_in_one_pipeline() {
         .unwrap();
     assert_success(&out, "the two-source pipeline");
 
-    let query = |sql: &str| {
-        let out = weir()
-            .args(["query", "--lake"])
-            .arg(&lake)
-            .arg(sql)
-            .output()
-            .unwrap();
-        assert_success(&out, sql);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
     // Every record once: 500 distinct (partition, offset) pairs, 120 refunds.
     let counts = query(
+        &lake,
         "SELECT (SELECT count(DISTINCT (_partition, _offset)) FROM tx) AS tx, \
                 (SELECT count(*) FROM tx) AS tx_rows, \
                 (SELECT count(DISTINCT id) FROM rf) AS rf, \
@@ -380,6 +371,7 @@ fn two_kafka_sources_and_a_kafka_sink_in_one_pipeline() {
     );
     // Both sources advance in the same epochs: epochs 1 and 2 read from both topics.
     let epochs = query(
+        &lake,
         "SELECT e, (SELECT count(*) FROM tx WHERE _epoch = e) AS tx, \
                 (SELECT count(*) FROM rf WHERE _epoch = e) AS rf \
          FROM (VALUES (1), (2)) AS t(e) ORDER BY e",
@@ -506,16 +498,6 @@ fn missing_or_recreated_topic_is_a_clear_error() {
         assert_success(&out, "weir produce");
     };
     let produce = |n: usize| produce_to(&topic, n);
-    let query = |sql: &str| {
-        let out = weir()
-            .args(["query", "--lake"])
-            .arg(&lake)
-            .arg(sql)
-            .output()
-            .unwrap();
-        assert_success(&out, "weir query");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
 
     let out = run(&pipeline(""));
     assert!(!out.status.success());
@@ -546,7 +528,10 @@ fn missing_or_recreated_topic_is_a_clear_error() {
         &run(&pipeline(", on_offset_out_of_range = 'earliest'")),
         "the run that skips to the new topic's start",
     );
-    let table = query("SELECT count(*) AS n, max(_offset) AS last FROM orders_copy");
+    let table = query(
+        &lake,
+        "SELECT count(*) AS n, max(_offset) AS last FROM orders_copy",
+    );
     assert!(table.contains("| 110 | 99   |"), "{table}");
 
     // A topic deleted under a running pipeline that has caught up: the next plan finds it

@@ -22,6 +22,23 @@ pub fn weir() -> Command {
     cmd
 }
 
+/// `weir query --lake LAKE SQL`, which must succeed; its printed table.
+pub fn query(lake: &Path, sql: &str) -> String {
+    let out = weir()
+        .args(["query", "--lake"])
+        .arg(lake)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "weir query {sql} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Every table the ecommerce example writes (the Kafka example writes the same ones).
 pub const ECOMMERCE_TABLES: [&str; 12] = [
     "bronze.events",
