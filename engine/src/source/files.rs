@@ -117,6 +117,14 @@ impl Source for FilesSource {
     fn read(&mut self, range: &Value) -> Result<RawBatch> {
         let r: FileRange = parse_range(&self.name, range)?;
         let mut raw = RawBatch::default();
+        // Size the buffer for all files up front so reading never moves what it already read.
+        let total_bytes: u64 = r
+            .files
+            .iter()
+            .filter_map(|f| std::fs::metadata(self.dir.join(f)).ok())
+            .map(|m| m.len())
+            .sum();
+        raw.data.reserve(usize::try_from(total_bytes).unwrap_or(0));
         let mut file_col: Vec<u32> = Vec::new();
         let mut lines: Vec<i64> = Vec::new();
         for (file_no, file) in r.files.iter().enumerate() {
