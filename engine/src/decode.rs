@@ -2,19 +2,24 @@
 //! that cannot be decoded (invalid JSON, a NOT NULL column missing, a value of the wrong type)
 //! so they can be dead-lettered with their reason instead of failing the epoch.
 //!
-//! The fast path feeds every record to one `arrow-json` decoder. A syntax error is detected at
-//! the record that causes it; the decoder is then rebuilt and the good records since the last
-//! flush (at most 128) are fed again. Type and nullability errors only surface when a batch is flushed, without
-//! a row number; such a chunk is bisected until each failing record is isolated. Chunks are
-//! decoded on all cores.
+//! Flat records of scalars go through [`FlatJsonDecoder`], which reads each record once. The
+//! records it declines (anything unusual, every broken record among them) go to `arrow-json`,
+//! which decides: one decoder is fed record by record. A syntax error is detected at the record
+//! that causes it; the decoder is then rebuilt and the good records since the last flush (at
+//! most 128) are fed again. Type and nullability errors only surface when a batch is flushed,
+//! without a row number; such a batch is bisected until each failing record is isolated. Chunks
+//! are decoded on all cores.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use arrow::array::{RecordBatch, UInt32Array};
-use arrow::compute::{concat_batches, take_record_batch};
+use arrow::compute::{concat_batches, interleave_record_batch, take_record_batch};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::json::reader::{Decoder, ReaderBuilder};
+
+use crate::flat_json::FlatJsonDecoder;
 
 /// Records per chunk (the unit of work of one thread).
 const CHUNK_RECORDS: usize = 8192;
@@ -37,7 +42,7 @@ pub struct Decoded {
     pub batch: RecordBatch,
     /// Indices (into the raw batch) of the rows of `batch`, for attaching metadata columns.
     pub kept: Vec<u32>,
-    /// The records that were rejected.
+    /// The records that were rejected, in input order.
     pub rejected: Vec<Rejected>,
 }
 
@@ -45,12 +50,22 @@ pub struct Decoded {
 #[derive(Debug, Clone)]
 pub struct JsonDecoder {
     schema: SchemaRef,
+    /// The fast path, when every column has a type it decodes.
+    flat: Option<FlatJsonDecoder>,
 }
 
 impl JsonDecoder {
     /// A decoder producing batches of `schema`.
     pub fn new(schema: SchemaRef) -> Self {
-        JsonDecoder { schema }
+        let flat = FlatJsonDecoder::try_new(&schema);
+        JsonDecoder { schema, flat }
+    }
+
+    /// The same decoder with every record going through `arrow-json`: the reference the fast
+    /// path is tested against, and a baseline for benchmarks.
+    pub fn without_fast_path(mut self) -> Self {
+        self.flat = None;
+        self
     }
 
     /// The declared schema.
@@ -77,29 +92,40 @@ impl JsonDecoder {
                 .map(|(base, c)| self.decode_chunk(data, *base, c))
                 .collect()
         } else {
-            let per_thread = chunks.len().div_ceil(threads);
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = chunks
-                    .chunks(per_thread)
-                    .map(|group| {
-                        scope.spawn(move || {
-                            group
-                                .iter()
-                                .map(|(base, c)| self.decode_chunk(data, *base, c))
-                                .collect::<Vec<_>>()
+            // Threads take the next chunk as they finish one, so a thread slowed down by other
+            // work of the epoch (computing, committing) does not hold up the others.
+            let next = AtomicUsize::new(0);
+            let mut results: Vec<(usize, Result<ChunkResult, ArrowError>)> =
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = (0..threads)
+                        .map(|_| {
+                            scope.spawn(|| {
+                                let mut done = Vec::new();
+                                loop {
+                                    let i = next.fetch_add(1, AtomicOrdering::Relaxed);
+                                    let Some((base, c)) = chunks.get(i) else {
+                                        return done;
+                                    };
+                                    done.push((i, self.decode_chunk(data, *base, c)));
+                                }
+                            })
                         })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| match h.join() {
-                        Ok(v) => v,
-                        Err(_) => vec![Err(ArrowError::ComputeError(
-                            "a JSON decoding thread panicked".into(),
-                        ))],
-                    })
-                    .collect()
-            })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .flat_map(|h| match h.join() {
+                            Ok(v) => v,
+                            Err(_) => vec![(
+                                0,
+                                Err(ArrowError::ComputeError(
+                                    "a JSON decoding thread panicked".into(),
+                                )),
+                            )],
+                        })
+                        .collect()
+                });
+            results.sort_by_key(|(i, _)| *i);
+            results.into_iter().map(|(_, r)| r).collect()
         };
         let mut batches = Vec::new();
         let mut kept = Vec::with_capacity(records.len());
@@ -110,6 +136,8 @@ impl JsonDecoder {
             kept.extend(r.kept);
             rejected.extend(r.rejected);
         }
+        // In input order, however the chunks found them (dead letters keep the source's order).
+        rejected.sort_unstable_by_key(|r| r.index);
         let batch = concat_batches(&self.schema, &batches)?;
         Ok(Decoded {
             batch,
@@ -131,12 +159,67 @@ impl JsonDecoder {
         base: usize,
         records: &[Range<usize>],
     ) -> Result<ChunkResult, ArrowError> {
+        let Some(flat) = &self.flat else {
+            return self.decode_with_arrow_json(data, base, records, 0..records.len());
+        };
+        let fast = flat.decode(data, records, 0..records.len())?;
+        let fast_kept: Vec<u32> = fast.kept.iter().map(|&i| (base + i) as u32).collect();
+        if fast.declined.is_empty() {
+            return Ok(ChunkResult {
+                batches: vec![fast.batch],
+                kept: fast_kept,
+                rejected: Vec::new(),
+            });
+        }
+        let slow =
+            self.decode_with_arrow_json(data, base, records, fast.declined.iter().copied())?;
+        if slow.kept.is_empty() {
+            return Ok(ChunkResult {
+                batches: vec![fast.batch],
+                kept: fast_kept,
+                rejected: slow.rejected,
+            });
+        }
+        // Some declined records were good after all: put their rows back in input order.
+        let mut batches = vec![fast.batch];
+        let mut origin: Vec<(u32, usize, usize)> = fast_kept
+            .iter()
+            .enumerate()
+            .map(|(row, &index)| (index, 0, row))
+            .collect();
+        let mut offset = 0;
+        for batch in slow.batches {
+            batches.push(batch);
+            let batch_no = batches.len() - 1;
+            for row in 0..batches[batch_no].num_rows() {
+                origin.push((slow.kept[offset + row], batch_no, row));
+            }
+            offset += batches[batch_no].num_rows();
+        }
+        origin.sort_unstable_by_key(|(index, _, _)| *index);
+        let refs: Vec<&RecordBatch> = batches.iter().collect();
+        let pick: Vec<(usize, usize)> = origin.iter().map(|&(_, b, r)| (b, r)).collect();
+        Ok(ChunkResult {
+            batches: vec![interleave_record_batch(&refs, &pick)?],
+            kept: origin.into_iter().map(|(index, _, _)| index).collect(),
+            rejected: slow.rejected,
+        })
+    }
+
+    /// Decodes the records at `subset` (indices into `records`) with `arrow-json`.
+    fn decode_with_arrow_json(
+        &self,
+        data: &[u8],
+        base: usize,
+        records: &[Range<usize>],
+        subset: impl Iterator<Item = usize>,
+    ) -> Result<ChunkResult, ArrowError> {
         let mut out = ChunkResult::default();
         let mut decoder = self.new_decoder(FLUSH_RECORDS)?;
         // Records fed since the last flush; all passed the syntax check.
         let mut pending: Vec<usize> = Vec::with_capacity(FLUSH_RECORDS);
-        for (i, range) in records.iter().enumerate() {
-            match feed(&mut decoder, &data[range.clone()]) {
+        for i in subset {
+            match feed(&mut decoder, &data[records[i].clone()]) {
                 Ok(()) => {
                     pending.push(i);
                     if pending.len() == FLUSH_RECORDS {
@@ -327,5 +410,204 @@ mod tests {
         assert_eq!(d.rejected.len(), 21);
         assert_eq!(d.batch.num_rows() + d.rejected.len(), 20_000);
         assert!(d.kept.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// Random values for one field: mostly well-formed, often in forms only arrow-json
+    /// decides about, sometimes broken.
+    fn random_value(rng: &mut rand_chacha::ChaCha8Rng, field: &str) -> String {
+        use rand::Rng;
+        const ODD: &[&str] = &[
+            "null",
+            "true",
+            "false",
+            "tru",
+            "nul",
+            "0",
+            "-0",
+            "01",
+            "1.",
+            ".5",
+            "1e3",
+            "1E-2",
+            "-1.5e+2",
+            "12abc",
+            "1.5",
+            "32768",
+            "2147483648",
+            "9223372036854775808",
+            "1e400",
+            "\"\"",
+            "\"12\"",
+            "\"1.5\"",
+            "\"true\"",
+            "\"a\\nb\"",
+            "\"caf\\u00e9\"",
+            "\"\\ud83d\\ude00\"",
+            "\"\\ud83d\"",
+            "\"\\x\"",
+            "\"tab\there\"",
+            "\"é ü 😀\"",
+            "[]",
+            "[1,2]",
+            "{}",
+            "{\"a\":1}",
+            "\"2024-03-01T00:00:02.455Z\"",
+            "\"2024-03-01T02:00:02+02:00\"",
+            "\"2024-03-01 00:00:02\"",
+            "\"2024-03-01\"",
+            "\"2024-13-01T00:00:00Z\"",
+            "1709251202455",
+            "1709251202455.5",
+            "\"\\/\\\\\\\"\"",
+        ];
+        if rng.random_bool(0.04) {
+            return ODD[rng.random_range(0..ODD.len())].to_string();
+        }
+        match field {
+            "s" | "n" => format!("\"v{}\"", rng.random_range(0..50)),
+            "b" => ["true", "false"][rng.random_range(0..2)].to_string(),
+            "i16" | "i32" | "i64" => rng.random_range(-40000i64..40000).to_string(),
+            "f32" | "f64" => format!("{:.3}", rng.random_range(-1e6..1e6)),
+            "d" => format!(
+                "\"2024-0{}-1{}\"",
+                rng.random_range(1..10),
+                rng.random_range(0..10)
+            ),
+            _ => format!(
+                "\"2024-03-0{}T{:02}:00:00.{:03}Z\"",
+                rng.random_range(1..10),
+                rng.random_range(0..24),
+                rng.random_range(0..1000)
+            ),
+        }
+    }
+
+    /// A random record over `fields`, with shuffled, missing, unknown and duplicate keys,
+    /// odd spacing, and some structural damage.
+    fn random_record(rng: &mut rand_chacha::ChaCha8Rng, fields: &[&str]) -> Vec<u8> {
+        use rand::seq::SliceRandom;
+        use rand::Rng;
+        let mut keys: Vec<&str> = fields.to_vec();
+        if rng.random_bool(0.1) {
+            keys.shuffle(rng);
+        }
+        let mut parts = Vec::new();
+        for key in keys {
+            if rng.random_bool(0.05) {
+                continue;
+            }
+            parts.push(format!("\"{key}\":{}", random_value(rng, key)));
+            if rng.random_bool(0.02) {
+                parts.push(format!("\"{key}\":{}", random_value(rng, key)));
+            }
+        }
+        if rng.random_bool(0.1) {
+            let extra = [
+                "1",
+                "\"x\"",
+                "{\"deep\":[1,{\"x\":null}]}",
+                "[true,\"\\u0041\"]",
+                "{}",
+            ];
+            let at = rng.random_range(0..=parts.len());
+            parts.insert(
+                at,
+                format!("\"extra\":{}", extra[rng.random_range(0..extra.len())]),
+            );
+        }
+        let sep = [",", ", ", " ,\t", ",,", " "][rng.random_range(0..5)];
+        let sep = if rng.random_bool(0.9) { "," } else { sep };
+        let mut text = format!("{{{}}}", parts.join(sep)).into_bytes();
+        match rng.random_range(0..40) {
+            0 => text.truncate(rng.random_range(0..text.len())),
+            1 => text.extend_from_slice(b" x"),
+            2 => text.extend_from_slice(b" {}"),
+            3 => text = b"[1]".to_vec(),
+            4 => text.insert(rng.random_range(0..text.len()), 0xff),
+            5 => text.insert(rng.random_range(0..text.len()), b'\n'),
+            6 => text = b"  ".to_vec(),
+            _ => {}
+        }
+        text
+    }
+
+    #[test]
+    fn the_fast_path_gives_exactly_what_arrow_json_gives() {
+        use rand::SeedableRng;
+        let fields = [
+            "s", "n", "b", "i16", "i32", "i64", "f32", "f64", "d", "ts", "tz",
+        ];
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("s", DataType::Utf8, true),
+            Field::new("n", DataType::Utf8, false),
+            Field::new("b", DataType::Boolean, true),
+            Field::new("i16", DataType::Int16, true),
+            Field::new("i32", DataType::Int32, true),
+            Field::new("i64", DataType::Int64, true),
+            Field::new("f32", DataType::Float32, true),
+            Field::new("f64", DataType::Float64, true),
+            Field::new("d", DataType::Date32, true),
+            Field::new("ts", crate::types::timestamp_type(), false),
+            Field::new(
+                "tz",
+                DataType::Timestamp(
+                    arrow::datatypes::TimeUnit::Millisecond,
+                    Some("+02:00".into()),
+                ),
+                true,
+            ),
+        ]));
+        let fast = JsonDecoder::new(schema.clone());
+        let reference = JsonDecoder::new(schema.clone()).without_fast_path();
+        let flat = FlatJsonDecoder::try_new(&schema).unwrap();
+        for seed in 0..4 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut input = crate::raw::RawBatch::default();
+            for _ in 0..3000 {
+                input.push(&random_record(&mut rng, &fields));
+            }
+            for threads in [1, 2] {
+                let got = fast.decode(&input.data, &input.records, threads).unwrap();
+                let want = reference
+                    .decode(&input.data, &input.records, threads)
+                    .unwrap();
+                assert_eq!(got.kept, want.kept, "seed {seed}");
+                for (g, w) in got.rejected.iter().zip(&want.rejected) {
+                    assert_eq!(g, w, "seed {seed}: {:?}", input.record(g.index));
+                }
+                assert_eq!(got.rejected.len(), want.rejected.len(), "seed {seed}");
+                assert_eq!(got.batch, want.batch, "seed {seed}");
+            }
+            // The comparison means something only if both paths did real work.
+            let only_fast = flat
+                .decode(&input.data, &input.records, 0..input.len())
+                .unwrap();
+            let reference_rows = reference.decode(&input.data, &input.records, 1).unwrap();
+            assert!(
+                only_fast.kept.len() > 600,
+                "seed {seed}: fast path kept {}",
+                only_fast.kept.len()
+            );
+            assert!(
+                reference_rows.batch.num_rows() > only_fast.kept.len(),
+                "seed {seed}"
+            );
+            assert!(!reference_rows.rejected.is_empty(), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn the_fast_path_decodes_typical_events_itself() {
+        let input = raw(&[
+            r#"{"id":"a","amount":1.5,"ts":"2024-03-01T00:00:02.455Z"}"#,
+            r#" { "ts" : 1709251202455 , "id" : "b\"q\u00e9", "other": {"x": [1, null]} } "#,
+            r#"{"id":"c","amount":null}"#,
+        ]);
+        let flat = FlatJsonDecoder::try_new(decoder().schema()).unwrap();
+        let d = flat.decode(&input.data, &input.records, 0..3).unwrap();
+        assert_eq!(d.kept, vec![0, 1, 2]);
+        assert!(d.declined.is_empty());
+        let ids = d.batch.column(0).as_string::<i32>();
+        assert_eq!(ids.value(1), "b\"qé");
     }
 }
