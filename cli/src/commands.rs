@@ -103,12 +103,14 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         once: args.once,
         trigger_interval: Duration::from_secs_f64(args.trigger_interval.max(0.01)),
         on_epoch: match args.progress {
+            // Progress lines are best effort: when their reader goes away (`| head -2`) the
+            // pipeline keeps running and committing instead of panicking on a closed pipe.
             ProgressFormat::Text => Some(Arc::new(|r: &weir_engine::progress::EpochReport| {
-                eprintln!("{r}")
+                let _ = writeln!(std::io::stderr().lock(), "{r}");
             })),
             ProgressFormat::Json => Some(Arc::new(|r: &weir_engine::progress::EpochReport| {
                 if let Ok(line) = serde_json::to_string(r) {
-                    println!("{line}");
+                    let _ = writeln!(std::io::stdout().lock(), "{line}");
                 }
             })),
             ProgressFormat::Quiet => None,
