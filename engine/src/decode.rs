@@ -164,15 +164,11 @@ impl JsonDecoder {
         };
         let fast = flat.decode(data, records, 0..records.len())?;
         let fast_kept: Vec<u32> = fast.kept.iter().map(|&i| (base + i) as u32).collect();
-        if fast.declined.is_empty() {
-            return Ok(ChunkResult {
-                batches: vec![fast.batch],
-                kept: fast_kept,
-                rejected: Vec::new(),
-            });
-        }
-        let slow =
-            self.decode_with_arrow_json(data, base, records, fast.declined.iter().copied())?;
+        let slow = if fast.declined.is_empty() {
+            ChunkResult::default()
+        } else {
+            self.decode_with_arrow_json(data, base, records, fast.declined.iter().copied())?
+        };
         if slow.kept.is_empty() {
             return Ok(ChunkResult {
                 batches: vec![fast.batch],
@@ -181,26 +177,22 @@ impl JsonDecoder {
             });
         }
         // Some declined records were good after all: put their rows back in input order.
-        let mut batches = vec![fast.batch];
+        let batches = [fast.batch, concat_batches(&self.schema, &slow.batches)?];
         let mut origin: Vec<(u32, usize, usize)> = fast_kept
             .iter()
             .enumerate()
             .map(|(row, &index)| (index, 0, row))
+            .chain(
+                slow.kept
+                    .iter()
+                    .enumerate()
+                    .map(|(row, &index)| (index, 1, row)),
+            )
             .collect();
-        let mut offset = 0;
-        for batch in slow.batches {
-            batches.push(batch);
-            let batch_no = batches.len() - 1;
-            for row in 0..batches[batch_no].num_rows() {
-                origin.push((slow.kept[offset + row], batch_no, row));
-            }
-            offset += batches[batch_no].num_rows();
-        }
         origin.sort_unstable_by_key(|(index, _, _)| *index);
-        let refs: Vec<&RecordBatch> = batches.iter().collect();
         let pick: Vec<(usize, usize)> = origin.iter().map(|&(_, b, r)| (b, r)).collect();
         Ok(ChunkResult {
-            batches: vec![interleave_record_batch(&refs, &pick)?],
+            batches: vec![interleave_record_batch(&[&batches[0], &batches[1]], &pick)?],
             kept: origin.into_iter().map(|(index, _, _)| index).collect(),
             rejected: slow.rejected,
         })
