@@ -8,12 +8,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_same_tables, create_topic, delete_topic, kafka_broker, produce_events, query,
-    read_messages, repo, unique_topic, weir, ECOMMERCE_TABLES,
+    assert_same_tables, assert_success, create_topic, delete_topic, kafka_broker, produce_events,
+    query, read_messages, repo, unique_topic, weir, ECOMMERCE_TABLES,
 };
 use weir_engine::crash_point::CRASH_POINTS;
 
@@ -46,15 +46,6 @@ fn run_pipeline(
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     cmd
-}
-
-fn assert_success(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Issue 4's crash test: 200,000 events (with duplicates, late and malformed ones) on a

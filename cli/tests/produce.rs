@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::read_messages;
 use rdkafka::mocking::MockCluster;
 
@@ -15,15 +13,8 @@ fn produce_sends_generated_events_and_file_lines() {
     cluster.create_topic("lines", 1, 1).unwrap();
     let servers = cluster.bootstrap_servers();
     let weir = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = common::weir().args(args).output().unwrap();
+        common::assert_success(&out, "weir produce");
     };
     weir(&[
         "produce",

@@ -4,7 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test uses a subset
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use arrow::compute::concat_batches;
@@ -22,6 +22,16 @@ pub fn weir() -> Command {
     cmd
 }
 
+/// Fails the test, with `what`, the exit status and stderr, unless the process succeeded.
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `weir query --lake LAKE SQL`, which must succeed; its printed table.
 pub fn query(lake: &Path, sql: &str) -> String {
     let out = weir()
@@ -30,12 +40,7 @@ pub fn query(lake: &Path, sql: &str) -> String {
         .arg(sql)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "weir query {sql} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, &format!("weir query {sql}"));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -270,11 +275,7 @@ pub fn produce_events(servers: &str, topic: &str, events: u64) {
         .arg(events.to_string())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "weir produce failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "weir produce");
 }
 
 /// Reads the messages of `topic` from its start as (key, payload) text: waits up to 30 s for
