@@ -501,10 +501,16 @@ mod tests {
                 "[true,\"\\u0041\"]",
                 "{}",
             ];
+            // Undeclared keys, some of them a declared name plus more (or that name escaped).
+            let names = ["extra", "s2", "i32x", "f", "i\\u00332"];
             let at = rng.random_range(0..=parts.len());
             parts.insert(
                 at,
-                format!("\"extra\":{}", extra[rng.random_range(0..extra.len())]),
+                format!(
+                    "\"{}\":{}",
+                    names[rng.random_range(0..names.len())],
+                    extra[rng.random_range(0..extra.len())]
+                ),
             );
         }
         let sep = [",", ", ", " ,\t", ",,", " "][rng.random_range(0..5)];

@@ -1,9 +1,10 @@
 //! The fast path of JSON decoding: flat objects of scalars, the shape of nearly every event.
 //!
 //! `arrow-json` first tokenizes records onto a tape and then walks the tape once per column; on
-//! the benchmarks that was half of all CPU. This decoder reads each record once, straight into
-//! the column builders, and predicts each key from the previous one (producers write their keys
-//! in a stable order).
+//! the benchmarks that was half of all CPU. This decoder reads each record once, converting each
+//! value straight into its column's buffer, and predicts each key from the previous one
+//! (producers write their keys in a stable order). A record found bad halfway is rolled back:
+//! every column drops what it got from that record.
 //!
 //! It is deliberately a strict subset of `arrow-json`: a record it is not sure about (a syntax
 //! or type error, a missing NOT NULL field, a duplicate key, a nested value in an undeclared
@@ -19,9 +20,10 @@ use std::sync::Arc;
 
 use arrow::array::timezone::Tz;
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder, Int16Builder,
-    Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+    ArrayRef, BooleanArray, Date32Array, Float32Array, Float64Array, Int16Array, Int32Array,
+    Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
+use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::compute::kernels::cast_utils::{string_to_datetime, Parser};
 use arrow::datatypes::{DataType, Date32Type, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -41,6 +43,8 @@ pub struct FlatJsonDecoder {
 #[derive(Debug, Clone)]
 struct FlatField {
     name: Box<[u8]>,
+    /// The name has no character JSON must escape, so a key can be compared with it as is.
+    written_as_is: bool,
     kind: Kind,
     data_type: DataType,
     nullable: bool,
@@ -72,32 +76,6 @@ pub struct FlatDecoded {
     pub kept: Vec<usize>,
     /// Indices (into the caller's `records`) of the records left to `arrow-json`.
     pub declined: Vec<usize>,
-}
-
-/// A field's raw value inside a record, before conversion.
-#[derive(Debug, Clone, Copy)]
-enum Slot<'a> {
-    Missing,
-    Null,
-    /// The bytes between the quotes; `escaped` when they contain a backslash.
-    Str {
-        raw: &'a [u8],
-        escaped: bool,
-    },
-    /// A number that follows JSON's grammar.
-    Number(&'a [u8]),
-    Bool(bool),
-}
-
-/// A converted value, ready to append.
-#[derive(Debug)]
-enum Cell<'a> {
-    Null,
-    Text(Cow<'a, str>),
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Float32(f32),
 }
 
 impl FlatJsonDecoder {
@@ -134,6 +112,8 @@ impl FlatJsonDecoder {
                 return None;
             }
             fields.push(FlatField {
+                // A name JSON writes with escapes can never match the raw bytes of a key.
+                written_as_is: !name.iter().any(|b| matches!(b, b'"' | b'\\' | 0x00..=0x1f)),
                 name,
                 kind,
                 data_type: field.data_type().clone(),
@@ -153,32 +133,42 @@ impl FlatJsonDecoder {
         records: &[Range<usize>],
         subset: impl ExactSizeIterator<Item = usize>,
     ) -> Result<FlatDecoded, ArrowError> {
-        let mut builders: Vec<ColumnBuilder> = self
+        let bytes: usize = records.iter().map(|r| r.len()).sum();
+        let string_columns = self
             .fields
             .iter()
-            .map(|f| ColumnBuilder::new(f, subset.len()))
+            .filter(|f| matches!(f.kind, Kind::Utf8))
+            .count()
+            .max(1);
+        // Strings are most of a record's bytes; share an estimate of them among the columns.
+        let string_bytes = bytes.saturating_mul(subset.len()) / records.len().max(1) / 2;
+        let mut columns: Vec<ColumnBuffer> = self
+            .fields
+            .iter()
+            .map(|f| ColumnBuffer::new(&f.kind, subset.len(), string_bytes / string_columns))
             .collect();
+        let mut rows = 0;
         let mut kept = Vec::with_capacity(subset.len());
         let mut declined = Vec::new();
-        let mut slots: Vec<Slot> = vec![Slot::Missing; self.fields.len()];
-        let mut cells: Vec<Cell> = Vec::with_capacity(self.fields.len());
         for i in subset {
             let record = &data[records[i].clone()];
-            slots.fill(Slot::Missing);
-            cells.clear();
-            let accepted = self.parse_record(record, &mut slots).is_some()
-                && self.convert(&slots, &mut cells).is_some();
-            if accepted {
-                for (builder, cell) in builders.iter_mut().zip(cells.drain(..)) {
-                    builder.append(cell);
-                }
+            if self.parse_record(record, &mut columns, rows).is_some() {
+                rows += 1;
                 kept.push(i);
             } else {
+                for column in &mut columns {
+                    column.truncate(rows);
+                }
                 declined.push(i);
             }
         }
-        let columns: Vec<ArrayRef> = builders.iter_mut().map(ColumnBuilder::finish).collect();
-        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
+        let arrays = self
+            .fields
+            .iter()
+            .zip(columns)
+            .map(|(field, column)| column.finish(&field.data_type, rows))
+            .collect::<Result<Vec<ArrayRef>, ArrowError>>()?;
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays)?;
         Ok(FlatDecoded {
             batch,
             kept,
@@ -186,10 +176,11 @@ impl FlatJsonDecoder {
         })
     }
 
-    /// Splits one record into its declared fields' raw values; `None` declines it.
-    fn parse_record<'a>(&self, record: &'a [u8], slots: &mut [Slot<'a>]) -> Option<()> {
-        // Outside strings the grammar admits only ASCII, and `string_body` checks strings'
-        // UTF-8, so the whole record is known to be valid UTF-8 once it parses.
+    /// Reads one record into row `row` of `columns`; `None` declines it (then some columns may
+    /// hold a value of it, which the caller rolls back).
+    fn parse_record(&self, record: &[u8], columns: &mut [ColumnBuffer], row: usize) -> Option<()> {
+        // `string_body` checks the UTF-8 of every non-ASCII string, so a bad string declines
+        // its record here and the column-wide check in `ColumnBuffer::finish` cannot fail.
         let mut cur = Cursor {
             bytes: record,
             pos: 0,
@@ -204,21 +195,27 @@ impl FlatJsonDecoder {
         } else {
             loop {
                 cur.expect(b'"')?;
-                let (key, escaped) = cur.string_body()?;
-                if escaped {
-                    return None;
-                }
+                let field = match self.expected_key(&mut cur, next_guess) {
+                    Some(f) => Some(f),
+                    None => {
+                        let (key, escaped) = cur.string_body()?;
+                        if escaped {
+                            return None;
+                        }
+                        self.fields.iter().position(|f| *f.name == *key)
+                    }
+                };
                 cur.skip_ws();
                 cur.expect(b':')?;
                 cur.skip_ws();
-                match self.field_index(key, next_guess) {
+                match field {
                     Some(f) => {
                         if seen & (1u64 << f) != 0 {
                             return None;
                         }
                         seen |= 1u64 << f;
                         next_guess = f + 1;
-                        slots[f] = cur.scalar()?;
+                        self.read_value(&mut cur, &self.fields[f], &mut columns[f], row)?;
                     }
                     None => cur.skip_value(0)?,
                 }
@@ -231,100 +228,109 @@ impl FlatJsonDecoder {
             }
         }
         cur.skip_ws();
-        cur.at_end().then_some(())
-    }
-
-    /// The declared field named `key`, trying `guess` first.
-    fn field_index(&self, key: &[u8], guess: usize) -> Option<usize> {
-        if let Some(f) = self.fields.get(guess) {
-            if *f.name == *key {
-                return Some(guess);
-            }
+        if !cur.at_end() {
+            return None;
         }
-        self.fields.iter().position(|f| *f.name == *key)
-    }
-
-    /// Converts every slot to its column's type; `None` declines the record.
-    fn convert<'a>(&self, slots: &[Slot<'a>], cells: &mut Vec<Cell<'a>>) -> Option<()> {
-        for (field, slot) in self.fields.iter().zip(slots) {
-            let cell = match (slot, &field.kind) {
-                (Slot::Missing | Slot::Null, _) if field.nullable => Cell::Null,
-                (Slot::Missing | Slot::Null, _) => return None,
-                (Slot::Str { raw, escaped }, Kind::Utf8) => Cell::Text(text(raw, *escaped)?),
-                (Slot::Bool(b), Kind::Boolean) => Cell::Bool(*b),
-                (Slot::Number(n), Kind::Int16) => {
-                    Cell::Int(i16::try_from(plain_integer(n)?).ok()?.into())
-                }
-                (Slot::Number(n), Kind::Int32) => {
-                    Cell::Int(i32::try_from(plain_integer(n)?).ok()?.into())
-                }
-                (Slot::Number(n), Kind::Int64) => Cell::Int(plain_integer(n)?),
-                (Slot::Number(n), Kind::Float64) => {
-                    let v: f64 = std::str::from_utf8(n).ok()?.parse().ok()?;
-                    v.is_finite().then_some(Cell::Float(v))?
-                }
-                (Slot::Number(n), Kind::Float32) => {
-                    let v: f32 = std::str::from_utf8(n).ok()?.parse().ok()?;
-                    v.is_finite().then_some(Cell::Float32(v))?
-                }
-                (Slot::Str { raw, escaped }, Kind::Date32) => {
-                    let s = text(raw, *escaped)?;
-                    Cell::Int(Date32Type::parse(&s)?.into())
-                }
-                (Slot::Number(n), Kind::Date32) => {
-                    Cell::Int(i32::try_from(plain_integer(n)?).ok()?.into())
-                }
-                (Slot::Str { raw, escaped }, Kind::TimestampMs(tz)) => {
-                    let s = text(raw, *escaped)?;
-                    Cell::Int(string_to_datetime(tz, &s).ok()?.timestamp_millis())
-                }
-                (Slot::Str { raw, escaped }, Kind::TimestampMsUtc) => {
-                    let s = text(raw, *escaped)?;
-                    Cell::Int(string_to_datetime(&Utc, &s).ok()?.timestamp_millis())
-                }
-                (Slot::Number(n), Kind::TimestampMs(_) | Kind::TimestampMsUtc) => {
-                    Cell::Int(plain_integer(n)?)
-                }
-                _ => return None,
-            };
-            cells.push(cell);
+        // Fields the record does not have are null, if they may be.
+        let all = u64::MAX >> (64 - self.fields.len().max(1));
+        let mut missing = all & !seen;
+        while missing != 0 {
+            let f = missing.trailing_zeros() as usize;
+            missing &= missing - 1;
+            if !self.fields.get(f)?.nullable {
+                return None;
+            }
+            columns[f].push_null(row);
         }
         Some(())
+    }
+
+    /// When the key at the cursor (just past its opening quote) is the declared field `guess`,
+    /// moves past its closing quote and returns it; otherwise leaves the cursor alone.
+    fn expected_key(&self, cur: &mut Cursor, guess: usize) -> Option<usize> {
+        let field = self.fields.get(guess).filter(|f| f.written_as_is)?;
+        let end = cur.pos + field.name.len();
+        if cur.bytes.get(cur.pos..end)? == &*field.name && cur.bytes.get(end) == Some(&b'"') {
+            cur.pos = end + 1;
+            Some(guess)
+        } else {
+            None
+        }
+    }
+
+    /// Reads a declared field's value into row `row` of its column; a nested value or one of
+    /// the wrong type declines the record.
+    fn read_value(
+        &self,
+        cur: &mut Cursor,
+        field: &FlatField,
+        column: &mut ColumnBuffer,
+        row: usize,
+    ) -> Option<()> {
+        match cur.peek()? {
+            b'"' => {
+                cur.pos += 1;
+                let (raw, escaped) = cur.string_body()?;
+                column.push_string(&field.kind, raw, escaped)
+            }
+            b'-' | b'0'..=b'9' => column.push_number(cur.number()?),
+            b't' => {
+                cur.literal(b"true")?;
+                column.push_bool(true)
+            }
+            b'f' => {
+                cur.literal(b"false")?;
+                column.push_bool(false)
+            }
+            b'n' => {
+                cur.literal(b"null")?;
+                field.nullable.then(|| column.push_null(row))
+            }
+            _ => None,
+        }
     }
 }
 
 /// The string a JSON string body stands for; `None` for escapes left to `arrow-json`.
 fn text(raw: &[u8], escaped: bool) -> Option<Cow<'_, str>> {
-    let s = std::str::from_utf8(raw).ok()?;
     if !escaped {
-        return Some(Cow::Borrowed(s));
+        return std::str::from_utf8(raw).ok().map(Cow::Borrowed);
     }
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        out.push(match chars.next()? {
-            '"' => '"',
-            '\\' => '\\',
-            '/' => '/',
-            'b' => '\u{8}',
-            'f' => '\u{c}',
-            'n' => '\n',
-            'r' => '\r',
-            't' => '\t',
-            'u' => {
-                let hex: String = chars.by_ref().take(4).collect();
-                let code = u32::from_str_radix(&hex, 16).ok()?;
+    let mut out = Vec::with_capacity(raw.len());
+    unescape_into(raw, &mut out)?;
+    String::from_utf8(out).ok().map(Cow::Owned)
+}
+
+/// Appends the string a JSON string body with escapes stands for; `None` for escapes left to
+/// `arrow-json` (surrogates, which follow its own rules). `raw` is what `string_body` accepted:
+/// valid UTF-8 whose escapes are well formed.
+fn unescape_into(raw: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    let mut rest = raw;
+    while let Some(at) = memchr::memchr(b'\\', rest) {
+        out.extend_from_slice(&rest[..at]);
+        let escape = *rest.get(at + 1)?;
+        rest = &rest[at + 2..];
+        let c = match escape {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let hex = std::str::from_utf8(rest.get(..4)?).ok()?;
+                rest = &rest[4..];
                 // Surrogates (pairs or lone) follow arrow-json's own rules: leave them to it.
-                char::from_u32(code).filter(|_| hex.len() == 4)?
+                char::from_u32(u32::from_str_radix(hex, 16).ok()?)?
             }
             _ => return None,
-        });
+        };
+        out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
     }
-    Some(Cow::Owned(out))
+    out.extend_from_slice(rest);
+    Some(())
 }
 
 /// An integer written as plain digits (`-12`), the only number form accepted for integer and
@@ -460,18 +466,13 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Reads a declared field's value; nested values decline the record.
-    fn scalar(&mut self) -> Option<Slot<'a>> {
+    /// Checks and skips a number, `true`, `false` or `null`.
+    fn skip_number_or_literal(&mut self) -> Option<()> {
         match self.peek()? {
-            b'"' => {
-                self.pos += 1;
-                let (raw, escaped) = self.string_body()?;
-                Some(Slot::Str { raw, escaped })
-            }
-            b'-' | b'0'..=b'9' => self.number().map(Slot::Number),
-            b't' => self.literal(b"true").map(|_| Slot::Bool(true)),
-            b'f' => self.literal(b"false").map(|_| Slot::Bool(false)),
-            b'n' => self.literal(b"null").map(|_| Slot::Null),
+            b'-' | b'0'..=b'9' => self.number().map(|_| ()),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
             _ => None,
         }
     }
@@ -531,86 +532,197 @@ impl<'a> Cursor<'a> {
                 }
                 Some(())
             }
-            _ => self.scalar().map(|_| ()),
+            _ => self.skip_number_or_literal(),
         }
     }
 }
 
-/// The builder of one output column.
-enum ColumnBuilder {
-    Utf8(StringBuilder),
-    Boolean(BooleanBuilder),
-    Int16(Int16Builder),
-    Int32(Int32Builder),
-    Int64(Int64Builder),
-    Float32(Float32Builder),
-    Float64(Float64Builder),
-    Date32(Date32Builder),
-    TimestampMs(TimestampMillisecondBuilder, DataType),
+/// One output column of a chunk as it is built. Rows are appended one value at a time, and a
+/// declined record's values are dropped again with [`ColumnBuffer::truncate`].
+struct ColumnBuffer {
+    values: Values,
+    /// The rows that are null, ascending (their slot in `values` holds a placeholder).
+    null_rows: Vec<usize>,
 }
 
-impl ColumnBuilder {
-    fn new(field: &FlatField, rows: usize) -> Self {
-        match &field.kind {
-            Kind::Utf8 => ColumnBuilder::Utf8(StringBuilder::with_capacity(rows, rows * 16)),
-            Kind::Boolean => ColumnBuilder::Boolean(BooleanBuilder::with_capacity(rows)),
-            Kind::Int16 => ColumnBuilder::Int16(Int16Builder::with_capacity(rows)),
-            Kind::Int32 => ColumnBuilder::Int32(Int32Builder::with_capacity(rows)),
-            Kind::Int64 => ColumnBuilder::Int64(Int64Builder::with_capacity(rows)),
-            Kind::Float32 => ColumnBuilder::Float32(Float32Builder::with_capacity(rows)),
-            Kind::Float64 => ColumnBuilder::Float64(Float64Builder::with_capacity(rows)),
-            Kind::Date32 => ColumnBuilder::Date32(Date32Builder::with_capacity(rows)),
-            Kind::TimestampMs(_) | Kind::TimestampMsUtc => ColumnBuilder::TimestampMs(
-                TimestampMillisecondBuilder::with_capacity(rows),
-                field.data_type.clone(),
-            ),
-        }
-    }
+/// A column's values, in the representation of its Arrow array.
+enum Values {
+    /// Offsets (one more than rows) into `bytes`, the strings' UTF-8 back to back.
+    Utf8 {
+        offsets: Vec<i32>,
+        bytes: Vec<u8>,
+    },
+    Boolean(Vec<bool>),
+    Int16(Vec<i16>),
+    Int32(Vec<i32>),
+    Int64(Vec<i64>),
+    Float32(Vec<f32>),
+    Float64(Vec<f64>),
+    Date32(Vec<i32>),
+    /// Milliseconds, in any zone.
+    TimestampMs(Vec<i64>),
+}
 
-    /// Appends a converted cell; `convert` guarantees it matches the column's kind.
-    fn append(&mut self, cell: Cell) {
-        match (self, cell) {
-            (ColumnBuilder::Utf8(b), Cell::Text(s)) => b.append_value(s),
-            (ColumnBuilder::Boolean(b), Cell::Bool(v)) => b.append_value(v),
-            (ColumnBuilder::Int16(b), Cell::Int(v)) => b.append_value(v as i16),
-            (ColumnBuilder::Int32(b), Cell::Int(v)) => b.append_value(v as i32),
-            (ColumnBuilder::Int64(b), Cell::Int(v)) => b.append_value(v),
-            (ColumnBuilder::Float32(b), Cell::Float32(v)) => b.append_value(v),
-            (ColumnBuilder::Float64(b), Cell::Float(v)) => b.append_value(v),
-            (ColumnBuilder::Date32(b), Cell::Int(v)) => b.append_value(v as i32),
-            (ColumnBuilder::TimestampMs(b, _), Cell::Int(v)) => b.append_value(v),
-            (b, Cell::Null) => b.append_null(),
-            (_, cell) => unreachable!("convert produced {cell:?} for another column type"),
-        }
-    }
-
-    fn append_null(&mut self) {
-        match self {
-            ColumnBuilder::Utf8(b) => b.append_null(),
-            ColumnBuilder::Boolean(b) => b.append_null(),
-            ColumnBuilder::Int16(b) => b.append_null(),
-            ColumnBuilder::Int32(b) => b.append_null(),
-            ColumnBuilder::Int64(b) => b.append_null(),
-            ColumnBuilder::Float32(b) => b.append_null(),
-            ColumnBuilder::Float64(b) => b.append_null(),
-            ColumnBuilder::Date32(b) => b.append_null(),
-            ColumnBuilder::TimestampMs(b, _) => b.append_null(),
-        }
-    }
-
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            ColumnBuilder::Utf8(b) => Arc::new(b.finish()),
-            ColumnBuilder::Boolean(b) => Arc::new(b.finish()),
-            ColumnBuilder::Int16(b) => Arc::new(b.finish()),
-            ColumnBuilder::Int32(b) => Arc::new(b.finish()),
-            ColumnBuilder::Int64(b) => Arc::new(b.finish()),
-            ColumnBuilder::Float32(b) => Arc::new(b.finish()),
-            ColumnBuilder::Float64(b) => Arc::new(b.finish()),
-            ColumnBuilder::Date32(b) => Arc::new(b.finish()),
-            ColumnBuilder::TimestampMs(b, data_type) => {
-                Arc::new(b.finish().with_data_type(data_type.clone()))
+impl ColumnBuffer {
+    fn new(kind: &Kind, rows: usize, string_bytes: usize) -> Self {
+        let values = match kind {
+            Kind::Utf8 => {
+                let mut offsets = Vec::with_capacity(rows + 1);
+                offsets.push(0);
+                Values::Utf8 {
+                    offsets,
+                    bytes: Vec::with_capacity(string_bytes),
+                }
             }
+            Kind::Boolean => Values::Boolean(Vec::with_capacity(rows)),
+            Kind::Int16 => Values::Int16(Vec::with_capacity(rows)),
+            Kind::Int32 => Values::Int32(Vec::with_capacity(rows)),
+            Kind::Int64 => Values::Int64(Vec::with_capacity(rows)),
+            Kind::Float32 => Values::Float32(Vec::with_capacity(rows)),
+            Kind::Float64 => Values::Float64(Vec::with_capacity(rows)),
+            Kind::Date32 => Values::Date32(Vec::with_capacity(rows)),
+            Kind::TimestampMs(_) | Kind::TimestampMsUtc => {
+                Values::TimestampMs(Vec::with_capacity(rows))
+            }
+        };
+        ColumnBuffer {
+            values,
+            null_rows: Vec::new(),
         }
+    }
+
+    /// Appends a JSON string's value; `None` when the column's type cannot take it as
+    /// `arrow-json` would.
+    fn push_string(&mut self, kind: &Kind, raw: &[u8], escaped: bool) -> Option<()> {
+        match (&mut self.values, kind) {
+            (Values::Utf8 { offsets, bytes }, _) => {
+                if escaped {
+                    let start = bytes.len();
+                    if unescape_into(raw, bytes).is_none() {
+                        bytes.truncate(start);
+                        return None;
+                    }
+                } else {
+                    bytes.extend_from_slice(raw);
+                }
+                // Offsets are 32-bit: a chunk with more than 2 GiB of strings is left to
+                // arrow-json, record by record.
+                match i32::try_from(bytes.len()) {
+                    Ok(end) => offsets.push(end),
+                    Err(_) => {
+                        bytes.truncate(*offsets.last()? as usize);
+                        return None;
+                    }
+                }
+            }
+            (Values::Date32(v), _) => v.push(Date32Type::parse(&text(raw, escaped)?)?),
+            (Values::TimestampMs(v), Kind::TimestampMsUtc) => v.push(
+                string_to_datetime(&Utc, &text(raw, escaped)?)
+                    .ok()?
+                    .timestamp_millis(),
+            ),
+            (Values::TimestampMs(v), Kind::TimestampMs(tz)) => v.push(
+                string_to_datetime(tz, &text(raw, escaped)?)
+                    .ok()?
+                    .timestamp_millis(),
+            ),
+            _ => return None,
+        }
+        Some(())
+    }
+
+    /// Appends a JSON number (as `number` read it); `None` when the column's type cannot take
+    /// it as `arrow-json` would.
+    fn push_number(&mut self, n: &[u8]) -> Option<()> {
+        match &mut self.values {
+            Values::Int16(v) => v.push(i16::try_from(plain_integer(n)?).ok()?),
+            Values::Int32(v) | Values::Date32(v) => v.push(i32::try_from(plain_integer(n)?).ok()?),
+            Values::Int64(v) | Values::TimestampMs(v) => v.push(plain_integer(n)?),
+            Values::Float64(v) => {
+                let x: f64 = std::str::from_utf8(n).ok()?.parse().ok()?;
+                v.push(x.is_finite().then_some(x)?)
+            }
+            Values::Float32(v) => {
+                let x: f32 = std::str::from_utf8(n).ok()?.parse().ok()?;
+                v.push(x.is_finite().then_some(x)?)
+            }
+            Values::Utf8 { .. } | Values::Boolean(_) => return None,
+        }
+        Some(())
+    }
+
+    /// Appends `true` or `false`; only a BOOLEAN column takes them.
+    fn push_bool(&mut self, b: bool) -> Option<()> {
+        match &mut self.values {
+            Values::Boolean(v) => v.push(b),
+            _ => return None,
+        }
+        Some(())
+    }
+
+    /// Appends a null as row `row`.
+    fn push_null(&mut self, row: usize) {
+        match &mut self.values {
+            Values::Utf8 { offsets, bytes } => {
+                // Always fits: the previous end was a valid offset and nothing was added.
+                offsets.push(i32::try_from(bytes.len()).unwrap_or(i32::MAX));
+            }
+            Values::Boolean(v) => v.push(false),
+            Values::Int16(v) => v.push(0),
+            Values::Int32(v) | Values::Date32(v) => v.push(0),
+            Values::Int64(v) | Values::TimestampMs(v) => v.push(0),
+            Values::Float32(v) => v.push(0.0),
+            Values::Float64(v) => v.push(0.0),
+        }
+        self.null_rows.push(row);
+    }
+
+    /// Drops every row from `rows` on (the values of a declined record).
+    fn truncate(&mut self, rows: usize) {
+        match &mut self.values {
+            Values::Utf8 { offsets, bytes } => {
+                offsets.truncate(rows + 1);
+                bytes.truncate(offsets[rows] as usize);
+            }
+            Values::Boolean(v) => v.truncate(rows),
+            Values::Int16(v) => v.truncate(rows),
+            Values::Int32(v) | Values::Date32(v) => v.truncate(rows),
+            Values::Int64(v) | Values::TimestampMs(v) => v.truncate(rows),
+            Values::Float32(v) => v.truncate(rows),
+            Values::Float64(v) => v.truncate(rows),
+        }
+        while self.null_rows.last().is_some_and(|&r| r >= rows) {
+            self.null_rows.pop();
+        }
+    }
+
+    /// The Arrow array of `data_type` holding the column's `rows` rows. Strings' UTF-8 is
+    /// checked once here, for the whole column.
+    fn finish(self, data_type: &DataType, rows: usize) -> Result<ArrayRef, ArrowError> {
+        let nulls = (!self.null_rows.is_empty()).then(|| {
+            let mut valid = vec![true; rows];
+            for &row in &self.null_rows {
+                valid[row] = false;
+            }
+            NullBuffer::from(valid)
+        });
+        Ok(match self.values {
+            Values::Utf8 { offsets, bytes } => Arc::new(StringArray::try_new(
+                OffsetBuffer::new(ScalarBuffer::from(offsets)),
+                Buffer::from_vec(bytes),
+                nulls,
+            )?),
+            Values::Boolean(v) => Arc::new(BooleanArray::new(BooleanBuffer::from(v), nulls)),
+            Values::Int16(v) => Arc::new(Int16Array::try_new(v.into(), nulls)?),
+            Values::Int32(v) => Arc::new(Int32Array::try_new(v.into(), nulls)?),
+            Values::Int64(v) => Arc::new(Int64Array::try_new(v.into(), nulls)?),
+            Values::Float32(v) => Arc::new(Float32Array::try_new(v.into(), nulls)?),
+            Values::Float64(v) => Arc::new(Float64Array::try_new(v.into(), nulls)?),
+            Values::Date32(v) => Arc::new(Date32Array::try_new(v.into(), nulls)?),
+            Values::TimestampMs(v) => Arc::new(
+                TimestampMillisecondArray::try_new(v.into(), nulls)?
+                    .with_data_type(data_type.clone()),
+            ),
+        })
     }
 }
