@@ -246,29 +246,36 @@ fn window_subquery(kind: &str, args: &[FunctionArg]) -> Result<Rewritten, (Strin
     }
     let (slide_ms, size_ms) = (slide.as_millis(), size.as_millis());
     let interval = |ms: u128| format!("INTERVAL '{ms} milliseconds'");
+    // Shifts are written as durations, not intervals: adding an interval to a timestamp with a
+    // zone converts every row to local time and back (it could hold months or days), while a
+    // duration is plain arithmetic on the epoch value, and the same for a fixed length.
+    let duration = |ms: u128| format!("arrow_cast({ms}, 'Duration(Millisecond)')");
     let bin = format!("date_bin({}, {time})", interval(slide_ms));
     let sql = if kind == "session" {
         // Each row starts as its own session; the engine merges overlapping ones per key.
         format!(
             "SELECT *, {time} AS window_start, {time} + {} AS window_end FROM {input}",
-            interval(size_ms)
+            duration(size_ms)
         )
     } else if kind == "tumble" {
         format!(
             "SELECT *, {bin} AS window_start, {bin} + {} AS window_end FROM {input}",
-            interval(size_ms)
+            duration(size_ms)
         )
     } else {
         let n = size_ms.div_ceil(slide_ms);
         let starts: Vec<String> = (0..n)
-            .map(|k| format!("{bin} - {}", interval(k * slide_ms)))
+            .map(|k| match k {
+                0 => bin.clone(),
+                _ => format!("{bin} - {}", duration(k * slide_ms)),
+            })
             .collect();
         format!(
             "SELECT *, window_start + {size} AS window_end FROM \
              (SELECT *, unnest(make_array({})) AS window_start FROM {input}) AS hop_rows \
              WHERE {time} < window_start + {size}",
             starts.join(", "),
-            size = interval(size_ms)
+            size = duration(size_ms)
         )
     };
     let query = Parser::new(&GenericDialect {})
