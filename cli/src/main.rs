@@ -22,10 +22,11 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// How long freed memory stays with the process before mimalloc gives it back to the OS.
 /// mimalloc's default (10 ms) is shorter than an epoch, so every epoch faulted in and zeroed its
-/// buffers afresh: 1.4 s of a 4.3 s medallion run was kernel time. A second keeps the buffers
-/// while epochs follow each other and still returns them once a pipeline idles; peak RSS stays
-/// what it was with glibc (benches/run.sh: ~650 MiB, 3.8 s instead of 4.3 s).
-const PURGE_DELAY_MS: std::ffi::c_long = 1000;
+/// buffers afresh: 1.4 s of a 4.3 s medallion run was kernel time. One second was still too
+/// short for epochs that take most of a second (the HOP bench: 120k page faults, 2.4 s of kernel
+/// time, 8.6 s); ten seconds keeps the buffers while epochs follow each other (3k faults, 0.7 s,
+/// 6.3 s) and still returns them once a pipeline idles. Peak RSS grows by under 10%.
+const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
 /// Sets mimalloc's purge delay unless the user set `MIMALLOC_PURGE_DELAY` themselves.
 fn keep_freed_memory_between_epochs() {
