@@ -1,7 +1,8 @@
 //! End to end against a real Kafka-protocol broker (Tansu, started by `scripts/test.sh`; see
 //! `common::kafka_broker`): exactly-once into Delta across `kill -9` crashes at every step of
-//! an epoch and at random moments, a broker restarted mid-run, and two Kafka sources plus a
-//! Kafka sink in one pipeline.
+//! an epoch and at random moments, a broker restarted mid-run, two Kafka sources plus a Kafka
+//! sink in one pipeline, missing, deleted and recreated topics, and a partition added to a topic
+//! while a pipeline reads it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
 
@@ -166,6 +167,44 @@ impl OwnBroker {
             .unwrap();
         assert!(status.success());
         std::fs::remove_file(self.dir.path().join("tansu.pid")).unwrap();
+    }
+
+    /// Stops the broker (SIGTERM, by its PID) and waits until it has exited.
+    fn stop(&self) {
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/tansu.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .output()
+            .unwrap();
+        assert_success(&out, "scripts/tansu.sh stop");
+    }
+
+    /// Gives `topic` one more partition and returns its number; the broker must be stopped.
+    /// Tansu 0.6.0 has no CreatePartitions API, so this writes to its SQLite store the rows its
+    /// own CreateTopics writes for a partition: the topic's partition count, a `topition` and
+    /// that partition's `watermark`.
+    fn add_partition(&self, topic: &str) -> i32 {
+        const SCRIPT: &str = "
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+topic_id, partitions = db.execute(
+    'select id, partitions from topic where name = ?', (sys.argv[2],)).fetchone()
+db.execute('update topic set partitions = ? where id = ?', (partitions + 1, topic_id))
+topition = db.execute(
+    'insert into topition (topic, partition) values (?, ?)', (topic_id, partitions)).lastrowid
+db.execute('insert into watermark (topition) values (?)', (topition,))
+db.commit()
+print(partitions)
+";
+        let out = Command::new("python3")
+            .args(["-c", SCRIPT])
+            .arg(self.dir.path().join("tansu.db"))
+            .arg(topic)
+            .output()
+            .unwrap();
+        assert_success(&out, "adding a partition to Tansu's store");
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
     }
 
     /// Starts the broker again on the same port with the same data.
@@ -567,5 +606,126 @@ fn missing_or_recreated_topic_is_a_clear_error() {
     assert!(
         stderr.contains(&format!("topic `{idle}` does not exist")),
         "{stderr}"
+    );
+}
+
+/// A partition added to a topic while a pipeline runs is picked up by the next plan and read
+/// from its first offset, next to the partitions it already read, across the broker restart the
+/// addition takes here (Tansu adds partitions only in its store, see `OwnBroker::add_partition`).
+#[test]
+fn partition_added_while_running_is_read_from_its_start() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    if kafka_broker("the added-partition test").is_none() {
+        return;
+    }
+    let broker = OwnBroker::start();
+    let servers = broker.servers();
+    let topic = unique_topic("grown");
+    create_topic(&servers, &topic, 1);
+    let produce = |partition: i32, from: usize, to: usize| {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &servers)
+            .create()
+            .unwrap();
+        for i in from..to {
+            let payload = format!("{{\"id\":\"p{partition}-{i}\"}}");
+            producer
+                .send(
+                    BaseRecord::<(), str>::to(&topic)
+                        .partition(partition)
+                        .payload(&payload),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+    };
+    produce(0, 0, 100);
+
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("orders.sql");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "CREATE SOURCE orders (id TEXT NOT NULL) WITH (connector = 'kafka', \
+             topic = '{topic}', 'bootstrap.servers' = '{servers}');
+             CREATE TABLE orders_copy AS SELECT id, _partition, _offset FROM orders;"
+        ),
+    )
+    .unwrap();
+    let lake = dir.path().join("lake");
+    let log_path = dir.path().join("run.log");
+    let mut running = weir()
+        .args([
+            "run",
+            "--progress",
+            "quiet",
+            "--trigger-interval",
+            "0.5",
+            "--lake",
+        ])
+        .arg(&lake)
+        .arg(&pipeline)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let count_rows = || {
+        if !lake.join("orders_copy/_delta_log").exists() {
+            return String::new();
+        }
+        query(
+            &lake,
+            "SELECT _partition, count(*) AS n, min(_offset) AS first, max(_offset) AS last \
+             FROM orders_copy GROUP BY _partition ORDER BY _partition",
+        )
+    };
+    let wait_for = |what: &str, expected: &[&str], running: &mut std::process::Child| {
+        let started = Instant::now();
+        loop {
+            let table = count_rows();
+            if expected.iter().all(|row| table.contains(row)) {
+                return table;
+            }
+            if let Some(status) = running.try_wait().unwrap() {
+                panic!(
+                    "the run ended ({status}) before {what}:\n{table}\n{}",
+                    std::fs::read_to_string(&log_path).unwrap()
+                );
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                running.kill().unwrap();
+                panic!("no {what} within 120 s:\n{table}");
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    };
+    wait_for(
+        "first 100 rows",
+        &["| 0          | 100 | 0     | 99   |"],
+        &mut running,
+    );
+
+    broker.stop();
+    assert_eq!(broker.add_partition(&topic), 1);
+    broker.restart();
+    produce(1, 0, 50);
+    produce(0, 100, 110);
+    let table = wait_for(
+        "rows of the new partition",
+        &[
+            "| 0          | 110 | 0     | 109  |",
+            "| 1          | 50  | 0     | 49   |",
+        ],
+        &mut running,
+    );
+    running.kill().unwrap();
+    running.wait().unwrap();
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("| ")).count(),
+        3,
+        "{table}"
     );
 }
