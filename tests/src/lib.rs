@@ -8,7 +8,7 @@ use arrow::array::RecordBatch;
 use arrow::util::display::array_value_to_string;
 use datafusion::prelude::SessionContext;
 use weir_engine::checkpoint::Checkpoint;
-use weir_engine::pipeline::{session_context, RunOptions, RunSummary};
+use weir_engine::pipeline::{session_context, EpochCallback, RunOptions, RunSummary};
 use weir_engine::progress::EpochReport;
 use weir_sql::parser::{parse_file, Statement};
 use weir_sql::{load_pipeline_files_with_env, plan_pipeline};
@@ -52,6 +52,18 @@ pub async fn run_pipeline_with(
     env: &[(&str, &str)],
     drain: bool,
 ) -> Result<RunResult, TestError> {
+    run_pipeline_observed(pipeline, lake, env, drain, Arc::new(|_: &EpochReport| {})).await
+}
+
+/// Like [`run_pipeline_with`], also calling `observe` after every epoch (so a test can change
+/// the world between epochs).
+pub async fn run_pipeline_observed(
+    pipeline: &Path,
+    lake: &Path,
+    env: &[(&str, &str)],
+    drain: bool,
+    observe: EpochCallback,
+) -> Result<RunResult, TestError> {
     let lookup = |name: &str| {
         env.iter()
             .find(|(k, _)| *k == name)
@@ -72,6 +84,7 @@ pub async fn run_pipeline_with(
             if let Ok(mut v) = sink.lock() {
                 v.push(r.clone());
             }
+            observe(r);
         })),
         ..RunOptions::default()
     };

@@ -1,6 +1,6 @@
 //! The Kafka source against librdkafka's in-process mock cluster (no service needed): exact
 //! offset ranges per partition, metadata columns, dead letters, `--once` up to the end offsets
-//! as of start, and a restart that reads only what is new.
+//! as of start, a restart that reads only what is new, and a topic deleted mid-backlog.
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use weir_tests::{lake_context, run_pipeline, scalar, TestError};
+use weir_tests::{lake_context, run_pipeline, run_pipeline_observed, scalar, TestError};
 
 /// Produces events `from..to` round-robin over 3 partitions; every 50th is broken JSON.
 fn produce(servers: &str, from: i64, to: i64) -> Result<(), TestError> {
@@ -262,5 +262,56 @@ async fn latest_starts_at_the_end_then_reads_what_follows() -> Result<(), TestEr
     );
     source.advance(&range)?;
     assert_eq!(source.plan_next(false)?, None);
+    Ok(())
+}
+
+/// A topic deleted while a pipeline still reads its backlog ends the run with an error that
+/// names the topic and says what to do; the epochs committed before stay committed. The mock
+/// cluster answers every request for the topic with UNKNOWN_TOPIC_OR_PART from epoch 2 on, as
+/// a broker does once the topic is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_deleted_mid_backlog_is_a_clear_error() -> Result<(), TestError> {
+    use rdkafka::types::RDKafkaRespErr;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let cluster = MockCluster::new(1)?;
+    cluster.create_topic("orders", 3, 1)?;
+    let servers = cluster.bootstrap_servers();
+    produce(&servers, 0, 3000)?;
+    let dir = tempfile::tempdir()?;
+    let pipeline = write_pipeline(dir.path(), &servers)?;
+    let lake = dir.path().join("lake");
+
+    let second_epoch_done = Arc::new(AtomicBool::new(false));
+    let flag = second_epoch_done.clone();
+    let run = run_pipeline_observed(
+        &pipeline,
+        &lake,
+        &[],
+        false,
+        Arc::new(move |r| flag.store(r.epoch >= 2, Ordering::SeqCst)),
+    );
+    let delete = async {
+        while !second_epoch_done.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        cluster.topic_error(
+            "orders",
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+        )
+    };
+    let (result, deleted) = tokio::join!(run, delete);
+    deleted?;
+    let err = result
+        .expect_err("3,000 records at 120 an epoch outlast the topic")
+        .to_string();
+    assert!(
+        err.contains("topic `orders`") && err.contains("create it"),
+        "{err}"
+    );
+    let ctx = lake_context(&lake).await?;
+    let rows = scalar(&ctx, "SELECT count(*) FROM raw").await?;
+    assert!((2 * 117..3000).contains(&rows), "{rows} rows committed");
     Ok(())
 }
