@@ -640,9 +640,28 @@ impl Pipeline {
             for (source, batches) in dead_letters {
                 outputs.push((SinkSlot::DeadLetter(source), batches, Vec::new()));
             }
-            // ...then commit the tables and dead letters concurrently: they are independent,
-            // each commit is idempotent, and the commit log is written only after all of them
-            // succeeded.
+            // ...then commit the tables and dead letters, and write the window state,
+            // concurrently: they are independent, each commit is idempotent, a state file is
+            // named by its epoch (a restart reads the one of the last commit), and the commit
+            // log is written only after all of them succeeded.
+            let states: Vec<_> = self
+                .windows
+                .iter()
+                .map(|(name, state)| {
+                    (
+                        name.clone(),
+                        state.state_schema().clone(),
+                        state.state().to_vec(),
+                    )
+                })
+                .collect();
+            let checkpoint = self.checkpoint.clone();
+            let state_written = tokio::task::spawn_blocking(move || {
+                for (name, schema, batches) in &states {
+                    checkpoint.write_state(name, epoch, schema, batches)?;
+                }
+                Ok::<_, EngineError>(())
+            });
             let mut commits = Vec::new();
             for (slot, batches, replaced) in outputs {
                 let Some(mut sink) = self.take_sink(&slot) else {
@@ -695,10 +714,13 @@ impl Pipeline {
                 return Err(e);
             }
             crash_point("sinks-committed", epoch);
-            for (name, state) in &self.windows {
-                self.checkpoint
-                    .write_state(name, epoch, state.state_schema(), state.state())?;
-            }
+            state_written.await.map_err(|e| {
+                EngineError::checkpoint(
+                    self.checkpoint.root(),
+                    format!("the window state of epoch {epoch} was not written"),
+                    e,
+                )
+            })??;
             crash_point("state-written", epoch);
             // After a drain the input has ended for good: later rows of any window are late.
             let next_watermark = if entry.drain {
