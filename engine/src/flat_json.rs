@@ -215,7 +215,7 @@ impl FlatJsonDecoder {
                         }
                         seen |= 1u64 << f;
                         next_guess = f + 1;
-                        self.read_value(&mut cur, &self.fields[f], &mut columns[f], row)?;
+                        columns[f].read_value(&mut cur, &self.fields[f], row)?;
                     }
                     None => cur.skip_value(0)?,
                 }
@@ -255,38 +255,6 @@ impl FlatJsonDecoder {
             Some(guess)
         } else {
             None
-        }
-    }
-
-    /// Reads a declared field's value into row `row` of its column; a nested value or one of
-    /// the wrong type declines the record.
-    fn read_value(
-        &self,
-        cur: &mut Cursor,
-        field: &FlatField,
-        column: &mut ColumnBuffer,
-        row: usize,
-    ) -> Option<()> {
-        match cur.peek()? {
-            b'"' => {
-                cur.pos += 1;
-                let (raw, escaped) = cur.string_body()?;
-                column.push_string(&field.kind, raw, escaped)
-            }
-            b'-' | b'0'..=b'9' => column.push_number(cur.number()?),
-            b't' => {
-                cur.literal(b"true")?;
-                column.push_bool(true)
-            }
-            b'f' => {
-                cur.literal(b"false")?;
-                column.push_bool(false)
-            }
-            b'n' => {
-                cur.literal(b"null")?;
-                field.nullable.then(|| column.push_null(row))
-            }
-            _ => None,
         }
     }
 }
@@ -591,6 +559,32 @@ impl ColumnBuffer {
         }
     }
 
+    /// Reads a declared field's value (at the cursor) into row `row`; a nested value or one of
+    /// the wrong type declines the record.
+    fn read_value(&mut self, cur: &mut Cursor, field: &FlatField, row: usize) -> Option<()> {
+        match cur.peek()? {
+            b'"' => {
+                cur.pos += 1;
+                let (raw, escaped) = cur.string_body()?;
+                self.push_string(&field.kind, raw, escaped)
+            }
+            b'-' | b'0'..=b'9' => self.push_number(cur.number()?),
+            b't' => {
+                cur.literal(b"true")?;
+                self.push_bool(true)
+            }
+            b'f' => {
+                cur.literal(b"false")?;
+                self.push_bool(false)
+            }
+            b'n' => {
+                cur.literal(b"null")?;
+                field.nullable.then(|| self.push_null(row))
+            }
+            _ => None,
+        }
+    }
+
     /// Appends a JSON string's value; `None` when the column's type cannot take it as
     /// `arrow-json` would.
     fn push_string(&mut self, kind: &Kind, raw: &[u8], escaped: bool) -> Option<()> {
@@ -663,10 +657,8 @@ impl ColumnBuffer {
     /// Appends a null as row `row`.
     fn push_null(&mut self, row: usize) {
         match &mut self.values {
-            Values::Utf8 { offsets, bytes } => {
-                // Always fits: the previous end was a valid offset and nothing was added.
-                offsets.push(i32::try_from(bytes.len()).unwrap_or(i32::MAX));
-            }
+            // An empty string: it ends where the previous one did.
+            Values::Utf8 { offsets, .. } => offsets.push(offsets.last().copied().unwrap_or(0)),
             Values::Boolean(v) => v.push(false),
             Values::Int16(v) => v.push(0),
             Values::Int32(v) | Values::Date32(v) => v.push(0),
