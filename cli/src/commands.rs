@@ -121,7 +121,7 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let stop = options.stop.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("stopping after the current epoch (Ctrl-C again to abort)");
+            errln!("stopping after the current epoch (Ctrl-C again to abort)");
             stop.store(true, Ordering::SeqCst);
             if tokio::signal::ctrl_c().await.is_ok() {
                 std::process::exit(130);
@@ -129,7 +129,7 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         }
     });
     if args.progress == ProgressFormat::Text {
-        eprintln!(
+        errln!(
             "weir: running pipeline `{name}` into {} (checkpoint {})",
             args.lake.display(),
             checkpoint_dir.display()
@@ -145,13 +145,16 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         let rss = peak_rss_mib()
             .map(|m| format!(", peak RSS {m:.0} MiB"))
             .unwrap_or_default();
-        eprintln!(
+        errln!(
             "weir: {} epochs, {rows_in} records in {secs:.1}s ({:.0} records/s), {dead} dead-lettered{rss}",
             summary.epochs,
             rows_in as f64 / secs.max(1e-9)
         );
         for (table, rows) in &summary.rows_out {
-            eprintln!("  {table}: +{rows} rows");
+            match summary.rows_new.get(table) {
+                Some(new) => errln!("  {table}: {rows} rows merged ({new} new)"),
+                None => errln!("  {table}: +{rows} rows"),
+            }
         }
     }
     Ok(())
@@ -160,7 +163,7 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
 /// `weir validate`.
 pub async fn validate(path: &Path) -> Result<(), CliError> {
     let planned = plan(path, 1).await?;
-    println!(
+    outln!(
         "ok: pipeline `{}` with {} source(s), {} table(s), {} view(s)",
         planned.name,
         planned.sources.len(),
@@ -181,14 +184,14 @@ pub async fn query(sql: &str, lake: &Path) -> Result<(), CliError> {
     let ctx = session_context(default_threads());
     let tables = register_lake(&ctx, lake).await?;
     if tables.is_empty() {
-        eprintln!("note: no Delta tables found under {}", lake.display());
+        errln!("note: no Delta tables found under {}", lake.display());
     }
     let batches = ctx.sql(sql).await?.collect().await?;
     let table = arrow::util::pretty::pretty_format_batches(&batches)
         .map_err(datafusion::error::DataFusionError::from)?;
     print_stdout(&table.to_string())?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    eprintln!("({rows} rows)");
+    errln!("({rows} rows)");
     Ok(())
 }
 
@@ -224,7 +227,7 @@ pub fn generate(
         std::fs::File::create(&path)?.write_all(&buf)?;
         written += end - start;
     }
-    eprintln!("wrote {written} events to {}", out.display());
+    errln!("wrote {written} events to {}", out.display());
     Ok(())
 }
 

@@ -13,11 +13,16 @@ use weir_sql::planner::SinkSpec;
 use weir_sql::PlannedPipeline;
 
 /// The pipeline name for a path: the folder name, or the file name without `.sql`.
+/// `.`, `..` or `dir/` name the folder they resolve to.
 pub fn pipeline_name(path: &Path) -> String {
-    let stem = if path.is_dir() {
-        path.file_name()
+    let resolved = match path.file_name() {
+        Some(_) => path.to_path_buf(),
+        None => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+    };
+    let stem = if resolved.is_dir() {
+        resolved.file_name()
     } else {
-        path.file_stem()
+        resolved.file_stem()
     };
     stem.map(|s| s.to_string_lossy().to_string())
         .unwrap_or_else(|| "pipeline".to_string())
@@ -122,6 +127,12 @@ pub async fn assemble(
             sessions: n.window.as_ref().is_some_and(|w| w.is_session()),
             update_mode,
             late_rows_to,
+            window_definition: n.window.as_ref().map(|w| w.describe()).unwrap_or_default(),
+            time_column: n
+                .window
+                .as_ref()
+                .map(|w| w.time_column.clone())
+                .unwrap_or_default(),
             window_end: n.window.map(|_| weir_sql::windows::WINDOW_END.to_string()),
         });
     }

@@ -1,6 +1,8 @@
 //! `weir`: run, check and inspect streaming SQL pipelines. This crate only parses arguments,
 //! wires the SQL planner, the engine and the lakehouse together, and prints results.
 
+#[macro_use]
+mod output;
 mod commands;
 mod produce;
 mod status;
@@ -35,6 +37,11 @@ fn keep_freed_memory_between_epochs() {
     // alone.
     unsafe { libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
 }
+
+/// Warnings and errors, but not delta-rs's MERGE warnings: every MERGE of an update-mode
+/// table logs that DataFusion reported no skipped-file metric (twice per table and epoch),
+/// which says nothing about the data. `WEIR_LOG` replaces this filter.
+const DEFAULT_LOG_FILTER: &str = "warn,deltalake_core::operations::merge=error";
 
 /// Streaming SQL pipelines from Kafka, files or generators into Delta Lake tables.
 #[derive(Debug, Parser)]
@@ -137,7 +144,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -148,7 +155,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -190,7 +197,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{e}");
+            errln!("{e}");
             e.exit_code()
         }
     }

@@ -86,7 +86,7 @@ pub fn produce(
         .flush(Duration::from_secs(60))
         .map_err(|e| kafka_error(bootstrap, e))?;
     let secs = started.elapsed().as_secs_f64();
-    eprintln!(
+    errln!(
         "weir: produced {sent} messages to {topic} in {secs:.1}s ({:.0}/s)",
         sent as f64 / secs.max(1e-9)
     );

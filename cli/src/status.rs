@@ -29,20 +29,22 @@ pub async fn status(
     let checkpoint = Checkpoint::open(&dir, &name)?;
     let commits = checkpoint.all_commits()?;
     let offsets = checkpoint.all_offsets()?;
-    println!("pipeline   {name}");
-    println!("checkpoint {}", dir.display());
+    outln!("pipeline   {name}");
+    outln!("checkpoint {}", dir.display());
     let Some(last) = commits.last() else {
-        println!("no epoch committed yet");
+        outln!("no epoch committed yet");
         return Ok(());
     };
-    println!(
+    outln!(
         "last epoch {} committed at {}",
-        last.epoch, last.committed_at
+        last.epoch,
+        last.committed_at
     );
     if let Some(pending) = offsets.iter().find(|o| o.epoch > last.epoch) {
-        println!(
+        outln!(
             "pending    epoch {} was logged at {} but not committed; the next run replays it",
-            pending.epoch, pending.planned_at
+            pending.epoch,
+            pending.planned_at
         );
     }
     let watermark = match last.watermark_ms {
@@ -52,9 +54,9 @@ pub async fn status(
             .unwrap_or_else(|| ms.to_string()),
         None => "none yet (a watermarked source has no data)".to_string(),
     };
-    println!("watermark  {watermark} (for the next epoch)");
+    outln!("watermark  {watermark} (for the next epoch)");
     // The position of each source: its latest committed range (for Kafka, per partition).
-    println!("sources:");
+    outln!("sources:");
     let mut latest: BTreeMap<&String, (u64, &serde_json::Value)> = BTreeMap::new();
     for entry in offsets.iter().filter(|o| o.epoch <= last.epoch) {
         for (source, range) in &entry.sources {
@@ -76,7 +78,7 @@ pub async fn status(
         }
     }
     for (source, (epoch, range)) in &latest {
-        println!(
+        outln!(
             "  {source}: {} records read, {} dead-lettered; last range (epoch {epoch}): {range}",
             read.get(source).copied().unwrap_or(0),
             dead.get(source).copied().unwrap_or(0),
@@ -85,9 +87,9 @@ pub async fn status(
     print_lag(pipeline, &offsets, last.epoch).await;
     let state = checkpoint.state_sizes(last.epoch)?;
     if !state.is_empty() {
-        println!("window state:");
+        outln!("window state:");
         for (node, (bytes, rows)) in &state {
-            println!(
+            outln!(
                 "  {node}: {rows} open groups, {:.1} KiB; {} late rows so far",
                 *bytes as f64 / 1024.0,
                 late.get(node).copied().unwrap_or(0)
@@ -108,7 +110,7 @@ async fn print_lag(pipeline: &Path, offsets: &[OffsetEntry], last_epoch: u64) {
     let planned = match planned {
         Ok(p) => p,
         Err(e) => {
-            println!("lag: unavailable, the pipeline does not plan:\n{e}");
+            outln!("lag: unavailable, the pipeline does not plan:\n{e}");
             return;
         }
     };
@@ -122,9 +124,9 @@ async fn print_lag(pipeline: &Path, offsets: &[OffsetEntry], last_epoch: u64) {
             Ok(None) => {}
             Ok(Some(partitions)) => {
                 let total: i64 = partitions.iter().map(|p| p.lag()).sum();
-                println!("lag of {} (from the brokers): {total} records", source.name);
+                outln!("lag of {} (from the brokers): {total} records", source.name);
                 for p in partitions {
-                    println!(
+                    outln!(
                         "  {}/{}: committed up to {}, end {}, lag {}",
                         p.topic,
                         p.partition,
@@ -134,7 +136,7 @@ async fn print_lag(pipeline: &Path, offsets: &[OffsetEntry], last_epoch: u64) {
                     );
                 }
             }
-            Err(e) => println!("lag of {}: unavailable: {e}", source.name),
+            Err(e) => outln!("lag of {}: unavailable: {e}", source.name),
         }
     }
 }

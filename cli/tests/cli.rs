@@ -190,3 +190,67 @@ fn status_reports_epoch_watermark_positions_and_state() {
     assert!(report.contains("\"files\":[\"a.json\"]"), "{report}");
     assert!(report.contains("per_minute: 2 open groups"), "{report}");
 }
+
+/// `weir` with stdout and stderr going to pipes whose readers are already gone (as with
+/// `| head -0`): no command panics, and each does its work (a run still commits).
+fn weir_into_closed_pipes(args: &[&str], dir: &Path) -> Output {
+    let (out_reader, out_writer) = std::io::pipe().unwrap();
+    let (err_reader, err_writer) = std::io::pipe().unwrap();
+    drop(out_reader);
+    drop(err_reader);
+    let status = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .current_dir(dir)
+        .env("WEIR_LOG", "warn")
+        .env("RUST_BACKTRACE", "0")
+        .stdout(out_writer)
+        .stderr(err_writer)
+        .status()
+        .expect("weir runs");
+    Output {
+        status,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    }
+}
+
+#[test]
+fn no_command_panics_on_a_closed_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("incoming")).unwrap();
+    std::fs::write(
+        dir.path().join("incoming/a.json"),
+        "{\"id\":1,\"amount\":20,\"ts\":\"2024-03-01T00:00:01Z\"}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("p.sql"), PIPELINE).unwrap();
+    let run = weir_into_closed_pipes(&["run", "p.sql", "--once"], dir.path());
+    assert!(run.status.success(), "weir run: {}", run.status);
+    assert!(dir.path().join("lake/big_orders/_delta_log").is_dir());
+    for args in [
+        &["status", "p.sql"][..],
+        &["validate", "p.sql"],
+        &["explain", "p.sql"],
+        &["query", "SELECT * FROM big_orders"],
+        &["run", "p.sql", "--once", "--progress", "json"],
+    ] {
+        let out = weir_into_closed_pipes(args, dir.path());
+        assert!(out.status.success(), "weir {args:?}: {}", out.status);
+    }
+}
+
+/// `weir validate .` names the pipeline after the folder, not `pipeline`.
+#[test]
+fn a_pipeline_given_as_dot_is_named_after_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("orders_job");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::write(folder.join("p.sql"), PIPELINE).unwrap();
+    let out = weir(&["validate", "."], &folder);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("pipeline `orders_job`"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -80,6 +80,7 @@ impl Checkpoint {
         epoch: u64,
         schema: &SchemaRef,
         batches: &[RecordBatch],
+        definition: &str,
     ) -> Result<()> {
         let path = self.state_file(node, epoch);
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -90,6 +91,7 @@ impl Checkpoint {
             .map_err(|e| EngineError::checkpoint(&tmp, "cannot create", e))?;
         let mut writer = FileWriter::try_new(file, schema)
             .map_err(|e| EngineError::checkpoint(&tmp, "cannot write state", e))?;
+        writer.write_metadata(DEFINITION_KEY, definition);
         for b in batches {
             writer
                 .write(b)
@@ -122,6 +124,7 @@ impl Checkpoint {
         node: &str,
         epoch: u64,
         expected: &SchemaRef,
+        definition: &str,
     ) -> Result<Option<Vec<RecordBatch>>> {
         let path = self.state_file(node, epoch);
         if !path.exists() {
@@ -139,6 +142,23 @@ impl Checkpoint {
         // The state's columns are the window, the group keys and each aggregate's partial
         // state: if they differ, the query's windows, keys or aggregates changed since the
         // checkpoint, and its state cannot be reused.
+        // State files written before definitions were recorded have none: their columns are
+        // all there is to compare.
+        if let Some(old) = reader.custom_metadata().get(DEFINITION_KEY) {
+            if old != definition {
+                return Err(EngineError::Checkpoint {
+                    path,
+                    message: format!(
+                        "`{node}` changed since this checkpoint: its window state was built for \
+                         ({old}) but the query now asks for ({definition}). State built for \
+                         other windows, keys or aggregates cannot be reused. To start over, \
+                         delete the checkpoint folder and the node's table (or run with a new \
+                         --checkpoint and --lake); to keep the old results, undo the change."
+                    ),
+                    cause: None,
+                });
+            }
+        }
         let found = describe_columns(&reader.schema());
         let wanted = describe_columns(expected);
         if found != wanted {
@@ -160,6 +180,9 @@ impl Checkpoint {
         Ok(Some(batches))
     }
 }
+
+/// The key under which a state file records its window definition (Arrow IPC file metadata).
+const DEFINITION_KEY: &str = "weir.window_definition";
 
 /// `name type, ...` of a schema's columns, for comparing and explaining state layouts.
 fn describe_columns(schema: &SchemaRef) -> String {

@@ -3,23 +3,38 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::{
+    Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 
 use crate::decode::Rejected;
 use crate::raw::RawBatch;
 
-/// The schema of every dead-letter table.
+/// The schema of every dead-letter table. `table`, `watermark` and `event_time` are set for
+/// late rows only: which windowed table found the row late, the watermark it used, and the
+/// row's event time (a record that could not be decoded has none of them).
 pub fn dead_letter_schema() -> SchemaRef {
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     Arc::new(Schema::new(vec![
         Field::new("source", DataType::Utf8, false),
         Field::new("epoch", DataType::Int64, false),
         Field::new("position", DataType::Utf8, false),
         Field::new("error", DataType::Utf8, false),
         Field::new("raw", DataType::Utf8, false),
+        Field::new("table", DataType::Utf8, true),
+        Field::new("watermark", ts.clone(), true),
+        Field::new("event_time", ts, true),
     ]))
 }
+
+/// The error text of a late row (the table, watermark and event time are columns of their
+/// own, so `GROUP BY error` counts late rows as one kind of error).
+pub const LATE_WINDOW_ENDED: &str = "late: its window had ended at or before the watermark";
+
+/// The error text of a late row of a session window.
+pub const LATE_BEFORE_WATERMARK: &str = "late: its event time was before the watermark";
 
 /// One batch of dead-letter rows for the `rejected` records of `raw`.
 pub fn dead_letter_batch(
@@ -37,6 +52,7 @@ pub fn dead_letter_batch(
             .iter()
             .map(|r| String::from_utf8_lossy(raw.record(r.index)).into_owned())
             .collect(),
+        None,
     )
 }
 
@@ -47,8 +63,10 @@ fn dead_letter_rows(
     positions: Vec<String>,
     errors: Vec<String>,
     raw: Vec<String>,
+    late: Option<LateColumns>,
 ) -> Result<RecordBatch, ArrowError> {
     let n = raw.len();
+    let late = late.unwrap_or_else(|| LateColumns::none(n));
     let columns: Vec<arrow::array::ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
             source, n,
@@ -60,23 +78,79 @@ fn dead_letter_rows(
         Arc::new(StringArray::from(positions)),
         Arc::new(StringArray::from(errors)),
         Arc::new(StringArray::from(raw)),
+        late.table,
+        late.watermark,
+        late.event_time,
     ];
     RecordBatch::try_new(dead_letter_schema(), columns)
 }
 
+/// The `table`, `watermark` and `event_time` columns of dead-letter rows.
+struct LateColumns {
+    table: ArrayRef,
+    watermark: ArrayRef,
+    event_time: ArrayRef,
+}
+
+impl LateColumns {
+    /// Null columns, for records that were not late but undecodable.
+    fn none(n: usize) -> Self {
+        let null_ts = || -> ArrayRef {
+            Arc::new(TimestampMicrosecondArray::from(vec![None::<i64>; n]).with_timezone("UTC"))
+        };
+        LateColumns {
+            table: Arc::new(StringArray::from(vec![None::<&str>; n])),
+            watermark: null_ts(),
+            event_time: null_ts(),
+        }
+    }
+}
+
+/// What a windowed node knows about the late rows it dead-letters.
+pub struct LateRows<'a> {
+    /// The windowed table (or view) that found them late.
+    pub node: &'a str,
+    /// The error text ([`LATE_WINDOW_ENDED`] or [`LATE_BEFORE_WATERMARK`]).
+    pub reason: &'static str,
+    /// The watermark the node used, in epoch milliseconds.
+    pub watermark_ms: Option<i64>,
+    /// The event-time column of the rows. The rows are what the window aggregates, so a
+    /// TUMBLE or HOP query that does not use its time column after windowing has none, and
+    /// `event_time` is null (the row's `window_end` in `raw` says why it was late).
+    pub time_column: &'a str,
+}
+
 /// Dead-letter rows for rows a windowed node found late (`late_data = 'dead_letter'` on their
-/// source): each row as JSON, with why and where.
+/// source): each row as JSON, with why, the table, the watermark and the row's event time.
 pub fn late_rows_batch(
     source: &str,
     epoch: u64,
-    node: &str,
-    reason: &str,
+    late: &LateRows<'_>,
     rows: &[RecordBatch],
 ) -> Result<RecordBatch, ArrowError> {
+    let rows: Vec<&RecordBatch> = rows.iter().filter(|b| b.num_rows() > 0).collect();
+    let mut event_times: Vec<Option<i64>> = Vec::new();
+    for batch in &rows {
+        match batch.schema().index_of(late.time_column) {
+            Ok(i) => {
+                let micros = arrow::compute::cast(
+                    batch.column(i),
+                    &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                )?;
+                let micros = micros
+                    .as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .ok_or_else(|| ArrowError::CastError("event time".into()))?;
+                event_times
+                    .extend((0..micros.len()).map(|r| micros.is_valid(r).then(|| micros.value(r))));
+            }
+            Err(_) => event_times.extend(std::iter::repeat_n(None, batch.num_rows())),
+        }
+    }
     let mut json = Vec::new();
     {
         let mut writer = arrow::json::LineDelimitedWriter::new(&mut json);
-        for batch in rows.iter().filter(|b| b.num_rows() > 0) {
+        for batch in &rows {
             writer.write(batch)?;
         }
         writer.finish()?;
@@ -86,11 +160,19 @@ pub fn late_rows_batch(
         .map(str::to_string)
         .collect();
     let n = lines.len();
+    let watermark = late.watermark_ms.map(|ms| ms.saturating_mul(1000));
     dead_letter_rows(
         source,
         epoch,
-        vec![format!("late at {node}"); n],
-        vec![reason.to_string(); n],
+        vec![format!("late at {}", late.node); n],
+        vec![late.reason.to_string(); n],
         lines,
+        Some(LateColumns {
+            table: Arc::new(StringArray::from(vec![late.node; n])),
+            watermark: Arc::new(
+                TimestampMicrosecondArray::from(vec![watermark; n]).with_timezone("UTC"),
+            ),
+            event_time: Arc::new(TimestampMicrosecondArray::from(event_times).with_timezone("UTC")),
+        }),
     )
 }

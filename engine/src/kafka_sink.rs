@@ -129,6 +129,7 @@ impl Sink for KafkaSink {
         }
         self.producer.flush(DELIVERY_TIMEOUT)?;
         Ok(SinkReport {
+            rows_inserted: None,
             rows_written: rows,
             already_committed: false,
             version: None,

@@ -26,7 +26,7 @@ use crate::checkpoint::{
     now_rfc3339, Checkpoint, CommitEntry, OffsetEntry, CHECKPOINT_FORMAT_VERSION,
 };
 use crate::crash_point::crash_point;
-use crate::dead_letter::late_rows_batch;
+use crate::dead_letter::{late_rows_batch, LateRows, LATE_BEFORE_WATERMARK, LATE_WINDOW_ENDED};
 use crate::decode::JsonDecoder;
 use crate::epoch_table::EpochTable;
 use crate::error::{EngineError, Result};
@@ -44,8 +44,17 @@ pub fn session_context(threads: usize) -> SessionContext {
     options.sql_parser.collect_spans = true;
     options.sql_parser.map_string_types_to_utf8view = false;
     options.execution.parquet.schema_force_view_types = false;
-    SessionContext::new_with_config(config)
+    let ctx = SessionContext::new_with_config(config);
+    // This rule turns a lone `count(DISTINCT x)` into GROUP BY (keys, x) under an outer count.
+    // The window operator keeps only the outer aggregate as state, so the inner one would run
+    // per epoch and a value seen in two epochs would be counted twice. Without the rule the
+    // aggregate keeps its distinct set as state and merges it across epochs.
+    ctx.remove_optimizer_rule(SINGLE_DISTINCT_TO_GROUP_BY);
+    ctx
 }
+
+/// DataFusion's name for the optimizer rule that rewrites a single distinct aggregate.
+const SINGLE_DISTINCT_TO_GROUP_BY: &str = "single_distinct_aggregation_to_group_by";
 
 /// Registers a stream (source, view or table) under its possibly dotted name, creating the
 /// schema for `bronze.events` on first use, and returns the table that holds its epoch rows.
@@ -125,6 +134,11 @@ pub struct QueryNode {
     /// Update output mode: every epoch emits the current value of each (window, keys) group
     /// that changed (the sink MERGEs them), instead of each window once when it closes.
     pub update_mode: bool,
+    /// For a windowed node: the event-time column it windows (late rows' `event_time`).
+    pub time_column: String,
+    /// For a windowed node: its window as text (`TUMBLE on ts: size 1min`); checkpoints refuse
+    /// window state built for another window.
+    pub window_definition: String,
     /// Write this windowed node's late rows to this source's dead-letter table (the source has
     /// `late_data = 'dead_letter'`); otherwise they are counted and dropped.
     pub late_rows_to: Option<String>,
@@ -183,6 +197,9 @@ pub struct RunSummary {
     pub dead_letters: BTreeMap<String, u64>,
     /// Rows written per table.
     pub rows_out: BTreeMap<String, u64>,
+    /// For tables that MERGE (update output mode): how many of their rows were new rows of the
+    /// table; the rest of `rows_out` replaced existing rows.
+    pub rows_new: BTreeMap<String, u64>,
 }
 
 /// The column that starts a window (and a session).
@@ -351,10 +368,13 @@ impl Pipeline {
             if node.update_mode {
                 state = state.with_replaced_sessions();
             }
-            if let Some(batches) =
-                self.checkpoint
-                    .read_state(&node.name, epoch, &state.state_schema().clone())?
-            {
+            state = state.with_window_definition(&node.window_definition);
+            if let Some(batches) = self.checkpoint.read_state(
+                &node.name,
+                epoch,
+                &state.state_schema().clone(),
+                state.definition(),
+            )? {
                 state.restore(batches);
             }
             self.windows.insert(node.name.clone(), state);
@@ -511,6 +531,9 @@ impl Pipeline {
         for (k, v) in &report.rows_out {
             *summary.rows_out.entry(k.clone()).or_default() += v;
         }
+        for (k, v) in &report.rows_new {
+            *summary.rows_new.entry(k.clone()).or_default() += v;
+        }
         if let Some(cb) = &options.on_epoch {
             cb(&report);
         }
@@ -607,10 +630,22 @@ impl Pipeline {
                             if let (Some(source), false) =
                                 (&node.late_rows_to, late_rows.is_empty())
                             {
-                                let reason = late_reason(node, watermark);
-                                let dead = late_rows_batch(
-                                    source, epoch, &node.name, &reason, &late_rows,
-                                )?;
+                                let late = LateRows {
+                                    node: &node.name,
+                                    reason: if node.sessions {
+                                        LATE_BEFORE_WATERMARK
+                                    } else {
+                                        LATE_WINDOW_ENDED
+                                    },
+                                    watermark_ms: watermark,
+                                    // A session starts at its row's event time.
+                                    time_column: if node.sessions {
+                                        WINDOW_START
+                                    } else {
+                                        &node.time_column
+                                    },
+                                };
+                                let dead = late_rows_batch(source, epoch, &late, &late_rows)?;
                                 dead_letters.entry(source.clone()).or_default().push(dead);
                             }
                             report.late_rows.insert(node.name.clone(), late);
@@ -652,13 +687,14 @@ impl Pipeline {
                         name.clone(),
                         state.state_schema().clone(),
                         state.state().to_vec(),
+                        state.definition().to_string(),
                     )
                 })
                 .collect();
             let checkpoint = self.checkpoint.clone();
             let state_written = tokio::task::spawn_blocking(move || {
-                for (name, schema, batches) in &states {
-                    checkpoint.write_state(name, epoch, schema, batches)?;
+                for (name, schema, batches, definition) in &states {
+                    checkpoint.write_state(name, epoch, schema, batches, definition)?;
                 }
                 Ok::<_, EngineError>(())
             });
@@ -696,6 +732,9 @@ impl Pipeline {
                             let name = self.nodes[i].name.clone();
                             if written.already_committed {
                                 report.already_committed.push(name.clone());
+                            }
+                            if let Some(new) = written.rows_inserted {
+                                report.rows_new.insert(name.clone(), new);
                             }
                             report.rows_out.insert(name, rows);
                         }
@@ -1064,25 +1103,6 @@ fn drop_late(
         batch.slice(0, 0)
     };
     Ok((filter_record_batch(batch, &keep)?, late, late_rows))
-}
-
-/// Why a windowed node's late rows were dead-lettered.
-fn late_reason(node: &QueryNode, watermark: Option<i64>) -> String {
-    let watermark = watermark
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_default();
-    if node.sessions {
-        format!(
-            "late: event time before the watermark {watermark} of `{}`",
-            node.name
-        )
-    } else {
-        format!(
-            "late: its window ended at or before the watermark {watermark} of `{}`",
-            node.name
-        )
-    }
 }
 
 /// The topmost aggregate of a plan and the plan of the rows it aggregates (below its partial

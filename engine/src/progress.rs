@@ -19,6 +19,9 @@ pub struct EpochReport {
     pub dead_letters: BTreeMap<String, u64>,
     /// Rows produced per table (written, or already committed on replay).
     pub rows_out: BTreeMap<String, u64>,
+    /// For tables that MERGE (update output mode): how many of their `rows_out` were new rows
+    /// of the table; the rest replaced rows with the same window and keys.
+    pub rows_new: BTreeMap<String, u64>,
     /// Tables that skipped this epoch because they had already committed it.
     pub already_committed: Vec<String>,
     /// Wall time of the epoch.
@@ -59,7 +62,10 @@ impl fmt::Display for EpochReport {
             } else {
                 ""
             };
-            write!(f, " {table} +{rows}{skipped}")?;
+            match self.rows_new.get(table) {
+                Some(new) => write!(f, " {table} {rows} merged ({new} new){skipped}")?,
+                None => write!(f, " {table} +{rows}{skipped}")?,
+            }
         }
         if let Some(wm) = self.watermark_ms {
             match chrono::DateTime::from_timestamp_millis(wm) {

@@ -13,6 +13,9 @@ pub struct SinkReport {
     pub already_committed: bool,
     /// The table version the commit created, where the format has versions.
     pub version: Option<u64>,
+    /// For a sink that MERGEs (update output mode): how many of the rows written were new
+    /// rows of the table; the others replaced rows with the same keys. `None` for appends.
+    pub rows_inserted: Option<u64>,
 }
 
 /// A table that receives every epoch's rows of one pipeline node.

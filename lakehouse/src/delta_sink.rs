@@ -3,8 +3,9 @@
 //! Each append carries a Delta `txn` action (app id = pipeline + table, version = epoch). Before
 //! writing, the sink compares the epoch with the table's last committed txn version for its app
 //! id and skips the write when the epoch is already in the table, so a replayed epoch (crash
-//! after the Delta commit, before Weir's commit log) adds nothing. The table is created on its
-//! first write, with its partition columns and a log checkpoint every 10 commits.
+//! after the Delta commit, before Weir's commit log) adds nothing. The table is created empty when
+//! the sink opens, with its columns, partition columns and a log checkpoint every 10 commits, so
+//! every table of a pipeline can be read (0 rows) before it receives its first rows.
 
 use std::path::Path;
 
@@ -60,14 +61,19 @@ impl DeltaSink {
         };
         let url = deltalake::ensure_table_uri(location.to_string_lossy()).map_err(delta_err)?;
         // Only load a table that exists: loading an empty folder makes the kernel log errors.
+        // A new table is created at once, empty, so readers find it (with its columns) before
+        // the first epoch that has rows for it.
         let table = if location.join("_delta_log").is_dir() {
             DeltaTable::try_from_url(url.clone())
                 .await
                 .map_err(delta_err)?
         } else {
-            deltalake::DeltaTableBuilder::from_url(url.clone())
+            let table = deltalake::DeltaTableBuilder::from_url(url.clone())
                 .map_err(delta_err)?
                 .build()
+                .map_err(delta_err)?;
+            create_empty(table, schema, &partition_by)
+                .await
                 .map_err(delta_err)?
         };
         if let Ok(state) = table.snapshot() {
@@ -127,6 +133,7 @@ impl DeltaSink {
                 rows_written: 0,
                 already_committed: true,
                 version: self.table.version(),
+                rows_inserted: None,
             });
         }
         let convert = |batches: &[RecordBatch]| {
@@ -155,11 +162,12 @@ impl DeltaSink {
                 rows_written: 0,
                 already_committed: false,
                 version: self.table.version(),
+                rows_inserted: (!self.merge_keys.is_empty()).then_some(0),
             });
         }
         let commit = CommitProperties::default()
             .with_application_transaction(Transaction::new(&self.app_id, epoch as i64));
-        if !self.merge_keys.is_empty() && self.table.version().is_some() {
+        if !self.merge_keys.is_empty() {
             return self.merge(epoch, converted, replaced, rows, commit).await;
         }
         if !replaced.is_empty() {
@@ -204,6 +212,7 @@ impl DeltaSink {
             rows_written: rows,
             already_committed: false,
             version: self.table.version(),
+            rows_inserted: None,
         }
     }
 
@@ -227,7 +236,9 @@ impl DeltaSink {
             |e: arrow::error::ArrowError| delta_err(deltalake::DeltaTableError::from(e));
         let schema = batches.first().or(replaced.first()).map(|b| b.schema());
         let Some(schema) = schema else {
-            return Ok(self.committed(self.table.clone(), epoch, 0));
+            let mut report = self.committed(self.table.clone(), epoch, 0);
+            report.rows_inserted = Some(0);
+            return Ok(report);
         };
         // One source: the rows to upsert and the rows to delete, told apart by an op column.
         let mut source_batches = Vec::with_capacity(batches.len() + replaced.len());
@@ -249,7 +260,7 @@ impl DeltaSink {
             .join(" AND ");
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         let is = |op: &str| format!("s.{} = '{op}'", quote(OP_COLUMN));
-        let (table, _metrics) = self
+        let (table, metrics) = self
             .table
             .clone()
             .merge(source, predicate)
@@ -276,8 +287,28 @@ impl DeltaSink {
             .map_err(delta_err)?
             .await
             .map_err(delta_err)?;
-        Ok(self.committed(table, epoch, rows))
+        let mut report = self.committed(table, epoch, rows);
+        report.rows_inserted = Some(metrics.num_target_rows_inserted as u64);
+        Ok(report)
     }
+}
+
+/// Creates `table` with the Delta columns for `schema`, its partition columns and Weir's log
+/// checkpoint interval, holding no rows yet.
+async fn create_empty(
+    table: DeltaTable,
+    schema: &Schema,
+    partition_by: &[String],
+) -> Result<DeltaTable, deltalake::DeltaTableError> {
+    use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+    use deltalake::kernel::StructType;
+    let columns: StructType = delta_schema(schema).as_ref().try_into_kernel()?;
+    table
+        .create()
+        .with_columns(columns.fields().cloned())
+        .with_partition_columns(partition_by.to_vec())
+        .with_configuration([("delta.checkpointInterval", Some(CHECKPOINT_INTERVAL))])
+        .await
 }
 
 #[async_trait::async_trait]

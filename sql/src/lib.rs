@@ -6,11 +6,13 @@
 
 pub mod env;
 pub mod error;
+pub mod identifiers;
 pub mod interval;
 pub mod parser;
 pub mod planner;
 mod rewrite;
 pub mod spark_windows;
+pub mod stream_joins;
 pub mod windows;
 
 pub use error::{SqlError, SqlErrors};

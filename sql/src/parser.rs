@@ -390,7 +390,9 @@ impl StatementParser<'_> {
                     .map_err(|e| self.sql_err(e))?;
                 let expr = self.parser.parse_expr().map_err(|e| self.sql_err(e))?;
                 watermark = Some(WatermarkSpec {
-                    column: normalize(&column.value, column.quote_style),
+                    // Column names keep their spelling (JSON keys are case-sensitive); SQL
+                    // references find them case-insensitively (see `identifiers`).
+                    column: column.value.clone(),
                     expr,
                     span: next.span,
                 });
@@ -405,7 +407,7 @@ impl StatementParser<'_> {
                     .iter()
                     .any(|o| matches!(o.option, ColumnOption::NotNull));
                 columns.push(ColumnSpec {
-                    name: normalize(&def.name.value, def.name.quote_style),
+                    name: def.name.value.clone(),
                     data_type: def.data_type,
                     not_null,
                     span: col_span,

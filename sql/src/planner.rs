@@ -2,7 +2,7 @@
 //! by their dependencies (cycles are errors), and plans every query with DataFusion against the
 //! pipeline's streams. The result is what `weir run`, `weir validate` and `weir explain` use.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,7 @@ use weir_engine::types::{arrow_type_for, SUPPORTED_TYPES};
 use weir_engine::EngineError;
 
 use crate::error::{Location, SqlError, SqlErrors};
+use crate::identifiers::{resolve_identifiers, KnownNames};
 use crate::interval::expr_duration;
 pub use crate::parser::StreamKind;
 use crate::parser::{
@@ -32,6 +33,7 @@ use crate::parser::{
 };
 use crate::rewrite::hide_metadata_columns;
 use crate::spark_windows::rewrite_spark_windows;
+use crate::stream_joins::{find_stream_join, join_span, plan_origins, Origins};
 use crate::windows::{rewrite_window_functions, WindowSpec, WINDOW_END};
 use weir_engine::operators::window_aggregate::WindowAggregateState;
 
@@ -159,18 +161,14 @@ impl PlannedPipeline {
                 ),
                 None => " (view, not stored)".to_string(),
             };
+            let mode = match n.sink.as_ref().and_then(|s| s.merge_keys.as_ref()) {
+                Some(_) => "update",
+                None => "append",
+            };
             let window = n
                 .window
                 .as_ref()
-                .map(|w| {
-                    format!(
-                        " [{} window on {}: size {}s, slide {}s, append output]",
-                        w.kind.to_uppercase(),
-                        w.time_column,
-                        w.size.as_secs(),
-                        w.slide.as_secs()
-                    )
-                })
+                .map(|w| format!(" [{}; {mode} output]", w.describe()))
                 .unwrap_or_default();
             out.push_str(&format!(
                 "  {} <- [{}]{target}{window}\n",
@@ -343,10 +341,53 @@ pub async fn plan_pipeline(
     };
 
     let mut nodes = Vec::new();
+    let mut origins: Origins = sources
+        .iter()
+        .map(|s| (s.name.clone(), BTreeSet::from([s.name.clone()])))
+        .collect();
+    let mut schemas: HashMap<String, SchemaRef> = sources
+        .iter()
+        .map(|s| (s.name.clone(), s.table.schema_ref()))
+        .collect();
     for idx in order {
         let (file, st) = streams[idx];
-        match plan_stream(&ctx, file, st, &hidden).await {
+        // The columns this query may name: those of the streams it reads.
+        let mut known = KnownNames::default();
+        for (input, _) in &inputs[&st.name] {
+            known.add_table(input);
+            if let Some(schema) = schemas.get(input) {
+                known.add_schema(schema);
+            }
+        }
+        match plan_stream(&ctx, file, st, &hidden, &known).await {
             Ok((plan, schema, window)) => {
+                match find_stream_join(&plan, &origins) {
+                    Ok(None) => {}
+                    Ok(Some(join)) => {
+                        let span = join_span(&st.query, join.subquery)
+                            .unwrap_or_else(|| st.query.body_span());
+                        errors.push(
+                            file.error(span, join.message(&st.name))
+                                .with_hint(join.hint()),
+                        );
+                        break;
+                    }
+                    Err(e) => {
+                        errors.push(datafusion_error(file, st, e));
+                        break;
+                    }
+                }
+                let node_origins = match &window {
+                    Some(_) => BTreeSet::from([st.name.clone()]),
+                    None => match plan_origins(&plan, &origins) {
+                        Ok(o) => o,
+                        Err(e) => {
+                            errors.push(datafusion_error(file, st, e));
+                            break;
+                        }
+                    },
+                };
+                origins.insert(st.name.clone(), node_origins);
                 if window.is_some() && !sources.iter().any(|s| s.watermark.is_some()) {
                     errors.push(file.error(st.name_span, format!("`{}` aggregates windows, but no source declares a watermark", st.name))
                         .with_hint("add WATERMARK FOR <time column> AS <time column> - INTERVAL '1 minute' to the source, so Weir knows when a window is complete"));
@@ -373,6 +414,7 @@ pub async fn plan_pipeline(
                         None
                     }
                 };
+                schemas.insert(st.name.clone(), schema.clone());
                 let table = match register_stream(&ctx, &st.name, schema) {
                     Ok(t) => t,
                     Err(e) => {
@@ -462,8 +504,10 @@ fn plan_source(
     let mut fields = Vec::new();
     let mut seen = HashSet::new();
     for c in &s.columns {
-        if !seen.insert(c.name.clone()) {
-            return Err(file.error(c.span, format!("column `{}` is declared twice", c.name)));
+        if !seen.insert(c.name.to_lowercase()) {
+            return Err(file
+                .error(c.span, format!("column `{}` is declared twice", c.name))
+                .with_hint("column names are case-insensitive in SQL (as in Spark); rename one"));
         }
         let type_name = c.data_type.to_string();
         let data_type = arrow_type_for(&type_name).ok_or_else(|| {
@@ -473,7 +517,10 @@ fn plan_source(
             )
             .with_hint(format!("use one of {SUPPORTED_TYPES}"))
         })?;
-        if COMMON_METADATA.contains(&c.name.as_str()) {
+        if COMMON_METADATA
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(&c.name))
+        {
             return Err(file
                 .error(
                     c.span,
@@ -495,7 +542,11 @@ fn plan_source(
     let watermark = match &s.watermark {
         None => None,
         Some(w) => {
-            let Ok(field) = declared.field_with_name(&w.column) else {
+            let field = declared
+                .fields()
+                .iter()
+                .find(|f| f.name().eq_ignore_ascii_case(&w.column));
+            let Some(field) = field else {
                 return Err(file
                     .error(
                         w.span,
@@ -537,7 +588,7 @@ fn plan_source(
                         w.column
                     )));
             };
-            Some((w.column.clone(), delay))
+            Some((field.name().clone(), delay))
         }
     };
     let mut options = Options::new(s.options.iter().map(|o| (o.key.clone(), o.value.clone())));
@@ -592,8 +643,10 @@ async fn plan_stream(
     file: &PipelineFile,
     st: &StreamStatement,
     hidden: &HashMap<String, Vec<String>>,
+    known: &KnownNames,
 ) -> Result<(LogicalPlan, SchemaRef, Option<WindowSpec>), SqlError> {
     let mut query: Box<Query> = st.query.clone();
+    resolve_identifiers(&mut query, known);
     rewrite_spark_windows(&mut query)
         .map_err(|e| file.error(e.span, e.message).with_hint(e.hint))?;
     let mut windows = rewrite_window_functions(&mut query)
@@ -768,15 +821,12 @@ fn sink_spec(
                 "the brokers, e.g. bootstrap.servers = '127.0.0.1:9092'",
             )?;
             options.take_choice("format", &["json"])?;
-            let key = options.take_str("key").map(|k| k.to_ascii_lowercase());
-            if let Some(k) = &key {
-                if schema.field_with_name(k).is_err() {
-                    return Err(EngineError::option(
-                        "key",
-                        format!("`{k}` is not a column of `{}`", st.name),
-                    ));
-                }
-            }
+            let key = match options.take_str("key") {
+                None => None,
+                Some(k) => Some(column_named(schema, &k).ok_or_else(|| {
+                    EngineError::option("key", format!("`{k}` is not a column of `{}`", st.name))
+                })?),
+            };
             let properties = options.take_prefixed("kafka.");
             options.clone().finish("a kafka table")?;
             return Ok(SinkSpec {
@@ -809,8 +859,9 @@ fn sink_spec(
             .take_str("partition_by")
             .map(|v| {
                 v.split(',')
-                    .map(|c| c.trim().to_ascii_lowercase())
+                    .map(|c| c.trim())
                     .filter(|c| !c.is_empty())
+                    .map(|c| column_named(schema, c).unwrap_or_else(|| c.to_string()))
                     .collect()
             })
             .unwrap_or_default();
@@ -848,6 +899,22 @@ fn sink_spec(
         ));
     }
     Ok(spec)
+}
+
+/// The spelling of `schema`'s column named `name`: exact, else the one column that matches
+/// case-insensitively (as Spark resolves names).
+fn column_named(schema: &Schema, name: &str) -> Option<String> {
+    if schema.field_with_name(name).is_ok() {
+        return Some(name.to_string());
+    }
+    let mut matches = schema
+        .fields()
+        .iter()
+        .filter(|f| f.name().eq_ignore_ascii_case(name));
+    match (matches.next(), matches.next()) {
+        (Some(f), None) => Some(f.name().clone()),
+        _ => None,
+    }
 }
 
 /// Names of the CTEs defined anywhere in `query`.

@@ -26,7 +26,7 @@ use crate::parser::object_name_to_string;
 use crate::windows::WindowError;
 
 /// How to write a Spark window, for hints.
-const USAGE: &str = "GROUP BY window(time_column, '10 minutes' [, '5 minutes' /* slide */]), key \
+const USAGE: &str = "GROUP BY window(time_column, '10 minutes' [, '5 minutes' /* slide */ [, '1 minute' /* startTime */]]), key \
     or GROUP BY session_window(time_column, '30 minutes'), key";
 
 /// Rewrites every `GROUP BY window(...)` of `query` (including subqueries in FROM) into the
@@ -70,9 +70,9 @@ fn rewrite_set_expr(body: &mut SetExpr) -> Result<(), WindowError> {
                     args.len()
                 )));
             }
-            if args.len() != 2 && args.len() != 3 {
+            if !(2..=4).contains(&args.len()) {
                 return Err(error(&format!(
-                    "window() takes 2 or 3 arguments (time column, size [, slide]), got {}",
+                    "window() takes 2 to 4 arguments (time column, size [, slide [, startTime]]), got {}",
                     args.len()
                 )));
             }
@@ -117,6 +117,17 @@ fn rewrite_set_expr(body: &mut SetExpr) -> Result<(), WindowError> {
                 [time, size, slide] => (
                     "hop",
                     vec![input, time.clone(), slide.clone(), size.clone()],
+                ),
+                // Spark's startTime is the window offset.
+                [time, size, slide, start] => (
+                    "hop",
+                    vec![
+                        input,
+                        time.clone(),
+                        slide.clone(),
+                        size.clone(),
+                        start.clone(),
+                    ],
                 ),
                 _ => unreachable!("argument count checked above"),
             };
@@ -314,7 +325,7 @@ mod tests {
     #[test]
     fn mistakes_are_explained() {
         let e = rewrite("SELECT count(*) FROM ev GROUP BY window(ts)").unwrap_err();
-        assert!(e.message.contains("2 or 3 arguments"), "{}", e.message);
+        assert!(e.message.contains("2 to 4 arguments"), "{}", e.message);
         let e =
             rewrite("SELECT count(*) FROM a JOIN b ON a.x = b.x GROUP BY window(ts, '1 minute')")
                 .unwrap_err();

@@ -35,6 +35,9 @@ pub struct WindowSpec {
     pub size: Duration,
     /// Distance between window starts (= size for TUMBLE; for SESSION, the gap).
     pub slide: Duration,
+    /// How far window starts are shifted from multiples of the slide since 1970-01-01 UTC
+    /// (Spark's `startTime`): hourly windows at :15 past, days at a time zone's midnight.
+    pub offset: Duration,
 }
 
 impl WindowSpec {
@@ -42,6 +45,42 @@ impl WindowSpec {
     pub fn is_session(&self) -> bool {
         self.kind == "session"
     }
+
+    /// The window as a person reads it (`TUMBLE on ts: size 1min, offset 8h`), for
+    /// `weir explain` and for checkpoints, which refuse state built for another window.
+    pub fn describe(&self) -> String {
+        let d = |d: Duration| format_duration(d);
+        let mut text = match self.kind.as_str() {
+            "session" => format!("SESSION on {}: gap {}", self.time_column, d(self.size)),
+            "tumble" => format!("TUMBLE on {}: size {}", self.time_column, d(self.size)),
+            _ => format!(
+                "HOP on {}: size {}, slide {}",
+                self.time_column,
+                d(self.size),
+                d(self.slide)
+            ),
+        };
+        if !self.offset.is_zero() {
+            text.push_str(&format!(", offset {}", d(self.offset)));
+        }
+        text
+    }
+}
+
+/// A duration in the largest unit that divides it: `90s`, `15min`, `8h`, `1d`, `250ms`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, name) in [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "min"),
+        (1000, "s"),
+    ] {
+        if ms > 0 && ms.is_multiple_of(unit) {
+            return format!("{}{name}", ms / unit);
+        }
+    }
+    format!("{ms}ms")
 }
 
 /// A mistake in a window function call, with where it is.
@@ -195,16 +234,27 @@ type Rewritten = (WindowSpec, String, Box<Query>);
 
 fn window_subquery(kind: &str, args: &[FunctionArg]) -> Result<Rewritten, (String, String)> {
     let usage = match kind {
-        "tumble" => "TUMBLE(input, time_column, INTERVAL '1 minute')",
+        "tumble" => "TUMBLE(input, time_column, INTERVAL '1 minute' [, INTERVAL '0 seconds' /* offset */])",
         "session" => "SESSION(input, time_column, INTERVAL '30 minutes' /* gap */)",
-        _ => "HOP(input, time_column, INTERVAL '5 minutes' /* slide */, INTERVAL '15 minutes' /* size */)",
+        _ => "HOP(input, time_column, INTERVAL '5 minutes' /* slide */, INTERVAL '15 minutes' /* size */ [, INTERVAL '0 seconds' /* offset */])",
     };
-    let expected = if kind == "hop" { 4 } else { 3 };
+    // The size arguments, and one more for an offset (not for sessions).
+    let sizes = if kind == "hop" { 2 } else { 1 };
+    let allowed = if kind == "session" {
+        vec![2 + sizes]
+    } else {
+        vec![2 + sizes, 3 + sizes]
+    };
     let exprs: Vec<&Expr> = args.iter().filter_map(arg_expr).collect();
-    if exprs.len() != expected || args.len() != expected {
+    if !allowed.contains(&exprs.len()) || args.len() != exprs.len() {
+        let counts = allowed
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(" or ");
         return Err((
             format!(
-                "{} takes {expected} arguments, got {}",
+                "{} takes {counts} arguments, got {}",
                 kind.to_uppercase(),
                 args.len()
             ),
@@ -223,7 +273,19 @@ fn window_subquery(kind: &str, args: &[FunctionArg]) -> Result<Rewritten, (Strin
             usage.to_string(),
         )
     })?;
-    let durations: Vec<Duration> = exprs[2..]
+    let offset = match exprs.get(2 + sizes) {
+        None => Duration::ZERO,
+        Some(e) => expr_duration(e).ok_or_else(|| {
+            (
+                "the window offset must be an interval of zero or more, e.g. INTERVAL '15 minutes'"
+                    .to_string(),
+                "for days that start at midnight UTC+8 (16:00 UTC) use an offset of '16 hours'; \
+                 a negative offset -x is the same as slide - x"
+                    .to_string(),
+            )
+        })?,
+    };
+    let durations: Vec<Duration> = exprs[2..2 + sizes]
         .iter()
         .map(|e| expr_duration(e).filter(|d| !d.is_zero()))
         .collect::<Option<_>>()
@@ -244,17 +306,36 @@ fn window_subquery(kind: &str, args: &[FunctionArg]) -> Result<Rewritten, (Strin
             usage.to_string(),
         ));
     }
+    if offset >= slide {
+        return Err((
+            format!(
+                "the window offset {} is not shorter than the slide {}",
+                format_duration(offset),
+                format_duration(slide)
+            ),
+            "an offset shifts windows within one slide; take it modulo the slide".to_string(),
+        ));
+    }
     let (slide_ms, size_ms) = (slide.as_millis(), size.as_millis());
     let interval = |ms: u128| format!("INTERVAL '{ms} milliseconds'");
     // Shifts are written as durations, not intervals: adding an interval to a timestamp with a
     // zone converts every row to local time and back (it could hold months or days), while a
     // duration is plain arithmetic on the epoch value, and the same for a fixed length.
     let duration = |ms: u128| format!("arrow_cast({ms}, 'Duration(Millisecond)')");
-    let bin = format!("date_bin({}, {time})", interval(slide_ms));
+    // The column as written (quoted where its spelling matters), for the generated SQL.
+    let time_sql = exprs[1].to_string();
+    let bin = match offset.as_millis() {
+        0 => format!("date_bin({}, {time_sql})", interval(slide_ms)),
+        ms => format!(
+            "(date_bin({}, {time_sql} - {d}) + {d})",
+            interval(slide_ms),
+            d = duration(ms)
+        ),
+    };
     let sql = if kind == "session" {
         // Each row starts as its own session; the engine merges overlapping ones per key.
         format!(
-            "SELECT *, {time} AS window_start, {time} + {} AS window_end FROM {input}",
+            "SELECT *, {time_sql} AS window_start, {time_sql} + {} AS window_end FROM {input}",
             duration(size_ms)
         )
     } else if kind == "tumble" {
@@ -273,7 +354,7 @@ fn window_subquery(kind: &str, args: &[FunctionArg]) -> Result<Rewritten, (Strin
         format!(
             "SELECT *, window_start + {size} AS window_end FROM \
              (SELECT *, unnest(make_array({})) AS window_start FROM {input}) AS hop_rows \
-             WHERE {time} < window_start + {size}",
+             WHERE {time_sql} < window_start + {size}",
             starts.join(", "),
             size = duration(size_ms)
         )
@@ -293,6 +374,7 @@ fn window_subquery(kind: &str, args: &[FunctionArg]) -> Result<Rewritten, (Strin
             time_column: time,
             size,
             slide,
+            offset,
         },
         input,
         query,
@@ -340,10 +422,29 @@ mod tests {
     #[test]
     fn bad_calls_say_how_to_write_them() {
         let e = rewrite("SELECT * FROM TUMBLE(ev, ts)").unwrap_err();
-        assert!(e.message.contains("3 arguments"), "{}", e.message);
+        assert!(e.message.contains("3 or 4 arguments"), "{}", e.message);
         assert!(e.hint.contains("TUMBLE(input"));
         let e = rewrite("SELECT * FROM HOP(ev, ts, INTERVAL '10 minutes', INTERVAL '5 minutes')")
             .unwrap_err();
         assert!(e.message.contains("slide"), "{}", e.message);
+        let e = rewrite("SELECT * FROM TUMBLE(ev, ts, INTERVAL '1 hour', INTERVAL '1 hour')")
+            .unwrap_err();
+        assert!(
+            e.message.contains("offset 1h is not shorter"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn an_offset_shifts_window_starts() {
+        let (sql, found) =
+            rewrite("SELECT * FROM TUMBLE(ev, ts, INTERVAL '1 day', INTERVAL '16 hours') AS d")
+                .unwrap();
+        assert!(
+            sql.contains("date_bin(INTERVAL '86400000 milliseconds', ts - arrow_cast(57600000"),
+            "{sql}"
+        );
+        assert_eq!(found[0].describe(), "TUMBLE on ts: size 1d, offset 16h");
     }
 }

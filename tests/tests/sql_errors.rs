@@ -170,7 +170,7 @@ async fn window_must_be_grouped_by() {
 #[tokio::test]
 async fn window_function_arguments_are_checked() {
     let sql = format!("{WATERMARKED}CREATE TABLE t AS\nSELECT count(*) FROM HOP(tx, ts, INTERVAL '1 minute') GROUP BY window_end;\n");
-    assert_error(&sql, "HOP", 6, &["HOP takes 4 arguments"]).await;
+    assert_error(&sql, "HOP", 6, &["HOP takes 4 or 5 arguments"]).await;
 }
 
 #[tokio::test]
@@ -185,4 +185,73 @@ async fn update_output_mode_needs_a_windowed_aggregate() {
         "{WATERMARKED}CREATE TABLE t WITH (output_mode = 'update') AS\nSELECT k FROM tx;\n"
     );
     assert_error(&sql, "'update'", 6, &["windowed aggregate", "append-only"]).await;
+}
+
+const TWO_STREAMS: &str = "CREATE SOURCE orders (id TEXT, user_id TEXT, ts TIMESTAMP) WITH (connector = 'generator', events = 10);\nCREATE SOURCE payments (order_id TEXT, amount DOUBLE) WITH (connector = 'generator', events = 10);\n";
+
+/// A join of two different streams would only match rows of the same epoch: refused.
+#[tokio::test]
+async fn a_join_of_two_streams_is_refused() {
+    let sql = format!("{TWO_STREAMS}CREATE TABLE paid AS\nSELECT o.id, p.amount FROM orders AS o\nJOIN payments AS p ON p.order_id = o.id;\n");
+    assert_error(
+        &sql,
+        "payments AS p",
+        3,
+        &[
+            "`paid` joins `orders` with `payments`",
+            "later epoch",
+            "stream-stream joins are not supported yet",
+        ],
+    )
+    .await;
+}
+
+/// Through views, a comma join and a subquery: still two streams.
+#[tokio::test]
+async fn joins_of_two_streams_through_views_and_subqueries_are_refused() {
+    let sql = format!("{TWO_STREAMS}CREATE VIEW big AS SELECT * FROM payments WHERE amount > 10;\nCREATE TABLE t AS SELECT o.id FROM orders AS o, big AS b WHERE b.order_id = o.id;\n");
+    assert_error(&sql, "big AS b", 3, &["`t` joins `orders` with `payments`"]).await;
+    let sql = format!("{TWO_STREAMS}CREATE TABLE t AS\nSELECT id FROM orders WHERE id IN (SELECT order_id FROM payments);\n");
+    assert_error(
+        &sql,
+        "id IN",
+        3,
+        &["`t` a subquery combines `orders` with `payments`"],
+    )
+    .await;
+}
+
+/// Views of the same source joined row for row stay allowed, and so does a join with constants.
+#[tokio::test]
+async fn a_join_of_views_of_one_source_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.sql");
+    std::fs::write(
+        &file,
+        format!(
+            "{TWO_STREAMS}CREATE VIEW a AS SELECT id, ts FROM orders WHERE id > 'k';\n\
+             CREATE VIEW b AS SELECT id, user_id FROM orders;\n\
+             CREATE TABLE t AS SELECT a.id, b.user_id FROM a JOIN b ON a.id = b.id;\n\
+             CREATE TABLE c AS SELECT o.id, n.x FROM orders AS o CROSS JOIN (VALUES (1), (2)) AS n(x);\n"
+        ),
+    )
+    .unwrap();
+    let files = load_pipeline_files_with_env(&file, &|_| None).unwrap();
+    if let Err(e) = plan_pipeline("p", &files, 1).await {
+        panic!("{e}");
+    }
+}
+
+/// Rows that pass through another aggregate (here a subquery's GROUP BY) before a window
+/// aggregate would be aggregated per epoch: refused.
+#[tokio::test]
+async fn an_aggregate_below_a_window_is_refused() {
+    let sql = format!("{WATERMARKED}CREATE TABLE t AS\nSELECT window_start, window_end, count(*) FROM TUMBLE(tx, ts, INTERVAL '1 minute')\nWHERE k IN (SELECT k FROM tx GROUP BY k HAVING count(*) > 1) GROUP BY window_start, window_end;\n");
+    assert_error(
+        &sql,
+        "SELECT window_start",
+        6,
+        &["aggregates its rows before the window", "cut into epochs"],
+    )
+    .await;
 }

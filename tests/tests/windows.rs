@@ -189,6 +189,81 @@ async fn hop_equals_batch_over_on_time_events() -> Result<(), TestError> {
     .await
 }
 
+/// Aggregates whose values repeat across epochs (30-minute windows over 10-minute files, seven
+/// users): each DataFusion aggregate, with and without DISTINCT, alone and in combination, and
+/// with FILTER, equals the batch answer. A single `count(DISTINCT u)` is what DataFusion's
+/// optimizer rewrites into a two-level GROUP BY, which summed per-epoch counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_aggregate_over_values_repeated_across_epochs_equals_batch() -> Result<(), TestError>
+{
+    let aggregates = [
+        "count(DISTINCT u) AS d",
+        "sum(1) AS n, count(DISTINCT u) AS d",
+        "round(sum(x), 6) AS s, count(DISTINCT u) AS d",
+        "count(DISTINCT u) AS d, min(x) AS lo, max(x) AS hi",
+        "round(sum(DISTINCT x), 6) AS s",
+        "round(avg(DISTINCT x), 6) AS a, count(*) AS n",
+        "count(DISTINCT u) FILTER (WHERE x > 50) AS d",
+        "count(DISTINCT u) AS d, count(DISTINCT x) AS dx",
+        "count(*) FILTER (WHERE x > 50) AS n, round(sum(x) FILTER (WHERE u <> 'u1'), 6) AS s",
+        "count(x) AS c, round(avg(x), 6) AS a, round(stddev(x), 6) AS sd, median(x) AS m",
+        "approx_distinct(u) AS ad, bool_or(x > 90) AS b, count(DISTINCT k) AS dk",
+    ];
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    // Only on-time rows: the "late" rows of `write_events` are late for 1-minute windows, not
+    // all of them for 30-minute ones.
+    write_events(&dir.path().join("staged"), 9, 13)?;
+    for entry in std::fs::read_dir(dir.path().join("staged"))? {
+        let path = entry?.path();
+        let text = std::fs::read_to_string(&path)?;
+        let on_time: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("\"late\":false"))
+            .collect();
+        std::fs::write(&path, on_time.join("\n"))?;
+    }
+    let mut sql = format!(
+        "CREATE SOURCE ev (k TEXT NOT NULL, u TEXT, x DOUBLE, ts TIMESTAMP NOT NULL, late BOOLEAN,
+             WATERMARK FOR ts AS ts - INTERVAL '2 minutes')
+         WITH (connector = 'files', path = '{}', max_files_per_trigger = 1);
+         CREATE TABLE raw AS SELECT * FROM ev;\n",
+        data.display()
+    );
+    for (i, aggregate) in aggregates.iter().enumerate() {
+        sql.push_str(&format!(
+            "CREATE TABLE w{i} AS SELECT window_start, window_end, k, {aggregate} \
+             FROM TUMBLE(ev, ts, INTERVAL '30 minutes') GROUP BY window_start, window_end, k;\n"
+        ));
+    }
+    std::fs::write(dir.path().join("p.sql"), sql)?;
+    let lake = dir.path().join("lake");
+    run_split(dir.path(), &lake).await?;
+    let ctx = lake_context(&lake).await?;
+    let on_time = "(SELECT *, date_bin(INTERVAL '30 minutes', ts) AS window_start, \
+        date_bin(INTERVAL '30 minutes', ts) + INTERVAL '30 minutes' AS window_end \
+        FROM raw WHERE NOT late) AS w";
+    for (i, aggregate) in aggregates.iter().enumerate() {
+        let expected = sorted_rows(
+            &ctx,
+            &format!(
+                "SELECT window_start, window_end, k, {aggregate} FROM {on_time} \
+                 GROUP BY window_start, window_end, k"
+            ),
+        )
+        .await?;
+        let actual = sorted_rows(&ctx, &format!("SELECT * FROM w{i}")).await?;
+        assert!(
+            expected.len() >= 9,
+            "{aggregate}: only {} rows",
+            expected.len()
+        );
+        assert_eq!(actual, expected, "{aggregate}");
+    }
+    Ok(())
+}
+
 /// Sessions per key with a 45-second gap (Spark's `session_window`) equal the batch
 /// sessionisation of the on-time events (a new session where the gap since the key's previous
 /// event is at least 45 s). Events of consecutive epochs overlap in time, so sessions started in
@@ -427,7 +502,8 @@ async fn late_rows_are_dead_lettered_when_asked() -> Result<(), TestError> {
     let dead = sorted_rows(
         &ctx,
         "SELECT position, raw LIKE '{\"k\":%\"window_end\":%', \
-                error LIKE 'late: its window ended%' \
+                error = 'late: its window had ended at or before the watermark', \
+                \"table\", watermark IS NOT NULL \
          FROM _dead_letter.ev",
     )
     .await?;
@@ -437,7 +513,8 @@ async fn late_rows_are_dead_lettered_when_asked() -> Result<(), TestError> {
         "every late row is dead-lettered once"
     );
     assert!(
-        dead.iter().all(|r| r == "late at windowed|true|true"),
+        dead.iter()
+            .all(|r| r == "late at windowed|true|true|windowed|true"),
         "late rows keep their values and reason: {:?}",
         &dead[..3.min(dead.len())]
     );
@@ -471,4 +548,90 @@ async fn changed_window_query_refuses_the_old_checkpoint() -> Result<(), TestErr
     assert!(err.contains("changed since this checkpoint"), "{err}");
     assert!(err.contains("delete the checkpoint folder"), "{err}");
     Ok(())
+}
+
+/// A window whose size, slide, gap or offset changed under an existing checkpoint keeps the
+/// same state columns, so only the recorded definition can tell: the run is refused with what
+/// changed, never fed state built for the old windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_window_size_slide_gap_or_offset_refuses_the_old_checkpoint(
+) -> Result<(), TestError> {
+    let changes = [
+        (
+            "TUMBLE(ev, ts, INTERVAL '1 minute')",
+            "TUMBLE(ev, ts, INTERVAL '2 minutes')",
+            "(TUMBLE on ts: size 1min; ",
+            "(TUMBLE on ts: size 2min; ",
+        ),
+        (
+            "HOP(ev, ts, INTERVAL '1 minute', INTERVAL '4 minutes')",
+            "HOP(ev, ts, INTERVAL '2 minutes', INTERVAL '4 minutes')",
+            "size 4min, slide 1min",
+            "size 4min, slide 2min",
+        ),
+        (
+            "SESSION(ev, ts, INTERVAL '30 seconds')",
+            "SESSION(ev, ts, INTERVAL '45 seconds')",
+            "gap 30s",
+            "gap 45s",
+        ),
+        (
+            "TUMBLE(ev, ts, INTERVAL '1 minute')",
+            "TUMBLE(ev, ts, INTERVAL '1 minute', INTERVAL '15 seconds')",
+            "size 1min;",
+            "size 1min, offset 15s;",
+        ),
+    ];
+    for (before, after, old, new) in changes {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        write_events(&data, 3, 9)?;
+        pipeline(dir.path(), &data, &from_style(before))?;
+        let lake = dir.path().join("lake");
+        run_pipeline_with(&dir.path().join("p.sql"), &lake, &[], false).await?;
+        pipeline(dir.path(), &data, &from_style(after))?;
+        let err = match run_pipeline_with(&dir.path().join("p.sql"), &lake, &[], false).await {
+            Ok(_) => return Err(format!("{after} reused the state of {before}").into()),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("changed since this checkpoint"), "{err}");
+        assert!(
+            err.contains(old) && err.contains(new),
+            "{old} / {new}: {err}"
+        );
+        assert!(err.contains("delete the checkpoint folder"), "{err}");
+    }
+    Ok(())
+}
+
+/// Window offsets (Spark's `startTime`, TUMBLE's and HOP's fourth/fifth argument) shift window
+/// starts, as days that begin at midnight UTC+8 (16:00 UTC) do; each spelling equals the batch
+/// answer with the same shift.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_offsets_shift_window_starts() -> Result<(), TestError> {
+    let shifted = |size: &str| {
+        format!(
+            "(SELECT *, date_bin(INTERVAL '{size}', ts - INTERVAL '15 seconds') + INTERVAL '15 seconds' \
+             AS window_start, date_bin(INTERVAL '{size}', ts - INTERVAL '15 seconds') \
+             + INTERVAL '15 seconds' + INTERVAL '{size}' AS window_end FROM RAW) AS w"
+        )
+    };
+    check(
+        &from_style("TUMBLE(ev, ts, INTERVAL '1 minute', INTERVAL '15 seconds')"),
+        &from_style(&shifted("1 minute")),
+    )
+    .await?;
+    let aggregates = SELECT.trim_start_matches("window_start, window_end, ");
+    check(
+        &format!(
+            "SELECT window.start, window.end, {aggregates} FROM ev \
+             GROUP BY window(ts, '1 minute', '1 minute', '15 seconds'), k"
+        ),
+        &format!(
+            "SELECT window_start AS start, window_end AS \"end\", {aggregates} \
+             FROM {} GROUP BY window_start, window_end, k",
+            shifted("1 minute")
+        ),
+    )
+    .await
 }

@@ -60,6 +60,9 @@ pub struct WindowAggregateState {
     track_replaced: bool,
     /// Partial states of sessions that merges replaced since the last `emit_updated`.
     replaced: Vec<RecordBatch>,
+    /// The window, group keys and aggregates as text: a checkpoint records it and refuses to
+    /// restore state built for another definition.
+    definition: String,
 }
 
 /// What update output mode emits for one epoch.
@@ -95,6 +98,7 @@ impl WindowAggregateState {
                 })?,
             _ => top,
         };
+        check_input_is_row_by_row(source.input())?;
         let group_by = source.group_expr().clone();
         let probe = AggregateExec::try_new(
             AggregateMode::Partial,
@@ -121,7 +125,31 @@ impl WindowAggregateState {
             state: Vec::new(),
             track_replaced: false,
             replaced: Vec::new(),
-        })
+            definition: String::new(),
+        }
+        .with_window_definition(""))
+    }
+
+    /// Records how rows are windowed (`TUMBLE on ts: size 1min`) in the state's definition,
+    /// next to its group keys and aggregates.
+    pub fn with_window_definition(mut self, window: &str) -> Self {
+        let keys: Vec<&str> = self.state_schema.fields()[..self.group_by.expr().len()]
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        // An aggregate's name is its SQL, FILTER clause included: `sum(ev.x) FILTER (WHERE ...)`.
+        let aggregates: Vec<&str> = self.aggregates.iter().map(|a| a.name()).collect();
+        self.definition = format!(
+            "{window}; GROUP BY {}; {}",
+            keys.join(", "),
+            aggregates.join(", ")
+        );
+        self
+    }
+
+    /// The window, group keys and aggregates as text (see [`Self::with_window_definition`]).
+    pub fn definition(&self) -> &str {
+        &self.definition
     }
 
     /// Treats windows as sessions, merged when they overlap for the same group keys;
@@ -513,6 +541,66 @@ fn session_key_rows(
     Ok(Some(
         RowConverter::new(fields)?.convert_columns(&key_columns)?,
     ))
+}
+
+/// Refuses a windowed query whose rows pass through an operator that combines rows before the
+/// window aggregate (another aggregate, DISTINCT, a window function, a LIMIT). Such an operator
+/// runs over each epoch's rows alone, while the window's state spans epochs, so its answer would
+/// depend on how the stream was cut into epochs.
+fn check_input_is_row_by_row(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
+    use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+    use datafusion::physical_plan::coop::CooperativeExec;
+    use datafusion::physical_plan::empty::EmptyExec;
+    use datafusion::physical_plan::filter::FilterExec;
+    use datafusion::physical_plan::joins::{CrossJoinExec, HashJoinExec, NestedLoopJoinExec};
+    use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
+    use datafusion::physical_plan::projection::ProjectionExec;
+    use datafusion::physical_plan::repartition::RepartitionExec;
+    use datafusion::physical_plan::sorts::sort::SortExec;
+    use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+    use datafusion::physical_plan::union::{InterleaveExec, UnionExec};
+    use datafusion::physical_plan::unnest::UnnestExec;
+    use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
+    let any = plan.as_ref();
+    let why = if any.is::<AggregateExec>() {
+        Some("aggregates its rows before the window (a DISTINCT, GROUP BY or aggregate subquery)")
+    } else if any.is::<WindowAggExec>() || any.is::<BoundedWindowAggExec>() {
+        Some("computes an OVER (...) window function before the window aggregate")
+    } else if plan.fetch().is_some() {
+        Some("limits its rows (LIMIT) before the window aggregate")
+    } else if any.is::<ProjectionExec>()
+        || any.is::<FilterExec>()
+        || any.is::<RepartitionExec>()
+        || any.is::<CoalescePartitionsExec>()
+        || any.is::<datafusion::datasource::source::DataSourceExec>()
+        || any.is::<UnionExec>()
+        || any.is::<InterleaveExec>()
+        || any.is::<UnnestExec>()
+        || any.is::<EmptyExec>()
+        || any.is::<PlaceholderRowExec>()
+        || any.is::<SortExec>()
+        || any.is::<SortPreservingMergeExec>()
+        || any.is::<HashJoinExec>()
+        || any.is::<NestedLoopJoinExec>()
+        || any.is::<CrossJoinExec>()
+        // Deprecated in DataFusion 55, so matched by name; older rules may still plan it.
+        || plan.name() == "CoalesceBatchesExec"
+        || any.is::<CooperativeExec>()
+    {
+        None
+    } else {
+        Some("runs an operator before the window aggregate that Weir cannot keep across epochs")
+    };
+    if let Some(why) = why {
+        return Err(DataFusionError::Plan(format!(
+            "{why} ({}): it would see each epoch's rows alone, so its answer would depend on \
+             how the stream is cut into epochs",
+            plan.name()
+        )));
+    }
+    plan.children()
+        .into_iter()
+        .try_for_each(check_input_is_row_by_row)
 }
 
 /// The topmost aggregate of a plan.

@@ -1,0 +1,175 @@
+//! Spark jobs port as written: camelCase fields, empty tables that readers can open, window
+//! offsets. Each test is SQL and input events in, rows out.
+
+use std::path::Path;
+
+use weir_tests::{lake_context, run_pipeline_with, sorted_rows, TestError};
+
+/// Writes `lines` as one JSON file per inner slice (one epoch each with
+/// `max_files_per_trigger = 1`).
+fn write_files(dir: &Path, files: &[&[&str]]) -> Result<(), TestError> {
+    std::fs::create_dir_all(dir)?;
+    for (i, lines) in files.iter().enumerate() {
+        std::fs::write(dir.join(format!("part-{i:03}.json")), lines.join("\n"))?;
+    }
+    Ok(())
+}
+
+/// camelCase fields: the declared spelling matches the JSON keys and names the Delta columns;
+/// references work unquoted, quoted or in another case, in projections, filters, aliases,
+/// TUMBLE and Spark's `window()`; the Kafka key and topic keep their case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camel_case_fields_keep_their_spelling_and_resolve_in_any_case() -> Result<(), TestError> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    write_files(
+        &data,
+        &[
+            &[
+                r#"{"eventId":"e1","userId":"u1","eventTime":"2024-03-01T00:00:10Z","amount":5}"#,
+                r#"{"eventId":"e2","userId":"u2","eventTime":"2024-03-01T00:00:20Z","amount":-1}"#,
+            ],
+            &[r#"{"eventId":"e3","userId":"u1","eventTime":"2024-03-01T00:01:10Z","amount":7}"#],
+        ],
+    )?;
+    std::fs::write(
+        dir.path().join("p.sql"),
+        format!(
+            "CREATE SOURCE clicks (eventId TEXT NOT NULL, \"userId\" TEXT, eventTime TIMESTAMP NOT NULL,
+                 amount DOUBLE, WATERMARK FOR eventtime AS eventTime - INTERVAL '1 minute')
+             WITH (connector = 'files', path = '{}', max_files_per_trigger = 1);
+             CREATE TABLE bronze AS SELECT * FROM clicks;
+             CREATE TABLE silver AS SELECT eventid, USERID AS userKey, \"eventTime\", amount * 2 AS doubledAmount
+                 FROM clicks WHERE Amount > 0;
+             CREATE TABLE per_user AS SELECT userKey, sum(doubledAmount) AS totalAmount FROM silver GROUP BY userkey;
+             CREATE TABLE tumbled AS SELECT window_start, userId, count(*) AS clickCount
+                 FROM TUMBLE(clicks, \"eventTime\", INTERVAL '1 minute') GROUP BY window_start, window_end, userId;
+             CREATE TABLE spark AS SELECT window.start, UserId, count(*) AS clickCount
+                 FROM clicks GROUP BY window(EventTime, '1 minute'), userid;",
+            data.display()
+        ),
+    )?;
+    let lake = dir.path().join("lake");
+    let run = run_pipeline_with(&dir.path().join("p.sql"), &lake, &[], true).await?;
+    assert_eq!(run.summary.dead_letters.values().sum::<u64>(), 0, "{run:?}");
+    let ctx = lake_context(&lake).await?;
+    let columns = |table: &str| {
+        let ctx = ctx.clone();
+        let table = table.to_string();
+        async move {
+            let df = ctx.table(table.as_str()).await?;
+            Ok::<_, TestError>(
+                df.schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+        }
+    };
+    assert_eq!(columns("bronze").await?, "eventId,userId,eventTime,amount");
+    assert_eq!(
+        columns("silver").await?,
+        "eventId,userKey,eventTime,doubledAmount"
+    );
+    assert_eq!(columns("per_user").await?, "userKey,totalAmount");
+    assert_eq!(columns("tumbled").await?, "window_start,userId,clickCount");
+    assert_eq!(columns("spark").await?, "start,userId,clickCount");
+    assert_eq!(
+        sorted_rows(&ctx, "SELECT * FROM silver").await?,
+        [
+            "e1|u1|2024-03-01T00:00:10Z|10.0",
+            "e3|u1|2024-03-01T00:01:10Z|14.0"
+        ]
+    );
+    let windows = [
+        "2024-03-01T00:00:00Z|u1|1",
+        "2024-03-01T00:00:00Z|u2|1",
+        "2024-03-01T00:01:00Z|u1|1",
+    ];
+    assert_eq!(sorted_rows(&ctx, "SELECT * FROM tumbled").await?, windows);
+    assert_eq!(sorted_rows(&ctx, "SELECT * FROM spark").await?, windows);
+    Ok(())
+}
+
+/// Option values keep their case: a Kafka table's topic and its key column (`key = 'eventId'`
+/// names the column `eventId`, found case-insensitively), and partition columns.
+#[tokio::test]
+async fn option_values_keep_their_case() -> Result<(), TestError> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("p.sql");
+    std::fs::write(
+        &file,
+        "CREATE SOURCE s (eventId TEXT, eventDate DATE, amount DOUBLE)
+             WITH (connector = 'generator', events = 10);
+         CREATE TABLE alerts WITH (connector = 'kafka', topic = 'Fraud.Detected',
+             bootstrap.servers = '127.0.0.1:9092', key = 'EVENTID') AS SELECT * FROM s;
+         CREATE TABLE by_day WITH (partition_by = 'eventdate', path = 'Gold/ByDay') AS
+             SELECT eventId, eventDate FROM s;",
+    )?;
+    let files = weir_sql::load_pipeline_files_with_env(&file, &|_| None)?;
+    let planned = weir_sql::plan_pipeline("p", &files, 1).await?;
+    let sink = |name: &str| {
+        planned
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .and_then(|n| n.sink.clone())
+            .ok_or("no sink")
+    };
+    let kafka = sink("alerts")?.kafka.ok_or("not a kafka sink")?;
+    assert_eq!(kafka.topic, "Fraud.Detected");
+    assert_eq!(kafka.key.as_deref(), Some("eventId"));
+    let delta = sink("by_day")?;
+    assert_eq!(delta.path, "Gold/ByDay");
+    assert_eq!(delta.partition_by, ["eventDate"]);
+    Ok(())
+}
+
+/// Every table of a pipeline is a Delta table with its columns from the start, so readers can
+/// query a table (or a dead-letter table) that has not received a row yet: 0 rows, not "table
+/// not found".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_without_rows_yet_exist_with_their_columns() -> Result<(), TestError> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    write_files(
+        &data,
+        &[&[r#"{"id":"a","amount":5,"ts":"2024-03-01T00:00:10Z"}"#]],
+    )?;
+    std::fs::write(
+        dir.path().join("p.sql"),
+        format!(
+            "CREATE SOURCE orders (id TEXT NOT NULL, amount DOUBLE, ts TIMESTAMP NOT NULL,
+                 WATERMARK FOR ts AS ts - INTERVAL '1 minute')
+             WITH (connector = 'files', path = '{}');
+             CREATE TABLE refunds WITH (partition_by = 'id') AS SELECT id, amount FROM orders WHERE amount < 0;
+             CREATE TABLE per_hour AS SELECT window_start, count(*) AS n
+                 FROM TUMBLE(orders, ts, INTERVAL '1 hour') GROUP BY window_start, window_end;",
+            data.display()
+        ),
+    )?;
+    let lake = dir.path().join("lake");
+    run_pipeline_with(&dir.path().join("p.sql"), &lake, &[], false).await?;
+    let ctx = lake_context(&lake).await?;
+    for (table, columns) in [
+        ("refunds", "id,amount"),
+        ("per_hour", "window_start,n"),
+        ("_dead_letter.orders", ""),
+    ] {
+        let rows = sorted_rows(&ctx, &format!("SELECT count(*) FROM {table}")).await?;
+        assert_eq!(rows, ["0"], "{table}");
+        if !columns.is_empty() {
+            let df = ctx.table(table).await?;
+            let names: Vec<String> = df
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            assert_eq!(names.join(","), columns, "{table}");
+        }
+    }
+    Ok(())
+}
