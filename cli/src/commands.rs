@@ -186,13 +186,36 @@ pub async fn query(sql: &str, lake: &Path) -> Result<(), CliError> {
     if tables.is_empty() {
         errln!("note: no Delta tables found under {}", lake.display());
     }
-    let batches = ctx.sql(sql).await?.collect().await?;
+    let batches = ctx
+        .execute_logical_plan(batch_plan(&ctx, sql).await?)
+        .await?
+        .collect()
+        .await?;
     let table = arrow::util::pretty::pretty_format_batches(&batches)
         .map_err(datafusion::error::DataFusionError::from)?;
     print_stdout(&table.to_string())?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     errln!("({rows} rows)");
     Ok(())
+}
+
+/// The plan of a batch query, with EXISTS in SELECT lists rewritten into a form DataFusion
+/// can run (see `weir_sql::rewrite::exists_in_select_lists`).
+async fn batch_plan(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+) -> Result<datafusion::logical_expr::LogicalPlan, CliError> {
+    use datafusion::sql::parser::Statement;
+    use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let mut statement = state.sql_to_statement(sql, &dialect)?;
+    if let Statement::Statement(inner) = &mut statement {
+        if let SqlStatement::Query(query) = inner.as_mut() {
+            weir_sql::rewrite::exists_in_select_lists(query);
+        }
+    }
+    Ok(state.statement_to_plan(statement).await?)
 }
 
 /// `weir generate`.

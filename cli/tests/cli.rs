@@ -254,3 +254,80 @@ fn a_pipeline_given_as_dot_is_named_after_its_folder() {
         text(&out.stdout)
     );
 }
+
+/// `weir query` runs EXISTS wherever SQL allows it: in WHERE (a semi join) and in the SELECT
+/// list (which DataFusion alone cannot run).
+#[test]
+fn query_runs_exists_in_where_and_in_select_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("incoming")).unwrap();
+    std::fs::write(
+        dir.path().join("incoming/a.json"),
+        "{\"id\":1,\"amount\":20}\n{\"id\":2,\"amount\":5}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("p.sql"), PIPELINE).unwrap();
+    assert!(weir(&["run", "p.sql", "--once"], dir.path())
+        .status
+        .success());
+    let out = weir(
+        &[
+            "query",
+            "SELECT o.id, EXISTS (SELECT 1 FROM big_orders AS b WHERE b.id = o.id) AS big, \
+             NOT EXISTS (SELECT 1 FROM big_orders AS b WHERE b.id = o.id) AS small \
+             FROM raw.orders AS o WHERE EXISTS (SELECT 1 FROM raw.orders AS r WHERE r.id = o.id) \
+             ORDER BY o.id",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.contains("| 1  | true  | false |"), "{table}");
+    assert!(table.contains("| 2  | false | true  |"), "{table}");
+}
+
+/// An update-mode table says how many rows each run merged and how many of them were new, and
+/// the MERGE logs no warning every epoch.
+#[test]
+fn update_mode_reports_merged_and_new_rows_without_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("incoming")).unwrap();
+    let write = |name: &str, lines: &[&str]| {
+        std::fs::write(dir.path().join("incoming").join(name), lines.join("\n")).unwrap();
+    };
+    write(
+        "a.json",
+        &[
+            "{\"k\":\"a\",\"ts\":\"2024-03-01T00:00:01Z\"}",
+            "{\"k\":\"b\",\"ts\":\"2024-03-01T00:00:02Z\"}",
+        ],
+    );
+    write(
+        "b.json",
+        &[
+            "{\"k\":\"a\",\"ts\":\"2024-03-01T00:00:03Z\"}",
+            "{\"k\":\"c\",\"ts\":\"2024-03-01T00:00:04Z\"}",
+        ],
+    );
+    std::fs::write(
+        dir.path().join("p.sql"),
+        "CREATE SOURCE clicks (k TEXT, ts TIMESTAMP NOT NULL,
+             WATERMARK FOR ts AS ts - INTERVAL '1 minute')
+         WITH (connector = 'files', path = 'incoming', max_files_per_trigger = 1);
+         CREATE TABLE per_minute WITH (output_mode = 'update') AS
+         SELECT window_start, window_end, k, count(*) AS n
+         FROM TUMBLE(clicks, ts, INTERVAL '1 minute') GROUP BY window_start, window_end, k;",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "p.sql", "--once"])
+        .current_dir(dir.path())
+        .env_remove("WEIR_LOG")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Epoch 1 inserts (a), (b); epoch 2 updates (a) and inserts (c).
+    assert!(err.contains("per_minute: 4 rows merged (3 new)"), "{err}");
+    assert!(!err.contains("WARN"), "{err}");
+}

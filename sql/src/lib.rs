@@ -10,7 +10,7 @@ pub mod identifiers;
 pub mod interval;
 pub mod parser;
 pub mod planner;
-mod rewrite;
+pub mod rewrite;
 pub mod spark_windows;
 pub mod stream_joins;
 pub mod windows;

@@ -31,7 +31,7 @@ pub use crate::parser::StreamKind;
 use crate::parser::{
     parse_file, OptionSpec, PipelineFile, SourceStatement, Statement, StreamStatement,
 };
-use crate::rewrite::hide_metadata_columns;
+use crate::rewrite::{exists_in_select_lists, hide_metadata_columns};
 use crate::spark_windows::rewrite_spark_windows;
 use crate::stream_joins::{find_stream_join, join_span, plan_origins, Origins};
 use crate::windows::{rewrite_window_functions, WindowSpec, WINDOW_END};
@@ -660,6 +660,7 @@ async fn plan_stream(
             .with_hint("aggregate one window per table; read its output from another table"));
     }
     hide_metadata_columns(&mut query, hidden);
+    exists_in_select_lists(&mut query);
     let statement = DFStatement::Statement(Box::new(SqlStatement::Query(query)));
     let plan = ctx
         .state()

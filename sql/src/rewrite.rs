@@ -3,15 +3,19 @@
 //! Metadata columns (`_source`, `_epoch`, `_file`, ...) are hidden columns, as in RisingWave:
 //! `SELECT *` from a source leaves them out, naming them selects them. DataFusion has no hidden
 //! columns, so `*` over a source becomes `* EXCLUDE (<metadata columns>)`.
+//!
+//! EXISTS in a SELECT list becomes a correlated count, which DataFusion can run.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    ExcludeSelectItem, Ident, ObjectName, Query, Select, SelectItem,
-    SelectItemQualifiedWildcardKind, SetExpr, TableFactor, VisitMut, VisitorMut,
-    WildcardAdditionalOptions,
+    visit_expressions_mut, BinaryOperator, ExcludeSelectItem, Expr, GroupByExpr, Ident, ObjectName,
+    Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, TableFactor, Value,
+    VisitMut, VisitorMut, WildcardAdditionalOptions,
 };
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 
 use crate::parser::object_name_to_string;
 
@@ -109,11 +113,83 @@ fn exclude(options: &mut WildcardAdditionalOptions, columns: &[String]) {
     options.opt_exclude = Some(ExcludeSelectItem::Multiple(list));
 }
 
+/// Rewrites `EXISTS (SELECT ... FROM t WHERE ...)` in SELECT lists (and CASE inside them) into
+/// `(SELECT count(*) FROM t WHERE ...) > 0` (`= 0` for NOT EXISTS). DataFusion 55 turns EXISTS
+/// in WHERE into a semi join but cannot run it anywhere else ("Physical plan does not support
+/// logical expression Exists"), while it does run a correlated scalar count, without the count
+/// bug. Subqueries that group, aggregate with HAVING, use DISTINCT or a LIMIT are left as they
+/// are: their row count is not "any row matched".
+pub fn exists_in_select_lists(query: &mut Query) {
+    let _ = query.visit(&mut ExistsToCount);
+}
+
+struct ExistsToCount;
+
+impl VisitorMut for ExistsToCount {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            for item in &mut select.projection {
+                let expr = match item {
+                    SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
+                    _ => continue,
+                };
+                let _ = visit_expressions_mut(expr, |e: &mut Expr| {
+                    if let Expr::Exists { subquery, negated } = e {
+                        if let Some(count) = count_query(subquery) {
+                            *e = Expr::Nested(Box::new(Expr::BinaryOp {
+                                left: Box::new(Expr::Subquery(Box::new(count))),
+                                op: if *negated {
+                                    BinaryOperator::Eq
+                                } else {
+                                    BinaryOperator::Gt
+                                },
+                                right: Box::new(Expr::value(Value::Number("0".into(), false))),
+                            }));
+                        }
+                    }
+                    ControlFlow::<()>::Continue(())
+                });
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// `subquery` with its SELECT list replaced by `count(*)`, when its row count tells whether
+/// it has any row.
+fn count_query(subquery: &Query) -> Option<Query> {
+    let SetExpr::Select(select) = subquery.body.as_ref() else {
+        return None;
+    };
+    let groups = match &select.group_by {
+        GroupByExpr::Expressions(exprs, modifiers) => !exprs.is_empty() || !modifiers.is_empty(),
+        GroupByExpr::All(_) => true,
+    };
+    if groups
+        || select.having.is_some()
+        || select.distinct.is_some()
+        || subquery.limit_clause.is_some()
+        || subquery.fetch.is_some()
+    {
+        return None;
+    }
+    let mut counted = subquery.clone();
+    if let SetExpr::Select(select) = counted.body.as_mut() {
+        let count = Parser::new(&GenericDialect {})
+            .try_with_sql("count(*)")
+            .and_then(|mut p| p.parse_expr())
+            .ok()?;
+        select.projection = vec![SelectItem::UnnamedExpr(count)];
+    }
+    counted.order_by = None;
+    Some(counted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
 
     fn rewrite(sql: &str) -> String {
         let mut q = Parser::new(&GenericDialect {})
