@@ -73,6 +73,7 @@ pub async fn assemble(
             decoder: JsonDecoder::new(s.declared),
             table: s.table,
             dead_letter: Box::new(dead_letter),
+            dead_letter_stream: s.dead_letter_stream,
             event_time: s.watermark.map(|(column, delay)| EventTime {
                 column,
                 delay_ms: delay.as_millis() as i64,

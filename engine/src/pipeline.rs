@@ -98,6 +98,10 @@ pub struct SourceNode {
     pub table: Arc<EpochTable>,
     /// Where undecodable records go.
     pub dead_letter: Box<dyn Sink>,
+    /// The stream `_dead_letter.<source>` that queries of the pipeline read: each epoch's dead
+    /// letters of this source (undecodable records, and late rows of windowed nodes that ran
+    /// before the reading node; the planner orders readers after every other node).
+    pub dead_letter_stream: Arc<EpochTable>,
     /// The declared event-time column and watermark delay, if the source has a WATERMARK.
     pub event_time: Option<EventTime>,
 }
@@ -239,6 +243,8 @@ pub struct Pipeline {
     sources: Vec<RunningSource>,
     /// Dead-letter sink per source name (`None` only while a commit task holds it).
     dead_letters: BTreeMap<String, Option<Box<dyn Sink>>>,
+    /// The `_dead_letter.<source>` stream per source name.
+    dead_letter_streams: BTreeMap<String, Arc<EpochTable>>,
     nodes: Vec<QueryNode>,
     checkpoint: Checkpoint,
     /// Largest event time seen per source with a watermark, up to the last committed epoch.
@@ -261,10 +267,12 @@ impl Pipeline {
         checkpoint: Checkpoint,
     ) -> Self {
         let mut dead_letters = BTreeMap::new();
+        let mut dead_letter_streams = BTreeMap::new();
         let sources = sources
             .into_iter()
             .map(|s| {
                 dead_letters.insert(s.name.clone(), Some(s.dead_letter));
+                dead_letter_streams.insert(s.name.clone(), s.dead_letter_stream);
                 RunningSource {
                     name: s.name,
                     source: s.source,
@@ -280,6 +288,7 @@ impl Pipeline {
             ctx,
             sources,
             dead_letters,
+            dead_letter_streams,
             nodes,
             checkpoint,
             max_event_ms: BTreeMap::new(),
@@ -617,8 +626,13 @@ impl Pipeline {
             });
             // Compute every node first (downstream nodes read upstream output of this epoch)...
             let (nodes, windows, ctx) = (&mut self.nodes, &mut self.windows, &self.ctx);
+            let dead_letter_streams = &self.dead_letter_streams;
             let computed = async {
                 for (i, node) in nodes.iter_mut().enumerate() {
+                    // The dead letters so far (decoding, and late rows of nodes run before).
+                    for (source, stream) in dead_letter_streams {
+                        stream.set(dead_letters.get(source).cloned().unwrap_or_default());
+                    }
                     let (batches, replaced) = match windows.get_mut(&node.name) {
                         Some(state) => {
                             let WindowedOutput {

@@ -78,6 +78,8 @@ pub struct PlannedSource {
     pub declared: SchemaRef,
     /// The stream SQL reads (declared + metadata columns).
     pub table: Arc<EpochTable>,
+    /// The source's dead letters as a stream (`_dead_letter.<name>`).
+    pub dead_letter_stream: Arc<EpochTable>,
     /// The event-time column and watermark delay, if declared.
     pub watermark: Option<(String, Duration)>,
     /// After this long without new data the source no longer holds the watermark back
@@ -267,7 +269,9 @@ pub async fn plan_pipeline(
             _ => None,
         })
         .collect();
-    let known: HashSet<String> = declared_at.keys().cloned().collect();
+    let mut known: HashSet<String> = declared_at.keys().cloned().collect();
+    // Each source's dead letters are a stream too.
+    known.extend(sources.iter().map(|s| dead_letter_stream_name(&s.name)));
     let mut inputs: HashMap<String, Vec<(String, Span)>> = HashMap::new();
     for (file, st) in &streams {
         let ctes = cte_names(&st.query);
@@ -336,7 +340,7 @@ pub async fn plan_pipeline(
     }
 
     let order = match dependency_order(&streams, &inputs) {
-        Ok(order) => order,
+        Ok(order) => after_dead_letter_writers(order, &streams, &inputs),
         Err(e) => return Err(e.into()),
     };
 
@@ -345,10 +349,20 @@ pub async fn plan_pipeline(
         .iter()
         .map(|s| (s.name.clone(), BTreeSet::from([s.name.clone()])))
         .collect();
+    for s in &sources {
+        let name = dead_letter_stream_name(&s.name);
+        origins.insert(name.clone(), BTreeSet::from([name]));
+    }
     let mut schemas: HashMap<String, SchemaRef> = sources
         .iter()
         .map(|s| (s.name.clone(), s.table.schema_ref()))
         .collect();
+    for s in &sources {
+        schemas.insert(
+            dead_letter_stream_name(&s.name),
+            s.dead_letter_stream.schema_ref(),
+        );
+    }
     for idx in order {
         let (file, st) = streams[idx];
         // The columns this query may name: those of the streams it reads.
@@ -622,12 +636,24 @@ fn plan_source(
     let schema = source_schema(&declared, &source.metadata_fields());
     let table = register_stream(ctx, &s.name, schema)
         .map_err(|e| file.error(s.name_span, format!("cannot register source: {e}")))?;
+    let dead_letter_stream = register_stream(
+        ctx,
+        &dead_letter_stream_name(&s.name),
+        weir_engine::dead_letter::dead_letter_schema(),
+    )
+    .map_err(|e| {
+        file.error(
+            s.name_span,
+            format!("cannot register its dead letters: {e}"),
+        )
+    })?;
     Ok(PlannedSource {
         name: s.name.clone(),
         connector,
         source,
         declared,
         table,
+        dead_letter_stream,
         watermark,
         idle_timeout,
         late_to_dead_letter,
@@ -935,6 +961,36 @@ fn cte_names(query: &Query) -> HashSet<String> {
     let mut v = Ctes(HashSet::new());
     let _ = query.visit(&mut v);
     v.0
+}
+
+/// The stream a pipeline's queries read a source's dead letters from (`_dead_letter.events`,
+/// the same name `weir query` gives the dead-letter table).
+pub fn dead_letter_stream_name(source: &str) -> String {
+    format!("_dead_letter.{source}")
+}
+
+/// Moves the nodes that read dead letters (directly or through other nodes) after all the
+/// others, keeping both groups in dependency order: windowed nodes add late rows to the dead
+/// letters while they run, so a reader sees all of the epoch's dead letters.
+fn after_dead_letter_writers(
+    order: Vec<usize>,
+    streams: &[(&PipelineFile, &StreamStatement)],
+    inputs: &HashMap<String, Vec<(String, Span)>>,
+) -> Vec<usize> {
+    let mut readers: HashSet<&str> = HashSet::new();
+    for &i in &order {
+        let name = streams[i].1.name.as_str();
+        let reads_dead_letters = inputs[name]
+            .iter()
+            .any(|(n, _)| n.starts_with("_dead_letter.") || readers.contains(n.as_str()));
+        if reads_dead_letters {
+            readers.insert(name);
+        }
+    }
+    let (late, early): (Vec<usize>, Vec<usize>) = order
+        .into_iter()
+        .partition(|&i| readers.contains(streams[i].1.name.as_str()));
+    early.into_iter().chain(late).collect()
 }
 
 /// Orders streams so every stream comes after the streams it reads; a cycle is an error at the

@@ -173,3 +173,58 @@ async fn tables_without_rows_yet_exist_with_their_columns() -> Result<(), TestEr
     }
     Ok(())
 }
+
+/// A pipeline reads its own dead letters as a stream (`FROM _dead_letter.<source>`): records
+/// that failed to decode and, with `late_data = 'dead_letter'`, rows its windowed tables found
+/// late in the same epoch, so errors can be counted or routed like any other stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_a_stream_the_pipeline_can_read() -> Result<(), TestError> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    write_files(
+        &data,
+        &[
+            &[
+                r#"{"id":"a","ts":"2024-03-01T00:00:10Z"}"#,
+                r#"{"id":"b","ts":"2024-03-01T00:05:10Z"}"#,
+                r#"{"id":"c","ts":"#,
+            ],
+            &[
+                r#"{"id":"d","ts":"2024-03-01T00:00:20Z"}"#,
+                r#"{"ts":"2024-03-01T00:06:00Z"}"#,
+                r#"not json"#,
+            ],
+        ],
+    )?;
+    std::fs::write(
+        dir.path().join("p.sql"),
+        format!(
+            "CREATE SOURCE orders (id TEXT NOT NULL, ts TIMESTAMP NOT NULL,
+                 WATERMARK FOR ts AS ts - INTERVAL '1 minute')
+             WITH (connector = 'files', path = '{}', max_files_per_trigger = 1,
+                   late_data = 'dead_letter');
+             CREATE TABLE per_minute AS SELECT window_start, count(*) AS n
+                 FROM TUMBLE(orders, ts, INTERVAL '1 minute') GROUP BY window_start, window_end;
+             CREATE TABLE errors AS SELECT source, epoch, error, raw, \"table\" FROM _dead_letter.orders;
+             CREATE VIEW late AS SELECT * FROM _dead_letter.orders WHERE error LIKE 'late:%';
+             CREATE TABLE late_per_epoch AS SELECT epoch, count(*) AS n FROM late GROUP BY epoch;",
+            data.display()
+        ),
+    )?;
+    let lake = dir.path().join("lake");
+    run_pipeline_with(&dir.path().join("p.sql"), &lake, &[], false).await?;
+    let ctx = lake_context(&lake).await?;
+    let stored = sorted_rows(
+        &ctx,
+        "SELECT source, epoch, error, raw, \"table\" FROM _dead_letter.orders",
+    )
+    .await?;
+    assert_eq!(stored.len(), 4, "{stored:?}");
+    assert_eq!(sorted_rows(&ctx, "SELECT * FROM errors").await?, stored);
+    // Epoch 2: `d` (00:00:20) is late once the first epoch moved the watermark to 00:04:10.
+    assert_eq!(
+        sorted_rows(&ctx, "SELECT * FROM late_per_epoch").await?,
+        ["2|1"]
+    );
+    Ok(())
+}
