@@ -186,8 +186,15 @@ pub async fn query(sql: &str, lake: &Path) -> Result<(), CliError> {
     if tables.is_empty() {
         errln!("note: no Delta tables found under {}", lake.display());
     }
+    let mut known = weir_sql::identifiers::KnownNames::default();
+    for name in &tables {
+        known.add_table(name);
+        if let Ok(table) = ctx.table(name.as_str()).await {
+            known.add_schema(table.schema().as_arrow());
+        }
+    }
     let batches = ctx
-        .execute_logical_plan(batch_plan(&ctx, sql).await?)
+        .execute_logical_plan(batch_plan(&ctx, sql, &known).await?)
         .await?
         .collect()
         .await?;
@@ -199,11 +206,13 @@ pub async fn query(sql: &str, lake: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The plan of a batch query, with EXISTS in SELECT lists rewritten into a form DataFusion
-/// can run (see `weir_sql::rewrite::exists_in_select_lists`).
+/// The plan of a batch query: column names resolve case-insensitively to the lake's columns
+/// (`eventId` finds `eventId`, as in pipelines), and EXISTS in SELECT lists is rewritten into
+/// a form DataFusion can run (see `weir_sql::rewrite::exists_in_select_lists`).
 async fn batch_plan(
     ctx: &datafusion::prelude::SessionContext,
     sql: &str,
+    known: &weir_sql::identifiers::KnownNames,
 ) -> Result<datafusion::logical_expr::LogicalPlan, CliError> {
     use datafusion::sql::parser::Statement;
     use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
@@ -212,6 +221,7 @@ async fn batch_plan(
     let mut statement = state.sql_to_statement(sql, &dialect)?;
     if let Statement::Statement(inner) = &mut statement {
         if let SqlStatement::Query(query) = inner.as_mut() {
+            weir_sql::identifiers::resolve_identifiers(query, known);
             weir_sql::rewrite::exists_in_select_lists(query);
         }
     }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, interleave_record_batch, take_record_batch};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::json::reader::{Decoder, ReaderBuilder};
 
@@ -282,7 +282,7 @@ impl JsonDecoder {
             }
             Err(e) if subset.len() == 1 => out.rejected.push(Rejected {
                 index: base + subset[0],
-                error: e.to_string(),
+                error: self.explain(&data[records[subset[0]].clone()], &e),
             }),
             Err(_) => {
                 let (left, right) = subset.split_at(subset.len() / 2);
@@ -291,6 +291,45 @@ impl JsonDecoder {
             }
         }
         Ok(())
+    }
+}
+
+impl JsonDecoder {
+    /// Why a record failed to convert: a JSON array or object in a column declared as a
+    /// scalar (or the other way round) is named with what to declare instead; otherwise
+    /// arrow-json's own message (which prints nested values without their commas).
+    fn explain(&self, record: &[u8], error: &ArrowError) -> String {
+        let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(record) else {
+            return error.to_string();
+        };
+        for field in self.schema.fields() {
+            let Some(value) = object.get(field.name()) else {
+                continue;
+            };
+            let nested = matches!(
+                field.data_type(),
+                DataType::List(_) | DataType::Struct(_) | DataType::Map(_, _)
+            );
+            let shape = match value {
+                serde_json::Value::Array(_) => "a JSON array",
+                serde_json::Value::Object(_) => "a JSON object",
+                _ => continue,
+            };
+            if !nested {
+                let declare = if value.is_array() {
+                    "ARRAY<...>"
+                } else {
+                    "STRUCT<...> or MAP<TEXT, ...>"
+                };
+                return format!(
+                    "field `{}` is {shape}, but the column is declared {}; declare it as \
+                     {declare} to read it: {value}",
+                    field.name(),
+                    crate::types::sql_type_name(field.data_type())
+                );
+            }
+        }
+        error.to_string()
     }
 }
 

@@ -409,5 +409,28 @@ fn same_type(a: &DataType, b: &DataType) -> bool {
         DataType::Dictionary(_, v) => v.as_ref().clone(),
         other => other.clone(),
     };
-    canonical(a) == canonical(b)
+    match (canonical(a), canonical(b)) {
+        // Parquet names a list's element `element` and a map's entries `key_value`; Arrow
+        // writers say `item` and `entries`. The names are not part of the type.
+        (DataType::List(x), DataType::List(y)) | (DataType::LargeList(x), DataType::List(y)) => {
+            same_type(x.data_type(), y.data_type())
+        }
+        // A map's (key, value) entries: compared by position, their names vary by writer.
+        (DataType::Map(x, _), DataType::Map(y, _)) => match (x.data_type(), y.data_type()) {
+            (DataType::Struct(x), DataType::Struct(y)) => {
+                x.len() == y.len()
+                    && x.iter()
+                        .zip(y.iter())
+                        .all(|(f, g)| same_type(f.data_type(), g.data_type()))
+            }
+            (x, y) => same_type(x, y),
+        },
+        (DataType::Struct(x), DataType::Struct(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y.iter())
+                    .all(|(f, g)| f.name() == g.name() && same_type(f.data_type(), g.data_type()))
+        }
+        (x, y) => x == y,
+    }
 }

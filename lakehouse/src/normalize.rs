@@ -25,23 +25,35 @@ fn delta_type(data_type: &DataType) -> Option<DataType> {
         DataType::UInt8 => Some(DataType::Int16),
         DataType::UInt16 => Some(DataType::Int32),
         DataType::UInt32 | DataType::UInt64 => Some(DataType::Int64),
-        // A struct (Spark's `window` column) is converted field by field.
+        // A struct (Spark's `window` column, a nested JSON object) is converted field by
+        // field, a list or map element by element.
         DataType::Struct(fields) => {
-            let converted: Vec<Field> = fields
-                .iter()
-                .map(|f| {
-                    let t = delta_type(f.data_type()).unwrap_or_else(|| f.data_type().clone());
-                    Field::new(f.name(), t, f.is_nullable())
-                })
-                .collect();
+            let converted: Vec<Field> = fields.iter().map(|f| delta_field(f)).collect();
             let same = converted
                 .iter()
                 .zip(fields.iter())
                 .all(|(c, f)| c.data_type() == f.data_type());
             (!same).then(|| DataType::Struct(converted.into()))
         }
+        DataType::List(element) | DataType::LargeList(element) => {
+            let converted = delta_field(element);
+            let same = matches!(data_type, DataType::List(_))
+                && converted.data_type() == element.data_type();
+            (!same).then(|| DataType::List(Arc::new(converted)))
+        }
+        DataType::Map(entries, sorted) => {
+            let converted = delta_field(entries);
+            (converted.data_type() != entries.data_type())
+                .then(|| DataType::Map(Arc::new(converted), *sorted))
+        }
         _ => None,
     }
+}
+
+/// `field` with its Delta-compatible type.
+fn delta_field(field: &Field) -> Field {
+    let t = delta_type(field.data_type()).unwrap_or_else(|| field.data_type().clone());
+    Field::new(field.name(), t, field.is_nullable())
 }
 
 /// The schema Delta will store for batches of `schema`.

@@ -15,7 +15,8 @@ use std::ops::ControlFlow;
 
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::sql::sqlparser::ast::{
-    Expr, Ident, Query, SelectItem, SetExpr, TableFactor, Visit, VisitMut, Visitor, VisitorMut,
+    AccessExpr, Expr, Ident, Query, SelectItem, SetExpr, TableFactor, Value, Visit, VisitMut,
+    Visitor, VisitorMut,
 };
 
 /// The column names (nested fields included) a query may reference, by lower-case spelling.
@@ -106,6 +107,34 @@ pub fn resolve_identifiers(query: &mut Query, known: &KnownNames) {
     let _ = query.visit(&mut rewrite);
 }
 
+/// Names a selected struct field after the field, as Spark does: `SELECT item.product_id`
+/// gives a column `product_id` (DataFusion would call it `item[product_id]`). For
+/// `table.column` the name is the column's, as before. Runs after the window rewrites, which
+/// name Spark's `window.start` themselves.
+pub fn name_selected_fields(query: &mut Query) {
+    struct Namer;
+    impl VisitorMut for Namer {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+            for_each_select_item_mut(&mut query.body, &mut |item| {
+                if let SelectItem::UnnamedExpr(expr @ Expr::CompoundIdentifier(_)) = item {
+                    let Expr::CompoundIdentifier(parts) = &*expr else {
+                        return;
+                    };
+                    if let Some(last) = parts.last().cloned() {
+                        *item = SelectItem::ExprWithAlias {
+                            expr: expr.clone(),
+                            alias: last,
+                        };
+                    }
+                }
+            });
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = query.visit(&mut Namer);
+}
+
 /// Adds the aliases a query defines (output columns, table aliases) to the known names.
 struct CollectAliases<'a>(&'a mut KnownNames);
 
@@ -192,6 +221,18 @@ impl VisitorMut for Rewrite<'_> {
     fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         match expr {
             Expr::Identifier(ident) => self.0.fix(ident),
+            // `items[1].product_id`: DataFusion takes a field after a subscript only as a
+            // string, `items[1].'product_id'`.
+            Expr::CompoundFieldAccess { access_chain, .. } => {
+                for access in access_chain.iter_mut() {
+                    if let AccessExpr::Dot(Expr::Identifier(ident)) = access {
+                        let name = self.0.spelling(&ident.value).unwrap_or(&ident.value);
+                        *access = AccessExpr::Dot(Expr::value(Value::SingleQuotedString(
+                            name.to_string(),
+                        )));
+                    }
+                }
+            }
             Expr::CompoundIdentifier(parts) => {
                 for part in parts.iter_mut() {
                     if !self.0.qualifiers.contains(&part.value.to_lowercase()) {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use datafusion::sql::sqlparser::ast::{ColumnOption, DataType, Expr, ObjectName, Query};
+use datafusion::sql::sqlparser::ast::{Expr, ObjectName, Query};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
@@ -12,6 +12,7 @@ use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan, Tokenize
 
 use crate::env::substitute;
 use crate::error::{Location, SqlError, SqlErrors};
+use weir_engine::types::SqlType;
 
 /// One pipeline file after environment substitution.
 #[derive(Debug, Clone)]
@@ -123,7 +124,7 @@ pub struct ColumnSpec {
     /// Column name.
     pub name: String,
     /// The SQL type as written.
-    pub data_type: DataType,
+    pub data_type: SqlType,
     /// Declared `NOT NULL`.
     pub not_null: bool,
     /// Position of the column name.
@@ -212,6 +213,7 @@ pub fn parse_file(file: &PipelineFile) -> Result<Vec<Statement>, SqlError> {
     let mut p = StatementParser {
         file,
         parser: Parser::new(&dialect).with_tokens_with_locations(tokens),
+        pending_close_angle: false,
     };
     let mut statements = Vec::new();
     loop {
@@ -299,6 +301,8 @@ fn unwrap_flink_window_tvfs(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
 struct StatementParser<'a> {
     file: &'a PipelineFile,
     parser: Parser<'a>,
+    /// A `>>` closed two nested types (`ARRAY<STRUCT<...>>`): the second `>` is still due.
+    pending_close_angle: bool,
 }
 
 impl StatementParser<'_> {
@@ -328,6 +332,132 @@ impl StatementParser<'_> {
                 .error(what.span, format!("expected SOURCE, TABLE or VIEW after CREATE, found `{}`", what.token))
                 .with_hint("CREATE SOURCE name (...) WITH (connector = ...), CREATE TABLE name AS SELECT ..., CREATE VIEW name AS SELECT ...")),
         }
+    }
+
+    /// A column type: a scalar type name (`DOUBLE PRECISION`, `VARCHAR(20)`) or a nested
+    /// `ARRAY<T>`, `STRUCT<name[:] T, ...>`, `ROW<name T, ...>` / `ROW(name T, ...)` or
+    /// `MAP<K, V>`.
+    fn parse_column_type(&mut self) -> Result<SqlType, SqlError> {
+        let tok = self.parser.next_token();
+        let Token::Word(word) = &tok.token else {
+            return Err(self
+                .file
+                .error(
+                    tok.span,
+                    format!("expected a column type, found `{}`", tok.token),
+                )
+                .with_hint(format!(
+                    "use one of {}",
+                    weir_engine::types::SUPPORTED_TYPES
+                )));
+        };
+        match word.value.to_ascii_uppercase().as_str() {
+            "ARRAY" => {
+                self.expect_open_angle()?;
+                let element = self.parse_column_type()?;
+                self.expect_close_angle()?;
+                Ok(SqlType::Array(Box::new(element)))
+            }
+            "MAP" => {
+                self.expect_open_angle()?;
+                let key = self.parse_column_type()?;
+                self.expect_token(Token::Comma, "`,` between a MAP's key and value types")?;
+                let value = self.parse_column_type()?;
+                self.expect_close_angle()?;
+                Ok(SqlType::Map(Box::new(key), Box::new(value)))
+            }
+            "STRUCT" | "ROW" => {
+                let parenthesised = self.parser.consume_token(&Token::LParen);
+                if !parenthesised {
+                    self.expect_open_angle()?;
+                }
+                let mut fields = Vec::new();
+                loop {
+                    let name = self
+                        .parser
+                        .parse_identifier()
+                        .map_err(|e| self.sql_err(e))?;
+                    let _ = self.parser.consume_token(&Token::Colon);
+                    fields.push((name.value, self.parse_column_type()?));
+                    if !self.parser.consume_token(&Token::Comma) {
+                        break;
+                    }
+                }
+                if parenthesised {
+                    self.expect_token(Token::RParen, "`)` after the ROW's fields")?;
+                } else {
+                    self.expect_close_angle()?;
+                }
+                Ok(SqlType::Struct(fields))
+            }
+            _ => {
+                let mut name = word.value.clone();
+                // Multi-word names (DOUBLE PRECISION, TIMESTAMP WITH TIME ZONE) and parameters.
+                loop {
+                    let next = self.parser.peek_token();
+                    match &next.token {
+                        Token::Word(w)
+                            if ["PRECISION", "VARYING", "WITH", "WITHOUT", "TIME", "ZONE"]
+                                .contains(&w.value.to_ascii_uppercase().as_str()) =>
+                        {
+                            name.push(' ');
+                            name.push_str(&w.value);
+                            self.parser.next_token();
+                        }
+                        Token::LParen => {
+                            name.push('(');
+                            self.parser.next_token();
+                            loop {
+                                let t = self.parser.next_token();
+                                match t.token {
+                                    Token::RParen => break,
+                                    Token::EOF => {
+                                        return Err(self
+                                            .file
+                                            .error(t.span, "unclosed `(` in a column type"))
+                                    }
+                                    other => name.push_str(&other.to_string()),
+                                }
+                            }
+                            name.push(')');
+                        }
+                        _ => break,
+                    }
+                }
+                Ok(SqlType::Named(name))
+            }
+        }
+    }
+
+    fn expect_open_angle(&mut self) -> Result<(), SqlError> {
+        self.expect_token(Token::Lt, "`<` and the nested type, e.g. ARRAY<TEXT>")
+    }
+
+    /// Takes a `>`, or half of a `>>` that closes two nested types at once.
+    fn expect_close_angle(&mut self) -> Result<(), SqlError> {
+        if self.pending_close_angle {
+            self.pending_close_angle = false;
+            return Ok(());
+        }
+        if self.parser.consume_token(&Token::ShiftRight) {
+            self.pending_close_angle = true;
+            return Ok(());
+        }
+        self.expect_token(Token::Gt, "`>` to close the nested type")
+    }
+
+    fn expect_token(&mut self, token: Token, what: &str) -> Result<(), SqlError> {
+        if self.parser.consume_token(&token) {
+            return Ok(());
+        }
+        let found = self.parser.peek_token();
+        Err(self
+            .file
+            .error(
+                found.span,
+                format!("expected {what}, found `{}`", found.token),
+            )
+            .with_hint("ARRAY<STRUCT<product_id: TEXT, quantity: INT>>, MAP<TEXT, DOUBLE>"))
     }
 
     fn sql_err(&self, e: ParserError) -> SqlError {
@@ -398,17 +528,18 @@ impl StatementParser<'_> {
                 });
             } else {
                 let col_span = next.span;
-                let def = self
+                let name = self
                     .parser
-                    .parse_column_def()
+                    .parse_identifier()
                     .map_err(|e| self.sql_err(e))?;
-                let not_null = def
-                    .options
-                    .iter()
-                    .any(|o| matches!(o.option, ColumnOption::NotNull));
+                let data_type = self.parse_column_type()?;
+                let not_null = self.parser.parse_keywords(&[Keyword::NOT, Keyword::NULL]);
+                if !not_null {
+                    let _ = self.parser.parse_keyword(Keyword::NULL);
+                }
                 columns.push(ColumnSpec {
-                    name: def.name.value.clone(),
-                    data_type: def.data_type,
+                    name: name.value,
+                    data_type,
                     not_null,
                     span: col_span,
                 });

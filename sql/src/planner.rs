@@ -21,11 +21,11 @@ use weir_engine::epoch_table::EpochTable;
 use weir_engine::options::{edit_distance, Options};
 use weir_engine::pipeline::{register_stream, session_context, source_schema};
 use weir_engine::source::{build_source, Source, COMMON_METADATA};
-use weir_engine::types::{arrow_type_for, SUPPORTED_TYPES};
+use weir_engine::types::SUPPORTED_TYPES;
 use weir_engine::EngineError;
 
 use crate::error::{Location, SqlError, SqlErrors};
-use crate::identifiers::{resolve_identifiers, KnownNames};
+use crate::identifiers::{name_selected_fields, resolve_identifiers, KnownNames};
 use crate::interval::expr_duration;
 pub use crate::parser::StreamKind;
 use crate::parser::{
@@ -523,8 +523,7 @@ fn plan_source(
                 .error(c.span, format!("column `{}` is declared twice", c.name))
                 .with_hint("column names are case-insensitive in SQL (as in Spark); rename one"));
         }
-        let type_name = c.data_type.to_string();
-        let data_type = arrow_type_for(&type_name).ok_or_else(|| {
+        let data_type = c.data_type.to_arrow().map_err(|type_name| {
             file.error(
                 c.span,
                 format!("type `{type_name}` of column `{}` is not supported", c.name),
@@ -685,6 +684,7 @@ async fn plan_stream(
             )
             .with_hint("aggregate one window per table; read its output from another table"));
     }
+    name_selected_fields(&mut query);
     hide_metadata_columns(&mut query, hidden);
     exists_in_select_lists(&mut query);
     let statement = DFStatement::Statement(Box::new(SqlStatement::Query(query)));

@@ -228,3 +228,73 @@ async fn dead_letters_are_a_stream_the_pipeline_can_read() -> Result<(), TestErr
     );
     Ok(())
 }
+
+/// Nested JSON: `ARRAY<STRUCT<...>>` (Spark), `ROW<...>` (Flink) and `MAP<TEXT, ...>` columns
+/// decode from JSON arrays and objects, SQL reaches into them (`items[1].product_id`,
+/// `attrs['channel']`, `customer.tier`, `unnest(items)`), and the Delta tables keep the nested
+/// types. A JSON array sent to a TEXT column is a dead letter saying what to declare.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_json_types_decode_and_sql_reaches_into_them() -> Result<(), TestError> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    write_files(
+        &data,
+        &[&[
+            r#"{"orderId":"o1","items":[{"productId":"p1","quantity":2},{"productId":"p2","quantity":1}],"attrs":{"channel":"web"},"customer":{"id":"c1","tier":"gold"},"note":"x"}"#,
+            r#"{"orderId":"o2","items":[],"attrs":{},"customer":{"id":"c2"},"note":"y"}"#,
+            r#"{"orderId":"o3","items":"not an array","note":"z"}"#,
+            r#"{"orderId":"o4","items":[],"note":["a","b"]}"#,
+        ]],
+    )?;
+    std::fs::write(
+        dir.path().join("p.sql"),
+        format!(
+            "CREATE SOURCE orders (orderId TEXT NOT NULL,
+                 items ARRAY<STRUCT<productId: STRING, quantity: INT>>,
+                 attrs MAP<TEXT, TEXT>, customer ROW<id TEXT, tier TEXT>, note TEXT)
+             WITH (connector = 'files', path = '{}');
+             CREATE TABLE bronze AS SELECT * FROM orders;
+             CREATE TABLE firsts AS SELECT orderid, items[1].productid AS first_product,
+                 cardinality(items) AS n, attrs['channel'] AS channel, customer.tier
+                 FROM orders;
+             CREATE TABLE lines AS SELECT orderId, item.productId, item.quantity
+                 FROM (SELECT orderId, unnest(items) AS item FROM orders) AS x;",
+            data.display()
+        ),
+    )?;
+    let lake = dir.path().join("lake");
+    run_pipeline_with(&dir.path().join("p.sql"), &lake, &[], false).await?;
+    let ctx = lake_context(&lake).await?;
+    assert_eq!(
+        sorted_rows(&ctx, "SELECT \"orderId\", items, attrs, customer FROM bronze").await?,
+        [
+            "o1|[{productId: p1, quantity: 2}, {productId: p2, quantity: 1}]|{channel: web}|{id: c1, tier: gold}",
+            "o2|[]|{}|{id: c2, tier: }",
+        ]
+    );
+    assert_eq!(
+        sorted_rows(&ctx, "SELECT * FROM firsts").await?,
+        ["o1|p1|2|web|gold", "o2||0||"]
+    );
+    let df = ctx.table("lines").await?;
+    let names: Vec<String> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["orderId", "productId", "quantity"]);
+    assert_eq!(
+        sorted_rows(&ctx, "SELECT * FROM lines").await?,
+        ["o1|p1|2", "o1|p2|1"]
+    );
+    let errors = sorted_rows(&ctx, "SELECT error FROM _dead_letter.orders").await?;
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.starts_with(
+            "field `note` is a JSON array, but the column is declared TEXT; declare it as ARRAY<...>"
+        ) && e.ends_with(r#"["a","b"]"#)),
+        "{errors:?}"
+    );
+    Ok(())
+}
