@@ -10,6 +10,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 
 use crate::decode::Rejected;
+use crate::operators::window_input::EVENT_TIME_COLUMN;
 use crate::raw::RawBatch;
 
 /// The schema of every dead-letter table. `table`, `watermark` and `event_time` are set for
@@ -114,9 +115,8 @@ pub struct LateRows<'a> {
     pub reason: &'static str,
     /// The watermark the node used, in epoch milliseconds.
     pub watermark_ms: Option<i64>,
-    /// The event-time column of the rows. The rows are what the window aggregates, so a
-    /// TUMBLE or HOP query that does not use its time column after windowing has none, and
-    /// `event_time` is null (the row's `window_end` in `raw` says why it was late).
+    /// The column of the rows that holds their event time (for TUMBLE and HOP the carried
+    /// [`EVENT_TIME_COLUMN`]); `event_time` is null where the rows have no such column.
     pub time_column: &'a str,
 }
 
@@ -151,7 +151,11 @@ pub fn late_rows_batch(
     {
         let mut writer = arrow::json::LineDelimitedWriter::new(&mut json);
         for batch in &rows {
-            writer.write(batch)?;
+            // The carried event time is a column of its own, not part of the row.
+            let shown: Vec<usize> = (0..batch.num_columns())
+                .filter(|&i| batch.schema().field(i).name() != EVENT_TIME_COLUMN)
+                .collect();
+            writer.write(&batch.project(&shown)?)?;
         }
         writer.finish()?;
     }

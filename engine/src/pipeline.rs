@@ -32,6 +32,7 @@ use crate::epoch_table::EpochTable;
 use crate::error::{EngineError, Result};
 use crate::ingest::{EpochInput, SourceReader};
 use crate::operators::window_aggregate::{UpdatedRows, WindowAggregateState};
+use crate::operators::window_input::{carry_event_time, without_event_time, EVENT_TIME_COLUMN};
 use crate::progress::EpochReport;
 use crate::sink::Sink;
 use crate::source::{common_metadata_fields, Source};
@@ -640,6 +641,7 @@ impl Pipeline {
                                 replaced,
                                 late,
                                 late_rows,
+                                late_time_column,
                             } = execute_windowed(ctx, node, state, epoch, watermark).await?;
                             if let (Some(source), false) =
                                 (&node.late_rows_to, late_rows.is_empty())
@@ -652,12 +654,7 @@ impl Pipeline {
                                         LATE_WINDOW_ENDED
                                     },
                                     watermark_ms: watermark,
-                                    // A session starts at its row's event time.
-                                    time_column: if node.sessions {
-                                        WINDOW_START
-                                    } else {
-                                        &node.time_column
-                                    },
+                                    time_column: &late_time_column,
                                 };
                                 let dead = late_rows_batch(source, epoch, &late, &late_rows)?;
                                 dead_letters.entry(source.clone()).or_default().push(dead);
@@ -962,6 +959,8 @@ struct WindowedOutput {
     late: u64,
     /// Those rows, when the source dead-letters late data.
     late_rows: Vec<RecordBatch>,
+    /// The column of `late_rows` that holds their event time.
+    late_time_column: String,
 }
 
 /// Runs a windowed node: its rows up to the aggregate are folded into the window state (rows
@@ -987,6 +986,13 @@ async fn execute_windowed(
             "windowed plan lost its aggregate".into(),
         ))
     })?;
+    // Late rows that are dead-lettered carry their event time (see `window_input`).
+    let carried = match (&node.late_rows_to, node.sessions) {
+        (Some(_), false) => carry_event_time(&input, &node.time_column).map_err(plan_error)?,
+        _ => None,
+    };
+    let carries_event_time = carried.is_some();
+    let input = carried.unwrap_or(input);
     // Stream the rows below the aggregate and fold them into partial states a slice at a time:
     // a HOP multiplies rows by size/slide, and an epoch's rows need never all be in memory.
     let mut rows = execute_stream(input, ctx.task_ctx()).map_err(plan_error)?;
@@ -999,6 +1005,11 @@ async fn execute_windowed(
         let batch = batch.map_err(plan_error)?;
         let (on_time, late_count, late_batch) =
             drop_late(&batch, node, epoch, window_end, watermark)?;
+        let on_time = if carries_event_time {
+            without_event_time(&on_time).map_err(plan_error)?
+        } else {
+            on_time
+        };
         late += late_count;
         if node.late_rows_to.is_some() && late_count > 0 {
             late_rows.push(late_batch);
@@ -1071,11 +1082,18 @@ async fn execute_windowed(
     } else {
         rest_of_plan(emitted.replaced).await.map_err(plan_error)?
     };
+    // A session starts at its row's event time.
+    let late_time_column = match (node.sessions, carries_event_time) {
+        (true, _) => WINDOW_START,
+        (false, true) => EVENT_TIME_COLUMN,
+        (false, false) => node.time_column.as_str(),
+    };
     Ok(WindowedOutput {
         rows,
         replaced,
         late,
         late_rows,
+        late_time_column: late_time_column.to_string(),
     })
 }
 

@@ -2,3 +2,4 @@
 //! plans so it survives across epochs.
 
 pub mod window_aggregate;
+pub mod window_input;
