@@ -580,10 +580,14 @@ fn missing_or_recreated_topic_is_a_clear_error() {
         .spawn()
         .unwrap();
     let caught_up = Instant::now();
-    while !idle_lake.join("orders_copy/_delta_log").exists() {
+    // Tables exist (empty) from the start; wait for the topic's 20 rows.
+    while !idle_lake.join("orders_copy/_delta_log").exists()
+        || !query(&idle_lake, "SELECT count(*) AS n FROM orders_copy").contains("| 20 |")
+    {
         assert!(
             caught_up.elapsed() < Duration::from_secs(120),
-            "the continuous run wrote nothing in 120 s"
+            "the continuous run did not write the topic's 20 rows in 120 s:\n{}",
+            std::fs::read_to_string(dir.path().join("idle.log")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -597,7 +601,10 @@ fn missing_or_recreated_topic_is_a_clear_error() {
         }
         if deleted.elapsed() > Duration::from_secs(180) {
             running.kill().unwrap();
-            panic!("the run did not stop within 180 s of its topic's deletion");
+            panic!(
+                "the run did not stop within 180 s of its topic's deletion:\n{}",
+                std::fs::read_to_string(dir.path().join("idle.log")).unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     };
@@ -661,7 +668,7 @@ fn partition_added_while_running_is_read_from_its_start() {
         .args([
             "run",
             "--progress",
-            "quiet",
+            "text", // epoch lines in the log, printed if the test fails
             "--trigger-interval",
             "0.5",
             "--lake",
@@ -697,7 +704,14 @@ fn partition_added_while_running_is_read_from_its_start() {
             }
             if started.elapsed() > Duration::from_secs(120) {
                 running.kill().unwrap();
-                panic!("no {what} within 120 s:\n{table}");
+                let missing: Vec<&&str> = expected
+                    .iter()
+                    .filter(|row| !table.contains(*row))
+                    .collect();
+                panic!(
+                    "no {what} within 120 s: missing {missing:?} in\n{table}\nthe run's log:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_secs(1));
         }
@@ -714,7 +728,7 @@ fn partition_added_while_running_is_read_from_its_start() {
     produce(1, 0, 50);
     produce(0, 100, 110);
     let table = wait_for(
-        "rows of the new partition",
+        "rows of both partitions after the restart",
         &[
             "| 0          | 110 | 0     | 109  |",
             "| 1          | 50  | 0     | 49   |",

@@ -578,16 +578,17 @@ impl Source for KafkaSource {
                 .map(|p| ((p.topic.clone(), p.partition), p.from))
                 .collect();
             self.stash.clear();
-            if self.paused {
-                // A pause outlives an assignment in librdkafka.
-                self.consumer.resume(&assignment).map_err(|e| {
-                    self.error(
-                        "cannot resume fetching the epoch's partitions".into(),
-                        Some(e),
-                    )
-                })?;
-                self.paused = false;
-            }
+            // A pause outlives an assignment in librdkafka: a partition paused while the
+            // source had caught up, then left out of an assignment (an epoch with records in
+            // other partitions only), is still paused when a later epoch assigns it again.
+            // So every assignment is resumed, paused or not.
+            self.consumer.resume(&assignment).map_err(|e| {
+                self.error(
+                    "cannot resume fetching the epoch's partitions".into(),
+                    Some(e),
+                )
+            })?;
+            self.paused = false;
         } else if self.paused {
             // Fetching restarts after the last record polled; what the stash holds is kept.
             self.consumer
