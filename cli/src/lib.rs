@@ -78,6 +78,7 @@ pub async fn assemble(
                 column,
                 delay_ms: delay.as_millis() as i64,
                 idle_timeout: s.idle_timeout,
+                max_ahead: s.max_event_time_ahead,
             }),
         });
     }

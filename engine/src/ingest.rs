@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::dead_letter::dead_letter_batch;
 use crate::decode::{take_rows, JsonDecoder};
 use crate::error::Result;
+use crate::event_time::reject_bad_event_times;
 use crate::raw::constant_string;
 use crate::source::Source;
 
@@ -61,6 +62,8 @@ pub struct SourceReader<'a> {
     pub schema: SchemaRef,
     /// The event-time column, when the source has a WATERMARK.
     pub event_time_column: Option<&'a str>,
+    /// How far after the wall clock an event time may be (`max_event_time_ahead`).
+    pub max_ahead_ms: Option<i64>,
 }
 
 impl SourceReader<'_> {
@@ -69,7 +72,12 @@ impl SourceReader<'_> {
     /// restores positions from the offset log, so moving on before the commit is safe).
     pub fn ingest(&mut self, epoch: u64, range: &Value, threads: usize) -> Result<SourceInput> {
         let raw = self.source.read(range)?;
-        let decoded = self.decoder.decode(&raw.data, &raw.records, threads)?;
+        let mut decoded = self.decoder.decode(&raw.data, &raw.records, threads)?;
+        if let Some(column) = self.event_time_column {
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            let latest = self.max_ahead_ms.map(|ahead| now_ms.saturating_add(ahead));
+            reject_bad_event_times(&mut decoded, column, latest)?;
+        }
         let rows = take_rows_with_metadata(&decoded.batch, &decoded.kept, &raw.metadata)?;
         let rows = append_common_metadata(rows, self.name, epoch, self.schema.clone())?;
         let dead_letters = if decoded.rejected.is_empty() {

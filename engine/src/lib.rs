@@ -11,6 +11,7 @@ pub mod decode;
 pub mod duration;
 pub mod epoch_table;
 pub mod error;
+pub mod event_time;
 pub mod flat_json;
 pub mod generator;
 pub mod ingest;

@@ -117,6 +117,9 @@ pub struct EventTime {
     /// After this long without new rows the source stops holding the watermark back, so one
     /// quiet source (or Kafka partition) does not stall every window.
     pub idle_timeout: Duration,
+    /// A row whose event time is more than this after the wall clock is a dead letter
+    /// (`max_event_time_ahead`, default a day; `None` when set to 'none').
+    pub max_ahead: Option<Duration>,
 }
 
 /// A view or table of the pipeline: a plan over sources and upstream nodes.
@@ -873,6 +876,11 @@ fn ingest(
             decoder: &node.decoder,
             schema: node.table.schema_ref(),
             event_time_column: node.event_time.as_ref().map(|e| e.column.as_str()),
+            max_ahead_ms: node
+                .event_time
+                .as_ref()
+                .and_then(|e| e.max_ahead)
+                .map(|d| d.as_millis() as i64),
         };
         let input = reader.ingest(epoch, range, threads)?;
         inputs.insert(node.name.clone(), input);

@@ -85,6 +85,9 @@ pub struct PlannedSource {
     /// After this long without new data the source no longer holds the watermark back
     /// (`idle_timeout`, default 30 s).
     pub idle_timeout: Duration,
+    /// Event times more than this after the wall clock are dead letters
+    /// (`max_event_time_ahead`, default 1 day; `'none'` turns the guard off).
+    pub max_event_time_ahead: Option<Duration>,
     /// `late_data = 'dead_letter'`: rows that windowed nodes find late go to this source's
     /// dead-letter table instead of being only counted.
     pub late_to_dead_letter: bool,
@@ -626,6 +629,23 @@ fn plan_source(
             )
         })?,
     };
+    let max_event_time_ahead = match options.take_str("max_event_time_ahead") {
+        None => Some(Duration::from_millis(
+            weir_engine::event_time::DEFAULT_MAX_AHEAD_MS as u64,
+        )),
+        Some(text) if text.eq_ignore_ascii_case("none") => None,
+        Some(text) => Some(crate::interval::parse_duration(&text).ok_or_else(|| {
+            option_error(
+                file,
+                &s.options,
+                s.name_span,
+                EngineError::option(
+                    "max_event_time_ahead",
+                    format!("'{text}' is not a duration; write e.g. max_event_time_ahead = '1 day' (or 'none')"),
+                ),
+            )
+        })?),
+    };
     let late_to_dead_letter = options
         .take_choice("late_data", &["drop", "dead_letter"])
         .map_err(|e| option_error(file, &s.options, s.name_span, e))?
@@ -655,6 +675,7 @@ fn plan_source(
         dead_letter_stream,
         watermark,
         idle_timeout,
+        max_event_time_ahead,
         late_to_dead_letter,
         location: file.location(s.name_span),
     })

@@ -1,0 +1,90 @@
+//! One bad record never stops a pipeline for good, never moves its watermark past every later
+//! row, and never vanishes: it is a dead letter with its reason, and the pipeline goes on.
+
+use weir_tests::{lake_context, run_pipeline_with, sorted_rows, TestError};
+
+/// Event times that are NULL, outside what windows can compute (year 0001, 9999, ±i64 ms,
+/// 1e20), or far in the future (year 2200) are dead letters; the windowed tables (TUMBLE and
+/// SESSION) hold exactly the good rows, over two runs, and the run never fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_event_times_are_dead_letters_and_the_pipeline_goes_on() -> Result<(), TestError> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let good =
+        |minute: u32, k: &str| format!(r#"{{"k":"{k}","ts":"2024-03-01T00:{minute:02}:10Z"}}"#);
+    let first = [
+        good(0, "a"),
+        r#"{"k":"a","ts":"0001-01-01T00:00:00Z"}"#.to_string(),
+        good(1, "b"),
+        r#"{"k":"a","ts":"9999-12-31T23:59:59Z"}"#.to_string(),
+        r#"{"k":"a","ts":null}"#.to_string(),
+        r#"{"k":"a"}"#.to_string(),
+    ];
+    let second = [
+        good(3, "a"),
+        r#"{"k":"b","ts":9223372036854775807}"#.to_string(),
+        r#"{"k":"b","ts":-9223372036854775808}"#.to_string(),
+        r#"{"k":"b","ts":1e20}"#.to_string(),
+        r#"{"k":"b","ts":"2200-01-01T00:00:00Z"}"#.to_string(),
+        good(4, "b"),
+    ];
+    std::fs::write(data.join("a.json"), first.join("\n"))?;
+    let sql = format!(
+        "CREATE SOURCE ev (k TEXT NOT NULL, ts TIMESTAMP,
+             WATERMARK FOR ts AS ts - INTERVAL '1 minute')
+         WITH (connector = 'files', path = '{}');
+         CREATE TABLE per_minute AS SELECT window_start, k, count(*) AS n
+             FROM TUMBLE(ev, ts, INTERVAL '1 minute') GROUP BY window_start, window_end, k;
+         CREATE TABLE sessions AS SELECT session_window.start AS s, k, count(*) AS n
+             FROM ev GROUP BY session_window(ts, '30 seconds'), k;",
+        data.display()
+    );
+    std::fs::write(dir.path().join("p.sql"), sql)?;
+    let lake = dir.path().join("lake");
+    run_pipeline_with(&dir.path().join("p.sql"), &lake, &[], false).await?;
+    std::fs::write(data.join("b.json"), second.join("\n"))?;
+    run_pipeline_with(&dir.path().join("p.sql"), &lake, &[], true).await?;
+    let ctx = lake_context(&lake).await?;
+    let reasons = sorted_rows(&ctx, "SELECT error FROM _dead_letter.ev").await?;
+    assert_eq!(reasons.len(), 8, "{reasons:#?}");
+    assert_eq!(
+        reasons.iter().filter(|r| r.contains("is null")).count(),
+        2,
+        "{reasons:#?}"
+    );
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| r.contains("outside the range"))
+            .count(),
+        5,
+        "{reasons:#?}"
+    );
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| r.contains("max_event_time_ahead"))
+            .count(),
+        1,
+        "{reasons:#?}"
+    );
+    let windows = [
+        "2024-03-01T00:00:00Z|a|1",
+        "2024-03-01T00:01:00Z|b|1",
+        "2024-03-01T00:03:00Z|a|1",
+        "2024-03-01T00:04:00Z|b|1",
+    ];
+    assert_eq!(
+        sorted_rows(&ctx, "SELECT * FROM per_minute").await?,
+        windows
+    );
+    let sessions = [
+        "2024-03-01T00:00:10Z|a|1",
+        "2024-03-01T00:01:10Z|b|1",
+        "2024-03-01T00:03:10Z|a|1",
+        "2024-03-01T00:04:10Z|b|1",
+    ];
+    assert_eq!(sorted_rows(&ctx, "SELECT * FROM sessions").await?, sessions);
+    Ok(())
+}
