@@ -51,7 +51,7 @@ pub fn reject_bad_event_times(
             ))
         } else {
             let ms = times.value(row);
-            if ms < MIN_EVENT_MS || ms > MAX_EVENT_MS {
+            if !(MIN_EVENT_MS..=MAX_EVENT_MS).contains(&ms) {
                 Some(format!(
                     "event time `{column}` = {} is outside the range windows can hold \
                      (1678-01-01 to 2261-12-31)",
