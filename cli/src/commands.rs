@@ -96,8 +96,12 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         .clone()
         .unwrap_or_else(|| args.lake.join("_checkpoints").join(&name));
     let checkpoint = Checkpoint::open(&checkpoint_dir, &name)?;
+    // Before any table is opened: a second run of the pipeline stops here.
+    let lock = checkpoint.lock()?;
 
-    let mut pipeline = weir_cli::assemble(planned, &args.lake, checkpoint).await?;
+    let mut pipeline = weir_cli::assemble(planned, &args.lake, checkpoint)
+        .await?
+        .with_run_lock(lock);
 
     let options = RunOptions {
         once: args.once,

@@ -331,3 +331,44 @@ fn update_mode_reports_merged_and_new_rows_without_warnings() {
     assert!(err.contains("per_minute: 4 rows merged (3 new)"), "{err}");
     assert!(!err.contains("WARN"), "{err}");
 }
+
+/// A second `weir run` of a pipeline that is running is refused at start, naming the process
+/// that runs it; once that process dies (even by SIGKILL) the lock is gone and a run starts.
+#[test]
+fn a_second_run_of_a_running_pipeline_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("incoming")).unwrap();
+    std::fs::write(
+        dir.path().join("incoming/a.json"),
+        "{\"id\":1,\"amount\":20}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("p.sql"), PIPELINE).unwrap();
+    let mut first = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "p.sql", "--progress", "quiet"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = dir.path().join("lake/_checkpoints/p/run.lock");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&lock).unwrap_or_default().trim() != first.id().to_string() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the first run took no lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let second = weir(&["run", "p.sql", "--once"], dir.path());
+    let err = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("another `weir run` (PID {})", first.id())),
+        "{err}"
+    );
+    first.kill().unwrap(); // SIGKILL: the lock must not outlive the process
+    first.wait().unwrap();
+    let third = weir(&["run", "p.sql", "--once"], dir.path());
+    assert!(third.status.success(), "{}", text(&third.stderr));
+}

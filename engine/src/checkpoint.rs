@@ -207,7 +207,56 @@ pub struct Checkpoint {
     root: PathBuf,
 }
 
+/// The exclusive right to run a pipeline against one checkpoint folder, held from start to
+/// exit. It is an OS file lock (`flock`) on `<checkpoint>/run.lock`, so a process that dies
+/// (kill -9 included) releases it: a crash never leaves a stale lock behind.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
 impl Checkpoint {
+    /// Takes the run lock, or fails naming the process that holds it: two runs of one
+    /// pipeline would commit the same epochs twice.
+    pub fn lock(&self) -> Result<RunLock> {
+        use std::io::Write;
+        let path = self.root.join("run.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| EngineError::checkpoint(&path, "cannot open the run lock", e))?;
+        match file.try_lock() {
+            Ok(()) => {
+                // Who holds it, for the message another run prints.
+                let _ = file.set_len(0);
+                let _ = write!(file, "{}", std::process::id());
+                let _ = file.flush();
+                Ok(RunLock { _file: file })
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                Err(EngineError::Checkpoint {
+                    path,
+                    message: format!(
+                        "another `weir run` (PID {}) is running this pipeline with this \
+                         checkpoint; two runs would commit the same epochs twice. Stop it \
+                         first, or give this run its own --checkpoint and --lake",
+                        holder.trim()
+                    ),
+                    cause: None,
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(EngineError::checkpoint(
+                &path,
+                "cannot take the run lock",
+                e,
+            )),
+        }
+    }
+
     /// Opens (creating if needed) the checkpoint folder of `pipeline` at `root`.
     pub fn open(root: impl Into<PathBuf>, pipeline: &str) -> Result<Self> {
         let root = root.into();

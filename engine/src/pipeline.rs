@@ -23,7 +23,7 @@ use futures::StreamExt;
 use tracing::{info, info_span, Instrument};
 
 use crate::checkpoint::{
-    now_rfc3339, Checkpoint, CommitEntry, OffsetEntry, CHECKPOINT_FORMAT_VERSION,
+    now_rfc3339, Checkpoint, CommitEntry, OffsetEntry, RunLock, CHECKPOINT_FORMAT_VERSION,
 };
 use crate::crash_point::crash_point;
 use crate::dead_letter::{late_rows_batch, LateRows, LATE_BEFORE_WATERMARK, LATE_WINDOW_ENDED};
@@ -259,6 +259,9 @@ pub struct Pipeline {
     windows: BTreeMap<String, WindowAggregateState>,
     /// When this run started (idle timeouts of partitions not yet seen count from here).
     started: Instant,
+    /// The checkpoint's run lock, held while the pipeline runs (taken by `run` if the caller
+    /// did not take it before assembling the pipeline).
+    run_lock: Option<RunLock>,
 }
 
 impl Pipeline {
@@ -299,7 +302,14 @@ impl Pipeline {
             watermark_ms: None,
             windows: BTreeMap::new(),
             started: Instant::now(),
+            run_lock: None,
         }
+    }
+
+    /// Holds `lock` (see [`Checkpoint::lock`]) for as long as the pipeline lives.
+    pub fn with_run_lock(mut self, lock: RunLock) -> Self {
+        self.run_lock = Some(lock);
+        self
     }
 
     /// The watermark from the largest event times seen: per source, the minimum over its
@@ -402,6 +412,9 @@ impl Pipeline {
 
     /// Runs epochs until no source has new data (`once`) or `stop` is set.
     pub async fn run(&mut self, options: &RunOptions) -> Result<RunSummary> {
+        if self.run_lock.is_none() {
+            self.run_lock = Some(self.checkpoint.lock()?);
+        }
         let mut summary = RunSummary::default();
         let history = self.checkpoint.all_offsets()?;
         let latest = self.checkpoint.latest_commit()?;

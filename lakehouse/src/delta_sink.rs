@@ -127,6 +127,11 @@ impl DeltaSink {
         replaced: Vec<RecordBatch>,
     ) -> Result<SinkReport, LakehouseError> {
         let table_name = self.url.to_string();
+        // Whoever else wrote to the table since it was opened (another process on the same
+        // lake): an epoch the table already holds is never added twice.
+        if self.last_epoch.is_none_or(|e| e < epoch as i64) {
+            self.refresh_last_epoch(epoch).await?;
+        }
         if self.last_epoch.is_some_and(|e| e >= epoch as i64) {
             debug!("epoch already committed; skipping");
             return Ok(SinkReport {
@@ -204,6 +209,23 @@ impl DeltaSink {
 }
 
 impl DeltaSink {
+    /// Reloads the table's log and the last epoch this app id committed to it.
+    async fn refresh_last_epoch(&mut self, epoch: u64) -> Result<(), LakehouseError> {
+        let delta_err = |source| LakehouseError::Delta {
+            table: self.url.to_string(),
+            epoch: Some(epoch),
+            source: Box::new(source),
+        };
+        self.table.update_state().await.map_err(delta_err)?;
+        if let Ok(state) = self.table.snapshot() {
+            self.last_epoch = state
+                .transaction_version(self.table.log_store().as_ref(), &self.app_id)
+                .await
+                .map_err(delta_err)?;
+        }
+        Ok(())
+    }
+
     /// Records a successful commit of `epoch` (the table as it now is) and reports it.
     fn committed(&mut self, table: DeltaTable, epoch: u64, rows: u64) -> SinkReport {
         self.table = table;
@@ -432,5 +454,39 @@ fn same_type(a: &DataType, b: &DataType) -> bool {
                     .all(|(f, g)| f.name() == g.name() && same_type(f.data_type(), g.data_type()))
         }
         (x, y) => x == y,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::Field;
+    use std::sync::Arc;
+
+    fn rows(values: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values.to_vec()))]).unwrap()
+    }
+
+    /// Two writers with the same app id (two processes on one lake): the second commit of an
+    /// epoch is skipped as already committed, even though its sink was opened before the
+    /// first commit, so no epoch is ever in the table twice.
+    #[tokio::test]
+    async fn an_epoch_another_writer_committed_is_not_added_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = rows(&[]).schema();
+        let open = || DeltaSink::open(dir.path(), "weir:p:t", Vec::new(), &schema);
+        let mut first = open().await.unwrap();
+        let mut second = open().await.unwrap();
+        let written = first.write_epoch(1, vec![rows(&[1, 2])]).await.unwrap();
+        assert_eq!(written.rows_written, 2);
+        let again = second.write_epoch(1, vec![rows(&[1, 2])]).await.unwrap();
+        assert!(again.already_committed, "{again:?}");
+        let next = second.write_epoch(2, vec![rows(&[3])]).await.unwrap();
+        assert_eq!(next.rows_written, 1);
+        let table = deltalake::open_table(first.url().clone()).await.unwrap();
+        let files = table.snapshot().unwrap().log_data().num_files();
+        assert_eq!(files, 2, "one file per epoch, none twice");
     }
 }
