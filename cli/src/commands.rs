@@ -34,13 +34,23 @@ pub enum CliError {
     /// Writing output failed (exit 1).
     #[error("error: {0}")]
     Io(#[from] std::io::Error),
+    /// `weir query` was given a statement that would change something (exit 2).
+    #[error(
+        "error: weir query is read-only: it runs SELECT, EXPLAIN, SHOW and DESCRIBE over the \
+         lake's tables, not {statement}. Tables are written by pipelines (weir run), so that \
+         every row is committed exactly once"
+    )]
+    NotReadOnly {
+        /// The kind of statement refused.
+        statement: String,
+    },
 }
 
 impl CliError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            CliError::Sql(_) => ExitCode::from(2),
+            CliError::Sql(_) | CliError::NotReadOnly { .. } => ExitCode::from(2),
             _ => ExitCode::FAILURE,
         }
     }
@@ -124,13 +134,23 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     };
     let stop = options.stop.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            errln!("stopping after the current epoch (Ctrl-C again to abort)");
-            stop.store(true, Ordering::SeqCst);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
+        // SIGTERM (systemd, Kubernetes, `docker stop`) is treated like Ctrl-C.
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut stop_signal = async || match term.as_mut() {
+            Some(term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            },
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
             }
-        }
+        };
+        stop_signal().await;
+        errln!("stopping after the current epoch (Ctrl-C or SIGTERM again to stop at once)");
+        stop.store(true, Ordering::SeqCst);
+        stop_signal().await;
+        std::process::exit(130);
     });
     if args.progress == ProgressFormat::Text {
         errln!(
@@ -186,6 +206,13 @@ pub async fn explain(path: &Path) -> Result<(), CliError> {
 /// `weir query`.
 pub async fn query(sql: &str, lake: &Path) -> Result<(), CliError> {
     let ctx = session_context(default_threads());
+    // SHOW TABLES, SHOW COLUMNS and information_schema.tables / columns list the lake.
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .options_mut()
+        .catalog
+        .information_schema = true;
     let tables = register_lake(&ctx, lake).await?;
     if tables.is_empty() {
         errln!("note: no Delta tables found under {}", lake.display());
@@ -223,6 +250,7 @@ async fn batch_plan(
     let state = ctx.state();
     let dialect = state.config().options().sql_parser.dialect;
     let mut statement = state.sql_to_statement(sql, &dialect)?;
+    check_read_only(&statement)?;
     if let Statement::Statement(inner) = &mut statement {
         if let SqlStatement::Query(query) = inner.as_mut() {
             weir_sql::identifiers::resolve_identifiers(query, known);
@@ -230,6 +258,38 @@ async fn batch_plan(
         }
     }
     Ok(state.statement_to_plan(statement).await?)
+}
+
+/// Refuses every statement but queries, EXPLAIN (of a query), SHOW and DESCRIBE: `COPY TO`,
+/// `INSERT`, `CREATE EXTERNAL TABLE` and the like would write files anywhere, add rows behind
+/// the pipelines' transaction ids, or open arbitrary files.
+fn check_read_only(statement: &datafusion::sql::parser::Statement) -> Result<(), CliError> {
+    use datafusion::sql::parser::Statement;
+    use datafusion::sql::sqlparser::ast::Statement as Sql;
+    fn sql_is_read_only(statement: &Sql) -> bool {
+        match statement {
+            Sql::Query(_)
+            | Sql::ShowTables { .. }
+            | Sql::ShowColumns { .. }
+            | Sql::ShowFunctions { .. }
+            | Sql::ExplainTable { .. } => true,
+            Sql::Explain { statement, .. } => sql_is_read_only(statement),
+            _ => false,
+        }
+    }
+    let read_only = match statement {
+        Statement::Statement(inner) => sql_is_read_only(inner),
+        Statement::Explain(explain) => return check_read_only(&explain.statement),
+        _ => false,
+    };
+    if read_only {
+        return Ok(());
+    }
+    let text = statement.to_string();
+    let kind: Vec<&str> = text.split_whitespace().take(2).collect();
+    Err(CliError::NotReadOnly {
+        statement: format!("`{} ...`", kind.join(" ")),
+    })
 }
 
 /// `weir generate`.

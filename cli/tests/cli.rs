@@ -372,3 +372,95 @@ fn a_second_run_of_a_running_pipeline_is_refused() {
     let third = weir(&["run", "p.sql", "--once"], dir.path());
     assert!(third.status.success(), "{}", text(&third.stderr));
 }
+
+/// `weir query` is read-only: statements that would write (COPY, INSERT, CREATE EXTERNAL TABLE,
+/// EXPLAIN ANALYZE of an INSERT) are refused with exit 2 and change nothing; SELECT, EXPLAIN,
+/// SHOW TABLES and DESCRIBE work.
+#[test]
+fn query_is_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("incoming")).unwrap();
+    std::fs::write(
+        dir.path().join("incoming/a.json"),
+        "{\"id\":1,\"amount\":20}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("p.sql"), PIPELINE).unwrap();
+    assert!(weir(&["run", "p.sql", "--once"], dir.path())
+        .status
+        .success());
+    let copy_to = dir.path().join("copied.csv");
+    for statement in [
+        format!("COPY big_orders TO '{}'", copy_to.display()),
+        "INSERT INTO big_orders VALUES (9, 9.0)".to_string(),
+        "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/hostname'".to_string(),
+        "EXPLAIN ANALYZE INSERT INTO big_orders VALUES (9, 9.0)".to_string(),
+    ] {
+        let out = weir(&["query", &statement], dir.path());
+        assert_eq!(out.status.code(), Some(2), "{statement}");
+        assert!(
+            text(&out.stderr).contains("weir query is read-only"),
+            "{statement}"
+        );
+    }
+    assert!(!copy_to.exists());
+    let count = weir(
+        &["query", "SELECT count(*) AS n FROM big_orders"],
+        dir.path(),
+    );
+    assert!(
+        text(&count.stdout).contains("| 1 |"),
+        "{}",
+        text(&count.stdout)
+    );
+    for statement in [
+        "SHOW TABLES",
+        "DESCRIBE big_orders",
+        "EXPLAIN SELECT * FROM big_orders",
+    ] {
+        let out = weir(&["query", statement], dir.path());
+        assert!(out.status.success(), "{statement}: {}", text(&out.stderr));
+    }
+    let tables = weir(&["query", "SHOW TABLES"], dir.path());
+    assert!(text(&tables.stdout).contains("big_orders"));
+}
+
+/// SIGTERM, as systemd, Kubernetes and `docker stop` send it, finishes the current epoch and
+/// exits 0 with the epochs committed, like Ctrl-C.
+#[test]
+fn sigterm_finishes_the_epoch_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("incoming")).unwrap();
+    std::fs::write(
+        dir.path().join("incoming/a.json"),
+        "{\"id\":1,\"amount\":20}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("p.sql"), PIPELINE).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["run", "p.sql", "--progress", "quiet"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let committed = dir.path().join("lake/_checkpoints/p/commits/1");
+    let started = std::time::Instant::now();
+    while !committed.exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no epoch committed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let sent = Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = run.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("stopping after the current epoch"), "{err}");
+    assert!(err.contains("big_orders: +1 rows"), "{err}");
+}

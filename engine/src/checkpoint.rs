@@ -65,7 +65,8 @@ pub struct CommitEntry {
 }
 
 impl Checkpoint {
-    fn state_file(&self, node: &str, epoch: u64) -> PathBuf {
+    /// The file that holds `node`'s window state as of the end of `epoch`.
+    pub fn state_file(&self, node: &str, epoch: u64) -> PathBuf {
         self.root
             .join("state")
             .join(node)

@@ -369,8 +369,10 @@ impl Pipeline {
     }
 
     /// Builds each windowed node's state from its plan and restores it from the checkpoint of
-    /// `epoch` (the last committed one).
-    async fn restore_windows(&mut self, epoch: u64) -> Result<()> {
+    /// `epoch` (the last committed one). A node in `stateful` (windowed when that epoch
+    /// committed) must find its state file: starting it empty would silently lose its open
+    /// windows. A node that is new to the pipeline starts empty.
+    async fn restore_windows(&mut self, epoch: u64, stateful: &[String]) -> Result<()> {
         for node in &self.nodes {
             let Some(window_end) = &node.window_end else {
                 continue;
@@ -399,6 +401,18 @@ impl Pipeline {
                 state.definition(),
             )? {
                 state.restore(batches);
+            } else if stateful.contains(&node.name) {
+                return Err(EngineError::Checkpoint {
+                    path: self.checkpoint.state_file(&node.name, epoch),
+                    message: format!(
+                        "the window state of `{}` as of epoch {epoch} is missing or \
+                         unreadable, so its open windows cannot be restored. Restore the file \
+                         from a backup, or rebuild: delete the checkpoint folder and the \
+                         node's table and run again from the start of the input",
+                        node.name
+                    ),
+                    cause: None,
+                });
             }
             self.windows.insert(node.name.clone(), state);
         }
@@ -423,7 +437,12 @@ impl Pipeline {
             self.max_event_ms = c.max_event_time_ms.clone();
             self.watermark_ms = c.watermark_ms;
         }
-        self.restore_windows(last_commit).await?;
+        // The windowed nodes of the last commit wrote state that must be there to restore.
+        let stateful: Vec<String> = latest
+            .as_ref()
+            .map(|c| c.late_rows.keys().cloned().collect())
+            .unwrap_or_default();
+        self.restore_windows(last_commit, &stateful).await?;
         let mut drained = pending_drained(&latest);
         let (committed, pending): (Vec<_>, Vec<_>) =
             history.into_iter().partition(|e| e.epoch <= last_commit);

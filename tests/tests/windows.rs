@@ -645,3 +645,38 @@ async fn window_offsets_shift_window_starts() -> Result<(), TestError> {
     )
     .await
 }
+
+/// A deleted window-state file is an error naming the file and how to rebuild, never a restart
+/// with empty state (which would silently drop the open windows' rows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_window_state_file_is_an_error() -> Result<(), TestError> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    write_events(&data, 3, 9)?;
+    pipeline(
+        dir.path(),
+        &data,
+        &from_style("TUMBLE(ev, ts, INTERVAL '1 minute')"),
+    )?;
+    let lake = dir.path().join("lake");
+    run_pipeline_with(&dir.path().join("p.sql"), &lake, &[], false).await?;
+    let state_dir = weir_tests::checkpoint_dir(&lake, &dir.path().join("p.sql"))
+        .join("state")
+        .join("windowed");
+    let mut removed = 0;
+    for entry in std::fs::read_dir(&state_dir)? {
+        std::fs::remove_file(entry?.path())?;
+        removed += 1;
+    }
+    assert!(removed > 0, "no state file in {}", state_dir.display());
+    let err = match run_pipeline_with(&dir.path().join("p.sql"), &lake, &[], false).await {
+        Ok(_) => return Err("the run restarted with empty window state".into()),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("window state of `windowed` as of epoch 3 is missing"),
+        "{err}"
+    );
+    assert!(err.contains("delete the checkpoint folder"), "{err}");
+    Ok(())
+}
