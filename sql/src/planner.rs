@@ -462,6 +462,7 @@ pub async fn plan_pipeline(
             }
         }
     }
+    errors.extend(overlapping_table_paths(&nodes));
     if !errors.is_empty() {
         return Err(SqlErrors(errors));
     }
@@ -896,6 +897,11 @@ fn sink_spec(
         let path = options
             .take_str("path")
             .unwrap_or_else(|| st.name.replace('.', "/"));
+        let outside_lake = options
+            .take_choice("allow_outside_lake", &["true", "false"])?
+            .is_some_and(|v| v == "true");
+        check_table_path(&path, outside_lake)
+            .map_err(|reason| EngineError::option("path", reason))?;
         let merge_keys = match options.take_choice("output_mode", &["append", "update"])? {
             Some(mode) if mode == "update" => Some(
                 update_merge_keys(plan, window)
@@ -947,6 +953,79 @@ fn sink_spec(
         ));
     }
     Ok(spec)
+}
+
+/// Refuses a table path that would write outside the lake (`..`, or an absolute path without
+/// `allow_outside_lake = true`), make the lake itself a table (`''`, `.`), or write into
+/// Weir's own folders (`_dead_letter`, `_checkpoints`).
+fn check_table_path(path: &str, outside_lake: bool) -> Result<(), String> {
+    let p = std::path::Path::new(path);
+    if p.is_absolute() {
+        return if outside_lake {
+            Ok(())
+        } else {
+            Err(format!(
+                "'{path}' is outside the lake; write a path relative to the lake, or add \
+                 allow_outside_lake = true to write there on purpose"
+            ))
+        };
+    }
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect();
+    if parts.is_empty() {
+        return Err(format!(
+            "'{path}' is the lake itself, which would hide every other table; name a folder \
+             such as 'gold/revenue'"
+        ));
+    }
+    if parts.contains(&"..") {
+        return Err(format!(
+            "'{path}' leaves the lake through `..`; write a path inside the lake"
+        ));
+    }
+    if matches!(parts[0], "_dead_letter" | "_checkpoints") {
+        return Err(format!(
+            "'{path}' is in `{}`, which Weir keeps for itself; choose another folder",
+            parts[0]
+        ));
+    }
+    Ok(())
+}
+
+/// Two Delta tables at the same path (or one inside the other) would overwrite each other's
+/// schema and rows: one error per table that collides with an earlier one.
+fn overlapping_table_paths(nodes: &[PlannedNode]) -> Vec<SqlError> {
+    let mut seen: Vec<(Vec<&str>, &PlannedNode)> = Vec::new();
+    let mut errors = Vec::new();
+    for node in nodes {
+        let Some(sink) = node.sink.as_ref().filter(|s| s.kafka.is_none()) else {
+            continue;
+        };
+        let parts: Vec<&str> = sink
+            .path
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        if let Some((_, other)) = seen.iter().find(|(o, _)| {
+            let n = o.len().min(parts.len());
+            o[..n] == parts[..n]
+        }) {
+            errors.push(
+                SqlError::new(
+                    node.location.clone(),
+                    format!(
+                        "`{}` writes to '{}', which overlaps `{}` (declared at {})",
+                        node.name, sink.path, other.name, other.location
+                    ),
+                )
+                .with_hint("give each table a folder of its own (WITH (path = '...'))"),
+            );
+        }
+        seen.push((parts, node));
+    }
+    errors
 }
 
 /// The spelling of `schema`'s column named `name`: exact, else the one column that matches

@@ -255,3 +255,42 @@ async fn an_aggregate_below_a_window_is_refused() {
     )
     .await;
 }
+
+/// Table paths stay inside the lake, never make the lake itself a table, never write into
+/// Weir's own folders, and never overlap another table's.
+#[tokio::test]
+async fn table_paths_that_write_where_they_should_not_are_refused() {
+    for (path, expected) in [
+        ("../../etc", "leaves the lake"),
+        ("", "the lake itself"),
+        (".", "the lake itself"),
+        ("/tmp/elsewhere", "outside the lake"),
+        ("_dead_letter/tx", "Weir keeps for itself"),
+    ] {
+        let sql = format!("{SOURCE}CREATE TABLE t WITH (path = '{path}') AS SELECT id FROM tx;\n");
+        assert_error(&sql, &format!("'{path}'"), 6, &[expected]).await;
+    }
+    let sql = format!("{SOURCE}CREATE TABLE _dead_letter.tx AS SELECT id FROM tx;\n");
+    let (errors, _file, _dir) = errors_of(&sql).await;
+    assert!(errors.to_string().contains("_dead_letter"), "{errors}");
+    let sql = format!(
+        "{SOURCE}CREATE TABLE a WITH (path = 'gold/x') AS SELECT id FROM tx;\nCREATE TABLE b WITH (path = 'gold/x/') AS SELECT id FROM tx;\n"
+    );
+    assert_error(&sql, "b WITH", 7, &["overlaps `a`"]).await;
+}
+
+/// An absolute path outside the lake is allowed when the table says so.
+#[tokio::test]
+async fn an_absolute_path_is_allowed_when_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.sql");
+    std::fs::write(
+        &file,
+        format!("{SOURCE}CREATE TABLE t WITH (path = '/tmp/weir-elsewhere', allow_outside_lake = true) AS SELECT id FROM tx;\n"),
+    )
+    .unwrap();
+    let files = load_pipeline_files_with_env(&file, &|_| None).unwrap();
+    if let Err(e) = plan_pipeline("p", &files, 1).await {
+        panic!("{e}");
+    }
+}
