@@ -149,8 +149,31 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Planning walks SQL syntax trees recursively (sqlparser's visitors, DataFusion's
+    // planner): a generated 10,000-term OR nests 10,000 deep. The command runs on a thread
+    // with a large stack, and so do the runtime's workers; the memory is only reserved.
+    let command = std::thread::Builder::new()
+        .name("weir".into())
+        .stack_size(COMMAND_STACK_BYTES)
+        .spawn(move || run_command(cli));
+    match command.map(|t| t.join()) {
+        Ok(Ok(code)) => code,
+        Ok(Err(_)) => ExitCode::FAILURE, // the panic was printed
+        Err(e) => {
+            errln!("error: cannot start the command's thread: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Stack of the command's thread and of the runtime's worker threads.
+const COMMAND_STACK_BYTES: usize = 256 << 20;
+
+/// Runs the parsed command on an async runtime; the process exit code.
+fn run_command(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(COMMAND_STACK_BYTES)
         .build()
     {
         Ok(rt) => rt,

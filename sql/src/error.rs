@@ -55,13 +55,24 @@ impl fmt::Display for SqlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: error: {}", self.location, self.message)?;
         if let Some(line) = &self.source_line {
+            // A long line (generated SQL) is shown around the column only.
             let col = self.location.column.saturating_sub(1) as usize;
-            let pad: String = line
+            let skip = col.saturating_sub(SHOWN_BEFORE_COLUMN);
+            let shown: String = line.chars().skip(skip).take(SHOWN_LINE).collect();
+            let (before, after) = (
+                if skip > 0 { "..." } else { "" },
+                if line.chars().count() > skip + SHOWN_LINE {
+                    "..."
+                } else {
+                    ""
+                },
+            );
+            let pad: String = before
                 .chars()
-                .take(col)
+                .chain(line.chars().skip(skip).take(col - skip))
                 .map(|c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
-            write!(f, "\n    | {line}\n    | {pad}^")?;
+            write!(f, "\n    | {before}{shown}{after}\n    | {pad}^")?;
         }
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;
@@ -69,6 +80,10 @@ impl fmt::Display for SqlError {
         Ok(())
     }
 }
+
+/// How much of a source line an error shows, and how much of it before the column.
+const SHOWN_LINE: usize = 160;
+const SHOWN_BEFORE_COLUMN: usize = 80;
 
 /// All the mistakes found in a pipeline (planning goes on after the first where it can).
 #[derive(Debug, Clone, thiserror::Error)]

@@ -210,9 +210,11 @@ pub fn parse_file(file: &PipelineFile) -> Result<Vec<Statement>, SqlError> {
             )
         })?;
     let tokens = unwrap_flink_window_tvfs(tokens);
+    let kinds: Vec<Token> = tokens.iter().map(|t| t.token.clone()).collect();
     let mut p = StatementParser {
         file,
         parser: Parser::new(&dialect).with_tokens_with_locations(tokens),
+        tokens: kinds,
         pending_close_angle: false,
     };
     let mut statements = Vec::new();
@@ -301,6 +303,8 @@ fn unwrap_flink_window_tvfs(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
 struct StatementParser<'a> {
     file: &'a PipelineFile,
     parser: Parser<'a>,
+    /// The file's tokens, as the parser indexes them (for scans ahead of the parser).
+    tokens: Vec<Token>,
     /// A `>>` closed two nested types (`ARRAY<STRUCT<...>>`): the second `>` is still due.
     pending_close_angle: bool,
 }
@@ -460,6 +464,49 @@ impl StatementParser<'_> {
             .with_hint("ARRAY<STRUCT<product_id: TEXT, quantity: INT>>, MAP<TEXT, DOUBLE>"))
     }
 
+    /// Refuses a query with more binary operators than [`MAX_OPERATORS`] before parsing it:
+    /// a generated 10,000-term `OR` makes a syntax tree 10,000 levels deep, which recursive
+    /// walks (and DataFusion's optimizer, for minutes) cannot handle. Counted on the tokens up
+    /// to the statement's end, so nothing deep is ever built.
+    fn check_operator_count(&self) -> Result<(), SqlError> {
+        let start = self.parser.peek_token();
+        let mut operators = 0usize;
+        for token in self.tokens.iter().skip(self.parser.index()) {
+            match token {
+                Token::EOF | Token::SemiColon => break,
+                Token::Word(w) if matches!(w.keyword, Keyword::OR | Keyword::AND) => operators += 1,
+                Token::Plus
+                | Token::Minus
+                | Token::Mul
+                | Token::Div
+                | Token::StringConcat
+                | Token::Eq
+                | Token::Neq
+                | Token::Lt
+                | Token::Gt
+                | Token::LtEq
+                | Token::GtEq => operators += 1,
+                _ => {}
+            }
+        }
+        if operators > MAX_OPERATORS {
+            return Err(self
+                .file
+                .error(
+                    start.span,
+                    format!(
+                        "the query has {operators} operators (more than {MAX_OPERATORS}); \
+                         expressions this long nest too deep to plan"
+                    ),
+                )
+                .with_hint(
+                    "a long chain of OR / AND is better written `x IN (...)`, or as a join \
+                     with a VALUES list",
+                ));
+        }
+        Ok(())
+    }
+
     fn sql_err(&self, e: ParserError) -> SqlError {
         let text = e.to_string();
         let (line, column) = position_in_message(&text).unwrap_or_else(|| {
@@ -596,6 +643,7 @@ impl StatementParser<'_> {
                     }
                 )));
         }
+        self.check_operator_count()?;
         let query = self.parser.parse_query().map_err(|e| self.sql_err(e))?;
         Ok(StreamStatement {
             kind,
@@ -709,6 +757,9 @@ impl StatementParser<'_> {
         Ok(options)
     }
 }
+
+/// The most binary operators one query may hold (see `check_operator_count`).
+pub const MAX_OPERATORS: usize = 2000;
 
 /// Identifiers are case-insensitive unless quoted, as in DataFusion.
 fn normalize(value: &str, quote: Option<char>) -> String {

@@ -31,7 +31,9 @@ pub use crate::parser::StreamKind;
 use crate::parser::{
     parse_file, OptionSpec, PipelineFile, SourceStatement, Statement, StreamStatement,
 };
-use crate::rewrite::{exists_in_select_lists, hide_metadata_columns};
+use crate::rewrite::{
+    exists_in_select_lists, expression_depth, hide_metadata_columns, MAX_EXPRESSION_DEPTH,
+};
 use crate::spark_windows::rewrite_spark_windows;
 use crate::stream_joins::{find_stream_join, join_span, plan_origins, Origins};
 use crate::windows::{rewrite_window_functions, WindowSpec, WINDOW_END};
@@ -692,6 +694,21 @@ async fn plan_stream(
     hidden: &HashMap<String, Vec<String>>,
     known: &KnownNames,
 ) -> Result<(LogicalPlan, SchemaRef, Option<WindowSpec>), SqlError> {
+    let depth = expression_depth(&st.query);
+    if depth > MAX_EXPRESSION_DEPTH {
+        return Err(file
+            .error(
+                st.query.body_span(),
+                format!(
+                    "`{}` nests expressions {depth} deep (more than {MAX_EXPRESSION_DEPTH})",
+                    st.name
+                ),
+            )
+            .with_hint(
+                "a long chain of OR / AND / CASE is slow to plan: use `x IN (...)`, or join a \
+                 VALUES list",
+            ));
+    }
     let mut query: Box<Query> = st.query.clone();
     resolve_identifiers(&mut query, known);
     rewrite_spark_windows(&mut query)

@@ -11,8 +11,8 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     visit_expressions_mut, BinaryOperator, ExcludeSelectItem, Expr, GroupByExpr, Ident, ObjectName,
-    Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, TableFactor, Value,
-    VisitMut, VisitorMut, WildcardAdditionalOptions,
+    Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, TableFactor, Value, Visit,
+    VisitMut, Visitor, VisitorMut, WildcardAdditionalOptions,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -186,6 +186,34 @@ fn count_query(subquery: &Query) -> Option<Query> {
     counted.order_by = None;
     Some(counted)
 }
+
+/// The deepest nesting of expressions in `query` (`a OR b OR c` nests 3 deep).
+/// DataFusion's optimizer takes minutes over a 10,000-term OR, so the planner refuses
+/// expressions deeper than [`MAX_EXPRESSION_DEPTH`].
+pub fn expression_depth(query: &Query) -> usize {
+    struct Depth {
+        current: usize,
+        max: usize,
+    }
+    impl Visitor for Depth {
+        type Break = ();
+        fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.current += 1;
+            self.max = self.max.max(self.current);
+            ControlFlow::Continue(())
+        }
+        fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.current -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    let mut depth = Depth { current: 0, max: 0 };
+    let _ = Visit::visit(query, &mut depth);
+    depth.max
+}
+
+/// The deepest expression a query may hold (see [`expression_depth`]).
+pub const MAX_EXPRESSION_DEPTH: usize = 1000;
 
 #[cfg(test)]
 mod tests {

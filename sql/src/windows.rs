@@ -67,6 +67,9 @@ impl WindowSpec {
     }
 }
 
+/// The most windows a HOP may put one row in (size / slide): each is a copy of the row.
+pub const MAX_WINDOWS_PER_ROW: u128 = 1000;
+
 /// A duration in the largest unit that divides it: `90s`, `15min`, `8h`, `1d`, `250ms`.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
@@ -317,6 +320,20 @@ fn window_subquery(kind: &str, args: &[FunctionArg]) -> Result<Rewritten, (Strin
         ));
     }
     let (slide_ms, size_ms) = (slide.as_millis(), size.as_millis());
+    let per_row = size_ms.div_ceil(slide_ms);
+    if per_row > MAX_WINDOWS_PER_ROW {
+        return Err((
+            format!(
+                "each row would be in {per_row} windows (size {} / slide {}); at most \
+                 {MAX_WINDOWS_PER_ROW} are allowed",
+                format_duration(size),
+                format_duration(slide)
+            ),
+            "use a longer slide, or TUMBLE over the slide and aggregate those windows in a \
+             downstream table"
+                .to_string(),
+        ));
+    }
     let interval = |ms: u128| format!("INTERVAL '{ms} milliseconds'");
     // Shifts are written as durations, not intervals: adding an interval to a timestamp with a
     // zone converts every row to local time and back (it could hold months or days), while a
