@@ -464,3 +464,26 @@ fn sigterm_finishes_the_epoch_and_exits_cleanly() {
     assert!(err.contains("stopping after the current epoch"), "{err}");
     assert!(err.contains("big_orders: +1 rows"), "{err}");
 }
+
+/// Names ending in `.json` that are not regular files (a folder, a FIFO, a dangling symlink)
+/// are skipped with a warning; the run reads the real files and finishes.
+#[test]
+fn files_that_are_not_regular_files_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = dir.path().join("incoming");
+    std::fs::create_dir(&incoming).unwrap();
+    std::fs::write(incoming.join("a.json"), "{\"id\":1,\"amount\":20}\n").unwrap();
+    std::fs::create_dir(incoming.join("folder.json")).unwrap();
+    std::os::unix::fs::symlink(incoming.join("missing"), incoming.join("dangling.json")).unwrap();
+    let fifo = Command::new("mkfifo")
+        .arg(incoming.join("pipe.json"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    std::fs::write(dir.path().join("p.sql"), PIPELINE).unwrap();
+    let out = weir(&["run", "p.sql", "--once"], dir.path());
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.matches("not a regular file").count(), 3, "{err}");
+    assert!(err.contains("big_orders: +1 rows"), "{err}");
+}

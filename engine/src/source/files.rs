@@ -31,6 +31,9 @@ pub struct FilesSource {
     dir: PathBuf,
     max_files_per_trigger: usize,
     seen: BTreeSet<String>,
+    /// Names ending in `.json` that are not regular files (folders, FIFOs, dangling links),
+    /// skipped and warned about once.
+    not_files: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl FilesSource {
@@ -50,6 +53,7 @@ impl FilesSource {
             dir: PathBuf::from(dir),
             max_files_per_trigger: max as usize,
             seen: BTreeSet::new(),
+            not_files: std::sync::Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -77,7 +81,20 @@ impl FilesSource {
                 .iter()
                 .any(|s| name.ends_with(s));
             if is_data && !name.starts_with('.') && !name.starts_with('_') {
-                names.push(name);
+                // A folder, a FIFO (whose read would block forever) or a dangling link is not
+                // data: skipped, with one warning.
+                let regular = std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file());
+                if regular {
+                    names.push(name);
+                } else if let Ok(mut warned) = self.not_files.lock() {
+                    if warned.insert(name.clone()) {
+                        tracing::warn!(
+                            source = %self.name,
+                            "skipping {}: not a regular file (a folder, FIFO or broken link)",
+                            entry.path().display()
+                        );
+                    }
+                }
             }
         }
         names.sort();
