@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use weir_engine::checkpoint::Checkpoint;
 use weir_engine::decode::JsonDecoder;
+use weir_engine::epoch_table::EpochTable;
+use weir_engine::operators::row_errors::{splittable, RowInput};
 use weir_engine::pipeline::{EventTime, Pipeline, QueryNode, SourceNode};
 use weir_engine::sink::Sink;
 use weir_lakehouse::{DeltaSink, LakehouseError};
@@ -59,6 +61,13 @@ pub async fn assemble(
         .filter(|s| s.late_to_dead_letter)
         .map(|s| s.name.clone())
         .collect();
+    // The streams nodes may read, by name (sources first, then each node as it is assembled).
+    let mut streams: std::collections::HashMap<String, std::sync::Arc<EpochTable>> = planned
+        .sources
+        .iter()
+        .map(|s| (s.name.clone(), s.table.clone()))
+        .collect();
+    let source_names: Vec<String> = planned.sources.iter().map(|s| s.name.clone()).collect();
     for s in planned.sources {
         let dead_letter = DeltaSink::open(
             &dead_letter_location(lake, &s.name),
@@ -121,7 +130,28 @@ pub async fn assemble(
             None => None,
         };
         let update_mode = n.sink.as_ref().is_some_and(|s| s.merge_keys.is_some());
+        // A node without a window that reads one stream and joins nothing can dead-letter
+        // the rows its query fails on, into its upstream source's dead letters.
+        let row_input = match (&n.window, n.inputs.as_slice()) {
+            (None, [input]) if splittable(&n.plan) => {
+                let source = upstream(&n.name, &inputs)
+                    .into_iter()
+                    .chain(std::iter::once(input.clone()))
+                    .find(|s| source_names.contains(s));
+                match (streams.get(input), source) {
+                    (Some(table), Some(source)) => Some(RowInput {
+                        table: table.clone(),
+                        name: input.clone(),
+                        source,
+                    }),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        streams.insert(n.name.clone(), n.table.clone());
         nodes.push(QueryNode {
+            row_input,
             name: n.name,
             plan: n.plan,
             table: n.table,

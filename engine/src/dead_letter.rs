@@ -180,3 +180,38 @@ pub fn late_rows_batch(
         }),
     )
 }
+
+/// Dead-letter rows for input rows a table's query failed on (a cast, a division by zero):
+/// each row as JSON, with the query's error and the table.
+pub fn failed_rows_batch(
+    source: &str,
+    epoch: u64,
+    node: &str,
+    input: &str,
+    rows: &[crate::operators::row_errors::FailedRow],
+) -> Result<RecordBatch, ArrowError> {
+    let mut raw = Vec::with_capacity(rows.len());
+    for failed in rows {
+        let mut json = Vec::new();
+        let mut writer = arrow::json::LineDelimitedWriter::new(&mut json);
+        writer.write(&failed.row)?;
+        writer.finish()?;
+        raw.push(String::from_utf8_lossy(&json).trim_end().to_string());
+    }
+    let n = rows.len();
+    let null_ts = || -> ArrayRef {
+        Arc::new(TimestampMicrosecondArray::from(vec![None::<i64>; n]).with_timezone("UTC"))
+    };
+    dead_letter_rows(
+        source,
+        epoch,
+        vec![format!("row of `{input}` in `{node}`"); n],
+        rows.iter().map(|r| r.error.clone()).collect(),
+        raw,
+        Some(LateColumns {
+            table: Arc::new(StringArray::from(vec![node; n])),
+            watermark: null_ts(),
+            event_time: null_ts(),
+        }),
+    )
+}

@@ -31,6 +31,7 @@ use crate::decode::JsonDecoder;
 use crate::epoch_table::EpochTable;
 use crate::error::{EngineError, Result};
 use crate::ingest::{EpochInput, SourceReader};
+use crate::operators::row_errors::{is_row_error, run_isolating_bad_rows, RowInput};
 use crate::operators::window_aggregate::{UpdatedRows, WindowAggregateState};
 use crate::operators::window_input::{carry_event_time, without_event_time, EVENT_TIME_COLUMN};
 use crate::progress::EpochReport;
@@ -142,6 +143,9 @@ pub struct QueryNode {
     /// Update output mode: every epoch emits the current value of each (window, keys) group
     /// that changed (the sink MERGEs them), instead of each window once when it closes.
     pub update_mode: bool,
+    /// For a node without a window that reads one stream and joins nothing: that stream, so
+    /// rows its query fails on can be found and dead-lettered (see `row_errors`).
+    pub row_input: Option<RowInput>,
     /// For a windowed node: the event-time column it windows (late rows' `event_time`).
     pub time_column: String,
     /// For a windowed node: its window as text (`TUMBLE on ts: size 1min`); checkpoints refuse
@@ -700,7 +704,18 @@ impl Pipeline {
                                 .insert(node.name.clone(), state.open_groups() as u64);
                             (rows, replaced)
                         }
-                        None => (execute_node(ctx, node, epoch).await?, Vec::new()),
+                        None => {
+                            let (rows, failed) = execute_node(ctx, node, epoch).await?;
+                            if let Some(failed) = failed {
+                                report
+                                    .dead_letters
+                                    .entry(failed.0.clone())
+                                    .and_modify(|n| *n += failed.1.num_rows() as u64)
+                                    .or_insert(failed.1.num_rows() as u64);
+                                dead_letters.entry(failed.0).or_default().push(failed.1);
+                            }
+                            (rows, Vec::new())
+                        }
                     };
                     node.table.set(batches.clone());
                     if node.sink.is_some() {
@@ -974,19 +989,38 @@ fn prefetch_due(options: &RunOptions, last_start: Option<Instant>) -> PrefetchPl
     }
 }
 
-/// Runs one node's plan over the current epoch's streams.
+/// Runs one node's plan over the current epoch's streams. Rows the query fails on are
+/// isolated where the node allows it (see `row_errors`): then the output of the other rows
+/// comes back with the dead letters of the failing ones (and the source they belong to).
 async fn execute_node(
     ctx: &SessionContext,
     node: &QueryNode,
     epoch: u64,
-) -> Result<Vec<RecordBatch>> {
+) -> Result<(Vec<RecordBatch>, Option<(String, RecordBatch)>)> {
     let plan_error = EngineError::plan(&node.name, epoch);
     let physical = ctx
         .state()
         .create_physical_plan(&node.plan)
         .await
         .map_err(plan_error)?;
-    collect(physical, ctx.task_ctx()).await.map_err(plan_error)
+    let error = match collect(physical, ctx.task_ctx()).await {
+        Ok(rows) => return Ok((rows, None)),
+        Err(e) => e,
+    };
+    let Some(input) = node.row_input.as_ref().filter(|_| is_row_error(&error)) else {
+        return Err(plan_error(error));
+    };
+    let (rows, failed) = run_isolating_bad_rows(ctx, &node.plan, input, error)
+        .await
+        .map_err(plan_error)?;
+    let dead = crate::dead_letter::failed_rows_batch(
+        &input.source,
+        epoch,
+        &node.name,
+        &input.name,
+        &failed,
+    )?;
+    Ok((rows, Some((input.source.clone(), dead))))
 }
 
 /// What a windowed node produced in one epoch.

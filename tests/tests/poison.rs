@@ -88,3 +88,57 @@ async fn bad_event_times_are_dead_letters_and_the_pipeline_goes_on() -> Result<(
     assert_eq!(sorted_rows(&ctx, "SELECT * FROM sessions").await?, sessions);
     Ok(())
 }
+
+/// Per-row runtime errors in a table's SQL (a cast of 'a' to INT, a division by zero, a bad
+/// regular expression) dead-letter the failing rows with the table and the error; the other
+/// rows are written, downstream tables go on, and the run (and a second one) succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_a_query_fails_on_are_dead_letters() -> Result<(), TestError> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    std::fs::write(
+        data.join("a.json"),
+        [
+            r#"{"id":"o1","qty":"2","pattern":"o"}"#,
+            r#"{"id":"o2","qty":"a","pattern":"o"}"#,
+            r#"{"id":"o3","qty":"0","pattern":"o"}"#,
+            r#"{"id":"o4","qty":"5","pattern":"("}"#,
+            r#"{"id":"o5","qty":"4","pattern":"o"}"#,
+        ]
+        .join("\n"),
+    )?;
+    std::fs::write(
+        dir.path().join("p.sql"),
+        format!(
+            "CREATE SOURCE orders (id TEXT NOT NULL, qty TEXT, pattern TEXT)
+             WITH (connector = 'files', path = '{}');
+             CREATE VIEW parsed AS SELECT id, CAST(qty AS INT) AS qty, pattern FROM orders;
+             CREATE TABLE per_unit AS SELECT id, 100 / qty AS per_unit FROM parsed;
+             CREATE TABLE matched AS SELECT id FROM orders WHERE regexp_like(id, pattern);",
+            data.display()
+        ),
+    )?;
+    let lake = dir.path().join("lake");
+    let run = run_pipeline_with(&dir.path().join("p.sql"), &lake, &[], false).await?;
+    assert_eq!(run.summary.dead_letters.get("orders"), Some(&3), "{run:?}");
+    let ctx = lake_context(&lake).await?;
+    assert_eq!(
+        sorted_rows(&ctx, "SELECT * FROM per_unit").await?,
+        ["o1|50", "o4|20", "o5|25"]
+    );
+    assert_eq!(
+        sorted_rows(&ctx, "SELECT * FROM matched").await?,
+        ["o1", "o2", "o3", "o5"]
+    );
+    let dead = sorted_rows(
+        &ctx,
+        "SELECT \"table\", raw LIKE '%\"id\":\"' || CASE WHEN \"table\" = 'parsed' THEN 'o2' \
+         WHEN \"table\" = 'per_unit' THEN 'o3' ELSE 'o4' END || '\"%' FROM _dead_letter.orders",
+    )
+    .await?;
+    assert_eq!(dead, ["matched|true", "parsed|true", "per_unit|true"]);
+    // A second run replays nothing and fails on nothing.
+    run_pipeline_with(&dir.path().join("p.sql"), &lake, &[], false).await?;
+    Ok(())
+}
