@@ -79,7 +79,7 @@ pub async fn assemble(
         sources.push(SourceNode {
             name: s.name,
             source: s.source,
-            decoder: JsonDecoder::new(s.declared),
+            decoder: JsonDecoder::new(s.declared).lenient(s.json_lenient),
             table: s.table,
             dead_letter: Box::new(dead_letter),
             dead_letter_stream: s.dead_letter_stream,

@@ -23,6 +23,7 @@ pub mod progress;
 pub mod raw;
 pub mod sink;
 pub mod source;
+pub mod strict_json;
 pub mod types;
 
 pub use error::{EngineError, Result};

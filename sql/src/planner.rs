@@ -87,6 +87,9 @@ pub struct PlannedSource {
     /// After this long without new data the source no longer holds the watermark back
     /// (`idle_timeout`, default 30 s).
     pub idle_timeout: Duration,
+    /// `json.lenient = true`: keep arrow-json's coercions (`"12"` into an INT) instead of
+    /// dead-lettering values that do not fit their column exactly.
+    pub json_lenient: bool,
     /// Event times more than this after the wall clock are dead letters
     /// (`max_event_time_ahead`, default 1 day; `'none'` turns the guard off).
     pub max_event_time_ahead: Option<Duration>,
@@ -649,6 +652,10 @@ fn plan_source(
             )
         })?),
     };
+    let json_lenient = options
+        .take_choice("json.lenient", &["true", "false"])
+        .map_err(|e| option_error(file, &s.options, s.name_span, e))?
+        .is_some_and(|v| v == "true");
     let late_to_dead_letter = options
         .take_choice("late_data", &["drop", "dead_letter"])
         .map_err(|e| option_error(file, &s.options, s.name_span, e))?
@@ -678,6 +685,7 @@ fn plan_source(
         dead_letter_stream,
         watermark,
         idle_timeout,
+        json_lenient,
         max_event_time_ahead,
         late_to_dead_letter,
         location: file.location(s.name_span),
