@@ -3,6 +3,7 @@
 # (Apache-2.0), bound to 127.0.0.1 only, storing its log in SQLite so a restart keeps the data.
 #
 #   scripts/tansu.sh install               builds Tansu into the cache once (prints the binary)
+#   scripts/tansu.sh binary                prints where the binary is (or would be)
 #   scripts/tansu.sh start DIR [PORT]      starts a broker with its data, PID and log in DIR;
 #                                          prints its bootstrap address (127.0.0.1:PORT)
 #   scripts/tansu.sh stop DIR              stops the broker started in DIR, by its PID
@@ -108,8 +109,9 @@ cmd=${1:-}
 shift || true
 case "$cmd" in
   install) install ;;
+  binary) binary ;;
   start) start "$@" ;;
   stop) stop "$@" ;;
   topic) topic "$@" ;;
-  *) die "usage: tansu.sh install | start DIR [PORT] | stop DIR | topic DIR NAME [PARTITIONS]" ;;
+  *) die "usage: tansu.sh install | binary | start DIR [PORT] | stop DIR | topic DIR NAME [PARTITIONS]" ;;
 esac
