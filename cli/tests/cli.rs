@@ -29,6 +29,16 @@ CREATE TABLE raw.orders AS SELECT *, _file, _line FROM orders;
 CREATE TABLE big_orders AS SELECT id, amount * 2 AS doubled FROM orders WHERE amount > 10;
 ";
 
+/// A temporary folder holding `PIPELINE` as `p.sql` and `json` as its one input file
+/// (`incoming/a.json`).
+fn files_pipeline(json: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("incoming")).unwrap();
+    std::fs::write(dir.path().join("incoming/a.json"), json).unwrap();
+    std::fs::write(dir.path().join("p.sql"), PIPELINE).unwrap();
+    dir
+}
+
 #[test]
 fn files_pipeline_runs_once_and_resumes_with_new_files_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -216,14 +226,7 @@ fn weir_into_closed_pipes(args: &[&str], dir: &Path) -> Output {
 
 #[test]
 fn no_command_panics_on_a_closed_pipe() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("incoming")).unwrap();
-    std::fs::write(
-        dir.path().join("incoming/a.json"),
-        "{\"id\":1,\"amount\":20,\"ts\":\"2024-03-01T00:00:01Z\"}\n",
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("p.sql"), PIPELINE).unwrap();
+    let dir = files_pipeline("{\"id\":1,\"amount\":20,\"ts\":\"2024-03-01T00:00:01Z\"}\n");
     let run = weir_into_closed_pipes(&["run", "p.sql", "--once"], dir.path());
     assert!(run.status.success(), "weir run: {}", run.status);
     assert!(dir.path().join("lake/big_orders/_delta_log").is_dir());
@@ -259,14 +262,7 @@ fn a_pipeline_given_as_dot_is_named_after_its_folder() {
 /// list (which DataFusion alone cannot run).
 #[test]
 fn query_runs_exists_in_where_and_in_select_lists() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("incoming")).unwrap();
-    std::fs::write(
-        dir.path().join("incoming/a.json"),
-        "{\"id\":1,\"amount\":20}\n{\"id\":2,\"amount\":5}\n",
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("p.sql"), PIPELINE).unwrap();
+    let dir = files_pipeline("{\"id\":1,\"amount\":20}\n{\"id\":2,\"amount\":5}\n");
     assert!(weir(&["run", "p.sql", "--once"], dir.path())
         .status
         .success());
@@ -336,14 +332,7 @@ fn update_mode_reports_merged_and_new_rows_without_warnings() {
 /// that runs it; once that process dies (even by SIGKILL) the lock is gone and a run starts.
 #[test]
 fn a_second_run_of_a_running_pipeline_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("incoming")).unwrap();
-    std::fs::write(
-        dir.path().join("incoming/a.json"),
-        "{\"id\":1,\"amount\":20}\n",
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("p.sql"), PIPELINE).unwrap();
+    let dir = files_pipeline("{\"id\":1,\"amount\":20}\n");
     let mut first = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["run", "p.sql", "--progress", "quiet"])
         .current_dir(dir.path())
@@ -378,14 +367,7 @@ fn a_second_run_of_a_running_pipeline_is_refused() {
 /// SHOW TABLES and DESCRIBE work.
 #[test]
 fn query_is_read_only() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("incoming")).unwrap();
-    std::fs::write(
-        dir.path().join("incoming/a.json"),
-        "{\"id\":1,\"amount\":20}\n",
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("p.sql"), PIPELINE).unwrap();
+    let dir = files_pipeline("{\"id\":1,\"amount\":20}\n");
     assert!(weir(&["run", "p.sql", "--once"], dir.path())
         .status
         .success());
@@ -429,14 +411,7 @@ fn query_is_read_only() {
 /// exits 0 with the epochs committed, like Ctrl-C.
 #[test]
 fn sigterm_finishes_the_epoch_and_exits_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("incoming")).unwrap();
-    std::fs::write(
-        dir.path().join("incoming/a.json"),
-        "{\"id\":1,\"amount\":20}\n",
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("p.sql"), PIPELINE).unwrap();
+    let dir = files_pipeline("{\"id\":1,\"amount\":20}\n");
     let run = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["run", "p.sql", "--progress", "quiet"])
         .current_dir(dir.path())
