@@ -617,7 +617,7 @@ fn plan_source(
     let Some(connector) = options.take_str("connector") else {
         return Err(file
             .error(s.name_span, format!("source `{}` has no connector", s.name))
-            .with_hint("add WITH (connector = 'generator' | 'files', ...)"));
+            .with_hint("add WITH (connector = 'kafka' | 'files' | 'generator', ...)"));
     };
     let connector = connector.to_ascii_lowercase();
     // Taken here, not by the connector: it belongs to the watermark, for every connector.
