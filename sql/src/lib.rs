@@ -11,6 +11,7 @@ pub mod interval;
 pub mod parser;
 pub mod planner;
 pub mod rewrite;
+pub mod sinks;
 pub mod spark_windows;
 pub mod stream_joins;
 pub mod windows;
