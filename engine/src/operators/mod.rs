@@ -3,4 +3,5 @@
 
 pub mod row_errors;
 pub mod window_aggregate;
+pub mod window_exec;
 pub mod window_input;
