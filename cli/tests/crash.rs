@@ -56,9 +56,11 @@ fn killed_and_restarted_run_equals_uninterrupted_run() {
         kills >= 5,
         "only {kills} runs were killed mid-way; lengthen the run"
     );
+    let last = run(crashed.path()).stderr(Stdio::piped()).output().unwrap();
     assert!(
-        run(crashed.path()).status().unwrap().success(),
-        "final restart failed"
+        last.status.success(),
+        "final restart failed: {}",
+        String::from_utf8_lossy(&last.stderr)
     );
 
     assert_same_tables(reference.path(), crashed.path(), &ECOMMERCE_TABLES, 1);

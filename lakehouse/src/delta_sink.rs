@@ -63,7 +63,7 @@ impl DeltaSink {
         // Only load a table that exists: loading an empty folder makes the kernel log errors.
         // A new table is created at once, empty, so readers find it (with its columns) before
         // the first epoch that has rows for it.
-        let table = if location.join("_delta_log").is_dir() {
+        let table = if has_commits(&location.join("_delta_log")) {
             DeltaTable::try_from_url(url.clone())
                 .await
                 .map_err(delta_err)?
@@ -315,6 +315,19 @@ impl DeltaSink {
     }
 }
 
+/// Whether a `_delta_log` folder holds a commit or a checkpoint. A process killed while
+/// creating a table can leave the folder without its first commit: that is no table yet, and
+/// the next start creates it.
+fn has_commits(log: &Path) -> bool {
+    std::fs::read_dir(log).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.ends_with(".json") || name.ends_with(".checkpoint.parquet")
+        })
+    })
+}
+
 /// Creates `table` with the Delta columns for `schema`, its partition columns and Weir's log
 /// checkpoint interval, holding no rows yet.
 async fn create_empty(
@@ -467,6 +480,20 @@ mod tests {
     fn rows(values: &[i64]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
         RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values.to_vec()))]).unwrap()
+    }
+
+    /// A `_delta_log` folder without its first commit (a process killed while creating the
+    /// table) is no table yet: the next start creates it instead of failing.
+    #[tokio::test]
+    async fn a_log_folder_without_commits_is_created_again() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("_delta_log")).unwrap();
+        let schema = rows(&[]).schema();
+        let mut sink = DeltaSink::open(dir.path(), "weir:p:t", Vec::new(), &schema)
+            .await
+            .unwrap();
+        let written = sink.write_epoch(1, vec![rows(&[1])]).await.unwrap();
+        assert_eq!(written.rows_written, 1);
     }
 
     /// Two writers with the same app id (two processes on one lake): the second commit of an
