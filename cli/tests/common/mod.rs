@@ -225,10 +225,17 @@ pub fn create_topic(servers: &str, topic: &str, partitions: i32) {
         .set("bootstrap.servers", servers)
         .create()
         .unwrap();
+    // A busy broker (a loaded CI machine) may time a metadata request out: ask again.
+    let mut last_error = None;
     for _ in 0..100 {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(5))
-            .unwrap();
+        let metadata = match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(metadata) => metadata,
+            Err(e) => {
+                last_error = Some(e);
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
         if metadata
             .topics()
             .iter()
@@ -238,7 +245,7 @@ pub fn create_topic(servers: &str, topic: &str, partitions: i32) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("topic {topic} did not show {partitions} partitions");
+    panic!("topic {topic} did not show {partitions} partitions (last error: {last_error:?})");
 }
 
 /// Deletes `topic` on `servers`.
