@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, interleave_record_batch, take_record_batch};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::json::reader::{Decoder, ReaderBuilder};
 
@@ -339,34 +339,14 @@ impl JsonDecoder {
         let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(record) else {
             return error.to_string();
         };
-        for field in self.schema.fields() {
-            let Some(value) = object.get(field.name()) else {
-                continue;
-            };
-            let nested = matches!(
-                field.data_type(),
-                DataType::List(_) | DataType::Struct(_) | DataType::Map(_, _)
-            );
-            let shape = match value {
-                serde_json::Value::Array(_) => "a JSON array",
-                serde_json::Value::Object(_) => "a JSON object",
-                _ => continue,
-            };
-            if !nested {
-                let declare = if value.is_array() {
-                    "ARRAY<...>"
-                } else {
-                    "STRUCT<...> or MAP<TEXT, ...>"
-                };
-                return format!(
-                    "field `{}` is {shape}, but the column is declared {}; declare it as \
-                     {declare} to read it: {value}",
-                    field.name(),
-                    crate::types::sql_type_name(field.data_type())
-                );
-            }
-        }
-        error.to_string()
+        self.schema
+            .fields()
+            .iter()
+            .find_map(|field| {
+                let value = object.get(field.name())?;
+                crate::strict_json::nested_in_scalar(field.name(), value, field.data_type())
+            })
+            .unwrap_or_else(|| error.to_string())
     }
 }
 

@@ -39,26 +39,36 @@ pub fn strict_problem(record: &[u8], schema: &Schema) -> Option<StrictProblem> {
         let Ok(field) = schema.field_with_name(name) else {
             continue;
         };
-        let nested_column = matches!(
-            field.data_type(),
-            DataType::List(_) | DataType::Struct(_) | DataType::Map(_, _)
-        );
-        if !nested_column && (value.is_array() || value.is_object()) {
-            let (shape, declare) = match value.is_array() {
-                true => ("a JSON array", "ARRAY<...>"),
-                false => ("a JSON object", "STRUCT<...> or MAP<TEXT, ...>"),
-            };
-            return Some(StrictProblem::Value(format!(
-                "field `{name}` is {shape}, but the column is declared {}; declare it as \
-                 {declare} to read it: {value}",
-                crate::types::sql_type_name(field.data_type())
-            )));
+        if let Some(problem) = nested_in_scalar(name, value, field.data_type()) {
+            return Some(StrictProblem::Value(problem));
         }
         if let Some(problem) = value_problem(value, field.data_type()) {
             return Some(StrictProblem::Value(format!("field `{name}`: {problem}")));
         }
     }
     None
+}
+
+/// A JSON array or object sent to a column declared as a scalar, said with what to declare
+/// instead and the value as sent; `None` for anything else. Strict decoding and arrow-json's
+/// (lenient) rejections share this message.
+pub fn nested_in_scalar(name: &str, value: &Value, data_type: &DataType) -> Option<String> {
+    let nested_column = matches!(
+        data_type,
+        DataType::List(_) | DataType::Struct(_) | DataType::Map(_, _)
+    );
+    if nested_column || !(value.is_array() || value.is_object()) {
+        return None;
+    }
+    let (shape, declare) = match value.is_array() {
+        true => ("a JSON array", "ARRAY<...>"),
+        false => ("a JSON object", "STRUCT<...> or MAP<TEXT, ...>"),
+    };
+    Some(format!(
+        "field `{name}` is {shape}, but the column is declared {}; declare it as {declare} to \
+         read it: {value}",
+        crate::types::sql_type_name(data_type)
+    ))
 }
 
 /// The top-level keys and values of a JSON object; a duplicate key is an error.
