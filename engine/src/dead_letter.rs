@@ -199,9 +199,6 @@ pub fn failed_rows_batch(
         raw.push(String::from_utf8_lossy(&json).trim_end().to_string());
     }
     let n = rows.len();
-    let null_ts = || -> ArrayRef {
-        Arc::new(TimestampMicrosecondArray::from(vec![None::<i64>; n]).with_timezone("UTC"))
-    };
     dead_letter_rows(
         source,
         epoch,
@@ -210,8 +207,7 @@ pub fn failed_rows_batch(
         raw,
         Some(LateColumns {
             table: Arc::new(StringArray::from(vec![node; n])),
-            watermark: null_ts(),
-            event_time: null_ts(),
+            ..LateColumns::none(n)
         }),
     )
 }
