@@ -428,6 +428,8 @@ impl Pipeline {
         }
         let mut summary = RunSummary::default();
         let history = self.checkpoint.all_offsets()?;
+        let last_logged = history.iter().map(|e| e.epoch).max().unwrap_or(0);
+        self.check_tables_not_ahead(last_logged)?;
         let latest = self.checkpoint.latest_commit()?;
         let last_commit = latest.as_ref().map(|c| c.epoch).unwrap_or(0);
         if let Some(c) = &latest {
@@ -533,6 +535,38 @@ impl Pipeline {
             next_epoch += 1;
         }
         Ok(summary)
+    }
+
+    /// Refuses a checkpoint that is behind a table: a table holding epoch N of this pipeline
+    /// while the offset log ends before N means the checkpoint was deleted or replaced, and
+    /// running on would number new epochs that the table skips as already committed.
+    fn check_tables_not_ahead(&self, last_logged: u64) -> Result<()> {
+        let sinks = self.nodes.iter().filter_map(|n| n.sink.as_deref());
+        let dead_letters = self.dead_letters.values().filter_map(|s| s.as_deref());
+        for sink in sinks.chain(dead_letters) {
+            let Some(held) = sink.last_committed_epoch() else {
+                continue;
+            };
+            if held > last_logged {
+                return Err(EngineError::Checkpoint {
+                    path: self.checkpoint.root().to_path_buf(),
+                    message: format!(
+                        "{} already holds epoch {held} of pipeline `{}`, but this checkpoint \
+                         has logged only up to epoch {last_logged}: the checkpoint was deleted, \
+                         reset or replaced by an older copy. Running from it would number new \
+                         epochs from {}, which the table skips as already committed, losing \
+                         their rows. Restore the checkpoint folder; or, to rebuild from the \
+                         sources, remove the pipeline's tables (dead letters included) as well, \
+                         or run with a new --lake",
+                        sink.describe(),
+                        self.name,
+                        last_logged + 1
+                    ),
+                    cause: None,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Asks every source for its next range (sources with nothing new are left out).

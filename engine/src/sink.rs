@@ -27,6 +27,13 @@ pub trait Sink: Send {
     /// Where the sink writes (a table URL), for messages.
     fn describe(&self) -> String;
 
+    /// The last epoch of this pipeline the target already holds, for targets that record it
+    /// (a Delta table's `txn` version). The engine refuses to start from a checkpoint that is
+    /// behind it: its new epochs would be skipped as already committed.
+    fn last_committed_epoch(&self) -> Option<u64> {
+        None
+    }
+
     /// Writes `batches` as epoch `epoch`, or skips them if that epoch is already committed.
     async fn write_epoch(
         &mut self,

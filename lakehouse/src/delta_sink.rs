@@ -348,6 +348,10 @@ async fn create_empty(
 
 #[async_trait::async_trait]
 impl Sink for DeltaSink {
+    fn last_committed_epoch(&self) -> Option<u64> {
+        self.last_epoch.and_then(|e| u64::try_from(e).ok())
+    }
+
     fn describe(&self) -> String {
         self.url.to_string()
     }
