@@ -48,13 +48,46 @@ pub fn dead_letter_batch(
         source,
         epoch,
         rejected.iter().map(|r| raw.position(r.index)).collect(),
-        rejected.iter().map(|r| r.error.clone()).collect(),
         rejected
             .iter()
-            .map(|r| String::from_utf8_lossy(raw.record(r.index)).into_owned())
+            .map(|r| match std::str::from_utf8(raw.record(r.index)) {
+                Ok(_) => r.error.clone(),
+                Err(_) => format!("{}{NOT_UTF8_NOTE}", r.error),
+            })
+            .collect(),
+        rejected
+            .iter()
+            .map(|r| raw_text(raw.record(r.index)))
             .collect(),
         None,
     )
+}
+
+/// Added to the error of a record that is not valid UTF-8, whose `raw` is escaped.
+pub const NOT_UTF8_NOTE: &str = " (the record is not valid UTF-8: `raw` holds it with each \
+     byte that is not UTF-8 written as \\xNN and each backslash doubled)";
+
+/// A record's bytes as the `raw` column's text: byte for byte when it is UTF-8; otherwise
+/// escaped reversibly (each byte outside valid UTF-8 as `\xNN`, each `\` as `\\`), never
+/// replaced with U+FFFD, so the exact bytes can be recovered.
+pub fn raw_text(bytes: &[u8]) -> String {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(bytes.len() + 16);
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Dead-letter rows of one source and epoch: one per position, error and raw text.

@@ -220,3 +220,63 @@ async fn values_that_do_not_fit_exactly_are_dead_letters_unless_lenient() -> Res
     );
     Ok(())
 }
+
+/// A record that is not valid UTF-8 is a dead letter whose `raw` keeps its exact bytes
+/// (escaped, as its error says), not U+FFFD replacements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_is_not_utf8_keeps_its_exact_bytes() -> Result<(), TestError> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let bad: &[u8] = b"{\"id\":\"a\xff\xfe\\tb\"}";
+    let mut file = b"{\"id\":\"good\"}\n".to_vec();
+    file.extend_from_slice(bad);
+    std::fs::write(data.join("a.json"), file)?;
+    let sql = format!(
+        "CREATE SOURCE ev (id TEXT NOT NULL) WITH (connector = 'files', path = '{}');
+         CREATE TABLE t AS SELECT id FROM ev;",
+        data.display()
+    );
+    std::fs::write(dir.path().join("p.sql"), sql)?;
+    run_pipeline_with(
+        &dir.path().join("p.sql"),
+        &dir.path().join("lake"),
+        &[],
+        false,
+    )
+    .await?;
+    let ctx = lake_context(&dir.path().join("lake")).await?;
+    assert_eq!(sorted_rows(&ctx, "SELECT * FROM t").await?, ["good"]);
+    let dead = sorted_rows(&ctx, "SELECT raw, error FROM _dead_letter.ev").await?;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let (raw, error) = dead[0].split_once('|').ok_or("two columns")?;
+    assert_eq!(raw, r#"{"id":"a\xFF\xFE\\tb"}"#);
+    assert!(error.contains("not valid UTF-8"), "{error}");
+    assert_eq!(unescape(raw), bad);
+    Ok(())
+}
+
+/// Undoes the `raw` escaping of a record that is not UTF-8 (`\xNN` and `\\`).
+fn unescape(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1)) {
+            (b'\\', Some(b'\\')) => {
+                out.push(b'\\');
+                i += 2;
+            }
+            (b'\\', Some(b'x')) => {
+                let hex = std::str::from_utf8(&bytes[i + 2..i + 4]).expect("hex digits");
+                out.push(u8::from_str_radix(hex, 16).expect("a byte"));
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
