@@ -252,12 +252,12 @@ async fn a_record_that_is_not_utf8_keeps_its_exact_bytes() -> Result<(), TestErr
     let (raw, error) = dead[0].split_once('|').ok_or("two columns")?;
     assert_eq!(raw, r#"{"id":"a\xFF\xFE\\tb"}"#);
     assert!(error.contains("not valid UTF-8"), "{error}");
-    assert_eq!(unescape(raw), bad);
+    assert_eq!(unescape(raw)?, bad);
     Ok(())
 }
 
 /// Undoes the `raw` escaping of a record that is not UTF-8 (`\xNN` and `\\`).
-fn unescape(text: &str) -> Vec<u8> {
+fn unescape(text: &str) -> Result<Vec<u8>, TestError> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -268,8 +268,8 @@ fn unescape(text: &str) -> Vec<u8> {
                 i += 2;
             }
             (b'\\', Some(b'x')) => {
-                let hex = std::str::from_utf8(&bytes[i + 2..i + 4]).expect("hex digits");
-                out.push(u8::from_str_radix(hex, 16).expect("a byte"));
+                let hex = std::str::from_utf8(&bytes[i + 2..i + 4])?;
+                out.push(u8::from_str_radix(hex, 16)?);
                 i += 4;
             }
             (b, _) => {
@@ -278,5 +278,5 @@ fn unescape(text: &str) -> Vec<u8> {
             }
         }
     }
-    out
+    Ok(out)
 }
