@@ -139,8 +139,29 @@ enum Command {
     },
 }
 
+/// Prints every panic as Rust does, except one that delta-rs provokes and catches itself: after
+/// a Parquet upload fails at completion (a full disk, a file-size limit), delta-rs calls
+/// object_store's `BufWriter::abort`, which panics by design ("Already shut down"); delta-rs
+/// catches that and logs a warning, but the default hook has already printed the panic with a
+/// backtrace, once per file, beside the real I/O error. That panic is logged at debug level.
+fn quiet_caught_upload_abort_panics() {
+    let print_panic = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_object_store_writer = info.location().is_some_and(|at| {
+            at.file().contains("object_store") && at.file().ends_with("buffered.rs")
+        });
+        let message = info.payload().downcast_ref::<&str>().copied();
+        if in_object_store_writer && message == Some("Already shut down") {
+            tracing::debug!("object_store upload abort after a failed upload: {info}");
+            return;
+        }
+        print_panic(info)
+    }));
+}
+
 fn main() -> ExitCode {
     keep_freed_memory_between_epochs();
+    quiet_caught_upload_abort_panics();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
