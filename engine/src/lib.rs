@@ -5,6 +5,7 @@
 //! The engine knows sinks only through the [`sink::Sink`] trait, so it never depends on Delta.
 
 pub mod checkpoint;
+pub mod count_distinct;
 pub mod crash_point;
 pub mod dead_letter;
 pub mod decode;
