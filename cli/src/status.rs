@@ -31,6 +31,15 @@ pub async fn status(
     let offsets = checkpoint.all_offsets()?;
     outln!("pipeline   {name}");
     outln!("checkpoint {}", dir.display());
+    if let Some(failure) = checkpoint.last_failure()? {
+        outln!(
+            "FAILED     epoch {} at {}: {}",
+            failure.epoch,
+            failure.failed_at,
+            failure.error
+        );
+        outln!("           what to do: {}", failure.what_to_do);
+    }
     let Some(last) = commits.last() else {
         outln!("no epoch committed yet");
         return Ok(());

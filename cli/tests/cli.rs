@@ -462,3 +462,40 @@ fn files_that_are_not_regular_files_are_skipped() {
     assert_eq!(err.matches("not a regular file").count(), 3, "{err}");
     assert!(err.contains("big_orders: +1 rows"), "{err}");
 }
+
+/// A run that stops in an epoch leaves the failure for `weir status` (which epoch, why, what
+/// to do) until an epoch commits.
+#[test]
+fn status_says_which_epoch_failed_why_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("incoming")).unwrap();
+    std::fs::write(
+        dir.path().join("incoming/a.json"),
+        "{\"k\":\"a\",\"n\":\"1\",\"ts\":\"2024-03-01T00:00:00Z\"}\n\
+         {\"k\":\"a\",\"n\":\"x\",\"ts\":\"2024-03-01T00:00:01Z\"}\n",
+    )
+    .unwrap();
+    let sql = |cast: &str| {
+        format!(
+            "CREATE SOURCE ev (k TEXT, n TEXT, ts TIMESTAMP,
+                 WATERMARK FOR ts AS ts - INTERVAL '1 minute')
+             WITH (connector = 'files', path = 'incoming', settle_time = '0s');
+             CREATE TABLE t AS SELECT window_start, k, sum({cast}(n AS INT)) AS total
+             FROM TUMBLE(ev, ts, INTERVAL '1 minute') GROUP BY window_start, window_end, k;"
+        )
+    };
+    std::fs::write(dir.path().join("p.sql"), sql("CAST")).unwrap();
+    let failed = weir(&["run", "p.sql", "--once"], dir.path());
+    assert!(!failed.status.success());
+    let status = weir(&["status", "p.sql"], dir.path());
+    let out = text(&status.stdout);
+    assert!(out.contains("FAILED     epoch 1 at "), "{out}");
+    assert!(out.contains("TRY_CAST"), "{out}");
+
+    std::fs::write(dir.path().join("p.sql"), sql("TRY_CAST")).unwrap();
+    let fixed = weir(&["run", "p.sql", "--once"], dir.path());
+    assert!(fixed.status.success(), "{}", text(&fixed.stderr));
+    let out = text(&weir(&["status", "p.sql"], dir.path()).stdout);
+    assert!(!out.contains("FAILED"), "{out}");
+    assert!(out.contains("last epoch 1 committed"), "{out}");
+}

@@ -386,13 +386,51 @@ impl Checkpoint {
         )
     }
 
-    /// Logs that an epoch committed everywhere.
+    /// Logs that an epoch committed everywhere (and forgets an earlier run's failure).
     pub fn write_commit(&self, entry: &CommitEntry) -> Result<()> {
         write_atomic(
             &self.root.join("commits").join(entry.epoch.to_string()),
             entry,
-        )
+        )?;
+        let failure = self.root.join(LAST_FAILURE);
+        match std::fs::remove_file(&failure) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(EngineError::checkpoint(failure, "cannot remove", e))
+            }
+            _ => Ok(()),
+        }
     }
+
+    /// Records why a run stopped in an epoch, for `weir status`, until an epoch commits.
+    pub fn write_failure(&self, failure: &EpochFailure) -> Result<()> {
+        write_atomic(&self.root.join(LAST_FAILURE), failure)
+    }
+
+    /// Why the last run stopped in an epoch, if no epoch committed since.
+    pub fn last_failure(&self) -> Result<Option<EpochFailure>> {
+        let path = self.root.join(LAST_FAILURE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_json(&path).map(Some)
+    }
+}
+
+/// The file that holds the last run's [`EpochFailure`].
+const LAST_FAILURE: &str = "last_failure.json";
+
+/// Why a run stopped in an epoch: kept in the checkpoint until an epoch commits, so `weir
+/// status` can say which epoch failed, why, and what to do.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochFailure {
+    /// The epoch that failed (the next run replays or replans it).
+    pub epoch: u64,
+    /// When it failed (RFC 3339).
+    pub failed_at: String,
+    /// The error, as the run printed it.
+    pub error: String,
+    /// What the user can do about it.
+    pub what_to_do: String,
 }
 
 trait HasVersion {

@@ -99,6 +99,32 @@ impl EngineError {
         }
     }
 
+    /// What a user can do after a run stopped with this error in an epoch (for `weir status`).
+    pub fn what_to_do(&self) -> &'static str {
+        match self {
+            EngineError::Plan { .. } => {
+                "a row the table's SQL cannot compute stops a windowed query or a join \
+                 (elsewhere it is a dead letter): guard the expression (TRY_CAST, NULLIF, CASE) \
+                 and run again; the epoch is replayed over the same input"
+            }
+            EngineError::Sink { .. } => {
+                "the table could not be written (disk space, permissions, a table changed by \
+                 hand): fix the cause and run again; the epoch is replayed and no table takes \
+                 it twice"
+            }
+            EngineError::Source { .. } | EngineError::Option { .. } => {
+                "fix what the error names (the input, or the source's options) and run again"
+            }
+            EngineError::Checkpoint { .. } => {
+                "the error says how to restore or replace the checkpoint; then run again"
+            }
+            EngineError::DataFusion(_) | EngineError::Arrow(_) => {
+                "run again (the epoch is replayed over the same input); if it fails the same \
+                 way, report the error with this output"
+            }
+        }
+    }
+
     /// A checkpoint error with its cause.
     pub fn checkpoint(
         path: impl Into<PathBuf>,

@@ -16,7 +16,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use tracing::{info, info_span, Instrument};
 
 use crate::checkpoint::{
-    now_rfc3339, Checkpoint, CommitEntry, OffsetEntry, RunLock, CHECKPOINT_FORMAT_VERSION,
+    now_rfc3339, Checkpoint, CommitEntry, EpochFailure, OffsetEntry, RunLock,
+    CHECKPOINT_FORMAT_VERSION,
 };
 use crate::crash_point::crash_point;
 use crate::dead_letter::{late_rows_batch, LateRows, LATE_BEFORE_WATERMARK, LATE_WINDOW_ENDED};
@@ -261,6 +262,8 @@ pub struct Pipeline {
     /// The checkpoint's run lock, held while the pipeline runs (taken by `run` if the caller
     /// did not take it before assembling the pipeline).
     run_lock: Option<RunLock>,
+    /// The epoch being planned, read or committed (for the failure record).
+    epoch_in_progress: Option<u64>,
 }
 
 impl Pipeline {
@@ -302,6 +305,7 @@ impl Pipeline {
             windows: BTreeMap::new(),
             started: Instant::now(),
             run_lock: None,
+            epoch_in_progress: None,
         }
     }
 
@@ -423,8 +427,26 @@ impl Pipeline {
         &self.name
     }
 
-    /// Runs epochs until no source has new data (`once`) or `stop` is set.
+    /// Runs epochs until no source has new data (`once`) or `stop` is set. An error in an
+    /// epoch is also recorded in the checkpoint (see [`Checkpoint::last_failure`]).
     pub async fn run(&mut self, options: &RunOptions) -> Result<RunSummary> {
+        self.epoch_in_progress = None;
+        let result = self.run_epochs(options).await;
+        if let (Err(e), Some(epoch)) = (&result, self.epoch_in_progress) {
+            let failure = EpochFailure {
+                epoch,
+                failed_at: now_rfc3339(),
+                error: e.to_string(),
+                what_to_do: e.what_to_do().to_string(),
+            };
+            if let Err(not_recorded) = self.checkpoint.write_failure(&failure) {
+                tracing::warn!("cannot record the failure for `weir status`: {not_recorded}");
+            }
+        }
+        result
+    }
+
+    async fn run_epochs(&mut self, options: &RunOptions) -> Result<RunSummary> {
         if self.run_lock.is_none() {
             self.run_lock = Some(self.checkpoint.lock()?);
         }
@@ -463,6 +485,7 @@ impl Pipeline {
                 "re-running the epoch that was logged but not committed"
             );
             drained |= entry.drain;
+            self.epoch_in_progress = Some(entry.epoch);
             last_start = Some(Instant::now());
             let input = self.ingest(entry.epoch, &entry.sources)?;
             let (report, next) = self
@@ -476,6 +499,7 @@ impl Pipeline {
             if options.stop.load(Ordering::SeqCst) {
                 break;
             }
+            self.epoch_in_progress = Some(next_epoch);
             let (ranges, input) = match prefetched.take() {
                 Some(p) => {
                     last_start = Some(p.planned_at);
