@@ -8,6 +8,8 @@ use weir_engine::checkpoint::Checkpoint;
 use weir_engine::decode::JsonDecoder;
 use weir_engine::epoch_table::EpochTable;
 use weir_engine::operators::row_errors::{splittable, RowInput};
+use weir_engine::operators::window::{WindowConfig, WindowOperator};
+use weir_engine::operators::StreamOperator;
 use weir_engine::pipeline::{EventTime, Pipeline, QueryNode, SourceNode};
 use weir_engine::sink::Sink;
 use weir_lakehouse::{DeltaSink, LakehouseError};
@@ -150,22 +152,23 @@ pub async fn assemble(
             _ => None,
         };
         streams.insert(n.name.clone(), n.table.clone());
+        let operator = n.window.map(|w| {
+            Box::new(WindowOperator::new(WindowConfig {
+                window_end: weir_sql::windows::WINDOW_END.to_string(),
+                sessions: w.is_session(),
+                update_mode,
+                time_column: w.time_column.clone(),
+                window: w.describe(),
+                late_rows_to,
+            })) as Box<dyn StreamOperator>
+        });
         nodes.push(QueryNode {
             row_input,
             name: n.name,
             plan: n.plan,
             table: n.table,
             sink,
-            sessions: n.window.as_ref().is_some_and(|w| w.is_session()),
-            update_mode,
-            late_rows_to,
-            window_definition: n.window.as_ref().map(|w| w.describe()).unwrap_or_default(),
-            time_column: n
-                .window
-                .as_ref()
-                .map(|w| w.time_column.clone())
-                .unwrap_or_default(),
-            window_end: n.window.map(|_| weir_sql::windows::WINDOW_END.to_string()),
+            operator,
         });
     }
     Ok(Pipeline::new(

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{EngineError, Result};
+use crate::operators::{StateLayout, StateSnapshot};
 
 /// Version of the files in this folder; a different version is refused, never reinterpreted.
 pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
@@ -75,14 +76,8 @@ impl Checkpoint {
 
     /// Stores a stateful node's state as of the end of `epoch` (Arrow IPC), and removes state
     /// older than the previous epoch's, which a restart can no longer need.
-    pub fn write_state(
-        &self,
-        node: &str,
-        epoch: u64,
-        schema: &SchemaRef,
-        batches: &[RecordBatch],
-        definition: &str,
-    ) -> Result<()> {
+    pub fn write_state(&self, node: &str, epoch: u64, snapshot: &StateSnapshot) -> Result<()> {
+        let (schema, batches) = (&snapshot.layout.schema, &snapshot.batches);
         let path = self.state_file(node, epoch);
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         std::fs::create_dir_all(&dir)
@@ -92,7 +87,8 @@ impl Checkpoint {
             .map_err(|e| EngineError::checkpoint(&tmp, "cannot create", e))?;
         let mut writer = FileWriter::try_new(file, schema)
             .map_err(|e| EngineError::checkpoint(&tmp, "cannot write state", e))?;
-        writer.write_metadata(DEFINITION_KEY, definition);
+        writer.write_metadata(DEFINITION_KEY, &snapshot.layout.definition);
+        writer.write_metadata(STATE_FORMAT_KEY, snapshot.layout.format_version.to_string());
         for b in batches {
             writer
                 .write(b)
@@ -119,14 +115,15 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// A stateful node's state as of the end of `epoch`, if it was stored.
+    /// A stateful node's state as of the end of `epoch`, if it was stored; refused when it
+    /// was built for another layout (another definition, other columns, a newer format).
     pub fn read_state(
         &self,
         node: &str,
         epoch: u64,
-        expected: &SchemaRef,
-        definition: &str,
+        layout: &StateLayout,
     ) -> Result<Option<Vec<RecordBatch>>> {
+        let (expected, definition) = (&layout.schema, layout.definition.as_str());
         let path = self.state_file(node, epoch);
         if !path.exists() {
             return Ok(None);
@@ -140,6 +137,23 @@ impl Checkpoint {
                 e,
             )
         })?;
+        // State files from before format versions were recorded are version 1.
+        let format: u32 = reader
+            .custom_metadata()
+            .get(STATE_FORMAT_KEY)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        if format > layout.format_version {
+            return Err(EngineError::Checkpoint {
+                path,
+                message: format!(
+                    "`{node}`'s state was written in state format {format} by a newer weir; \
+                     this weir reads up to format {}: run the newer weir",
+                    layout.format_version
+                ),
+                cause: None,
+            });
+        }
         // The state's columns are the window, the group keys and each aggregate's partial
         // state: if they differ, the query's windows, keys or aggregates changed since the
         // checkpoint, and its state cannot be reused.
@@ -182,8 +196,12 @@ impl Checkpoint {
     }
 }
 
-/// The key under which a state file records its window definition (Arrow IPC file metadata).
+/// The key under which a state file records its operator's definition (Arrow IPC file
+/// metadata; named for the first operator, windows, and kept for old checkpoints).
 const DEFINITION_KEY: &str = "weir.window_definition";
+
+/// The key under which a state file records its operator's state format version.
+const STATE_FORMAT_KEY: &str = "weir.state_format";
 
 /// `name type, ...` of a schema's columns, for comparing and explaining state layouts.
 fn describe_columns(schema: &SchemaRef) -> String {

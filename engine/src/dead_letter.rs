@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 
 use crate::decode::Rejected;
-use crate::operators::window_input::EVENT_TIME_COLUMN;
+use crate::operators::window::EVENT_TIME_COLUMN;
 use crate::raw::RawBatch;
 
 /// The schema of every dead-letter table. `table`, `watermark` and `event_time` are set for

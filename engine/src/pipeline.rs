@@ -20,14 +20,13 @@ use crate::checkpoint::{
     CHECKPOINT_FORMAT_VERSION,
 };
 use crate::crash_point::crash_point;
-use crate::dead_letter::{late_rows_batch, LateRows, LATE_BEFORE_WATERMARK, LATE_WINDOW_ENDED};
+use crate::dead_letter::{late_rows_batch, LateRows as LateRowsOf};
 use crate::decode::JsonDecoder;
 use crate::epoch_table::EpochTable;
 use crate::error::{EngineError, Result};
 use crate::ingest::{EpochInput, SourceReader};
 use crate::operators::row_errors::{is_row_error, run_isolating_bad_rows, RowInput};
-use crate::operators::window_aggregate::WindowAggregateState;
-use crate::operators::window_exec::{execute_windowed, WindowedOutput};
+use crate::operators::{EpochStep, OperatorOutput, StreamOperator};
 use crate::progress::EpochReport;
 use crate::sink::Sink;
 use crate::source::{common_metadata_fields, Source};
@@ -129,27 +128,12 @@ pub struct QueryNode {
     pub table: Arc<EpochTable>,
     /// The table this node writes, if it is a `CREATE TABLE`.
     pub sink: Option<Box<dyn Sink>>,
-    /// For a windowed aggregate (TUMBLE / HOP): the column that ends a window. Such a node
-    /// keeps its aggregate's state across epochs and emits a window once the watermark passes
-    /// its end (append mode).
-    pub window_end: Option<String>,
-    /// The windows are sessions (`SESSION` / `session_window`): overlapping windows of the same
-    /// group keys merge, and a row is late when its own time is before the watermark.
-    pub sessions: bool,
-    /// Update output mode: every epoch emits the current value of each (window, keys) group
-    /// that changed (the sink MERGEs them), instead of each window once when it closes.
-    pub update_mode: bool,
-    /// For a node without a window that reads one stream and joins nothing: that stream, so
-    /// rows its query fails on can be found and dead-lettered (see `row_errors`).
+    /// The table's stateful step (a window), kept across epochs; `None` for a stateless
+    /// table or view, whose plan runs over each epoch's rows alone.
+    pub operator: Option<Box<dyn StreamOperator>>,
+    /// For a stateless node that reads one stream and joins nothing: that stream, so rows its
+    /// query fails on can be found and dead-lettered (see `row_errors`).
     pub row_input: Option<RowInput>,
-    /// For a windowed node: the event-time column it windows (late rows' `event_time`).
-    pub time_column: String,
-    /// For a windowed node: its window as text (`TUMBLE on ts: size 1min`); checkpoints refuse
-    /// window state built for another window.
-    pub window_definition: String,
-    /// Write this windowed node's late rows to this source's dead-letter table (the source has
-    /// `late_data = 'dead_letter'`); otherwise they are counted and dropped.
-    pub late_rows_to: Option<String>,
 }
 
 /// A function called with every finished epoch.
@@ -210,9 +194,6 @@ pub struct RunSummary {
     pub rows_new: BTreeMap<String, u64>,
 }
 
-/// The column that starts a window (and a session).
-pub(crate) const WINDOW_START: &str = "window_start";
-
 /// A source at run time; its dead-letter sink lives in `Pipeline::dead_letters` so it can be
 /// committed alongside the tables.
 struct RunningSource {
@@ -255,8 +236,6 @@ pub struct Pipeline {
     max_event_ms: BTreeMap<String, i64>,
     /// The watermark of the next epoch; `None` until every watermarked source has data.
     watermark_ms: Option<i64>,
-    /// State of each windowed node, by node name.
-    windows: BTreeMap<String, WindowAggregateState>,
     /// When this run started (idle timeouts of partitions not yet seen count from here).
     started: Instant,
     /// The checkpoint's run lock, held while the pipeline runs (taken by `run` if the caller
@@ -302,7 +281,6 @@ impl Pipeline {
             checkpoint,
             max_event_ms: BTreeMap::new(),
             watermark_ms: None,
-            windows: BTreeMap::new(),
             started: Instant::now(),
             run_lock: None,
             epoch_in_progress: None,
@@ -371,53 +349,35 @@ impl Pipeline {
         }
     }
 
-    /// Builds each windowed node's state from its plan and restores it from the checkpoint of
-    /// `epoch` (the last committed one). A node in `stateful` (windowed when that epoch
-    /// committed) must find its state file: starting it empty would silently lose its open
-    /// windows. A node that is new to the pipeline starts empty.
-    async fn restore_windows(&mut self, epoch: u64, stateful: &[String]) -> Result<()> {
-        for node in &self.nodes {
-            let Some(window_end) = &node.window_end else {
+    /// Opens every node's operator and restores its state from the checkpoint of `epoch` (the
+    /// last committed one). A node in `stateful` (stateful when that epoch committed) must find
+    /// its state file: starting it empty would silently lose its state (open windows). A node
+    /// that is new to the pipeline starts empty.
+    async fn restore_operators(&mut self, epoch: u64, stateful: &[String]) -> Result<()> {
+        for node in &mut self.nodes {
+            let Some(operator) = node.operator.as_mut() else {
                 continue;
             };
-            let physical = self
-                .ctx
-                .state()
-                .create_physical_plan(&node.plan)
+            let layout = operator
+                .open(&self.ctx, &node.plan)
                 .await
-                .map_err(EngineError::plan(&node.name, epoch))?;
-            let mut state = WindowAggregateState::from_plan(&physical, window_end)
-                .map_err(EngineError::plan(&node.name, epoch))?;
-            if node.sessions {
-                state = state
-                    .with_sessions(WINDOW_START)
-                    .map_err(EngineError::plan(&node.name, epoch))?;
-            }
-            if node.update_mode {
-                state = state.with_replaced_sessions();
-            }
-            state = state.with_window_definition(&node.window_definition);
-            if let Some(batches) = self.checkpoint.read_state(
-                &node.name,
-                epoch,
-                &state.state_schema().clone(),
-                state.definition(),
-            )? {
-                state.restore(batches);
+                .map_err(|e| in_node(e, &node.name, epoch))?;
+            if let Some(batches) = self.checkpoint.read_state(&node.name, epoch, &layout)? {
+                operator.restore(batches)?;
             } else if stateful.contains(&node.name) {
                 return Err(EngineError::Checkpoint {
                     path: self.checkpoint.state_file(&node.name, epoch),
                     message: format!(
-                        "the window state of `{}` as of epoch {epoch} is missing or \
-                         unreadable, so its open windows cannot be restored. Restore the file \
-                         from a backup, or rebuild: delete the checkpoint folder and the \
-                         node's table and run again from the start of the input",
-                        node.name
+                        "the state of `{}` ({}) as of epoch {epoch} is missing or unreadable, \
+                         so it cannot be restored. Restore the file from a backup, or rebuild: \
+                         delete the checkpoint folder and the node's table and run again from \
+                         the start of the input",
+                        node.name,
+                        operator.describe()
                     ),
                     cause: None,
                 });
             }
-            self.windows.insert(node.name.clone(), state);
         }
         Ok(())
     }
@@ -465,7 +425,7 @@ impl Pipeline {
             .as_ref()
             .map(|c| c.late_rows.keys().cloned().collect())
             .unwrap_or_default();
-        self.restore_windows(last_commit, &stateful).await?;
+        self.restore_operators(last_commit, &stateful).await?;
         let mut drained = pending_drained(&latest);
         let (committed, pending): (Vec<_>, Vec<_>) =
             history.into_iter().partition(|e| e.epoch <= last_commit);
@@ -527,7 +487,11 @@ impl Pipeline {
             };
             let mut drain = false;
             if ranges.is_empty() {
-                let open = self.windows.values().any(|w| w.open_groups() > 0);
+                let open = self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.operator.as_ref())
+                    .any(|op| op.metrics().state_rows > 0);
                 if !(options.once && options.drain && open && !drained) {
                     if options.once {
                         break;
@@ -718,7 +682,7 @@ impl Pipeline {
                 (sources, prefetched)
             });
             // Compute every node first (downstream nodes read upstream output of this epoch)...
-            let (nodes, windows, ctx) = (&mut self.nodes, &mut self.windows, &self.ctx);
+            let (nodes, ctx) = (&mut self.nodes, &self.ctx);
             let dead_letter_streams = &self.dead_letter_streams;
             let computed = async {
                 for (i, node) in nodes.iter_mut().enumerate() {
@@ -726,35 +690,39 @@ impl Pipeline {
                     for (source, stream) in dead_letter_streams {
                         stream.set(dead_letters.get(source).cloned().unwrap_or_default());
                     }
-                    let (batches, replaced) = match windows.get_mut(&node.name) {
-                        Some(state) => {
-                            let WindowedOutput {
+                    let (batches, replaced) = match node.operator.as_mut() {
+                        Some(operator) => {
+                            let step = EpochStep {
+                                ctx,
+                                plan: &node.plan,
+                                node: &node.name,
+                                epoch,
+                                watermark_ms: watermark,
+                            };
+                            let OperatorOutput {
                                 rows,
                                 replaced,
                                 late,
-                                late_rows,
-                                late_time_column,
-                            } = execute_windowed(ctx, node, state, epoch, watermark).await?;
+                            } = operator
+                                .process_epoch(step)
+                                .await
+                                .map_err(|e| in_node(e, &node.name, epoch))?;
                             if let (Some(source), false) =
-                                (&node.late_rows_to, late_rows.is_empty())
+                                (&late.dead_letter_to, late.rows.is_empty())
                             {
-                                let late = LateRows {
+                                let described = LateRowsOf {
                                     node: &node.name,
-                                    reason: if node.sessions {
-                                        LATE_BEFORE_WATERMARK
-                                    } else {
-                                        LATE_WINDOW_ENDED
-                                    },
+                                    reason: late.reason,
                                     watermark_ms: watermark,
-                                    time_column: &late_time_column,
+                                    time_column: &late.time_column,
                                 };
-                                let dead = late_rows_batch(source, epoch, &late, &late_rows)?;
+                                let dead = late_rows_batch(source, epoch, &described, &late.rows)?;
                                 dead_letters.entry(source.clone()).or_default().push(dead);
                             }
-                            report.late_rows.insert(node.name.clone(), late);
+                            report.late_rows.insert(node.name.clone(), late.count);
                             report
                                 .open_windows
-                                .insert(node.name.clone(), state.open_groups() as u64);
+                                .insert(node.name.clone(), operator.metrics().state_rows);
                             (rows, replaced)
                         }
                         None => {
@@ -794,21 +762,14 @@ impl Pipeline {
             // named by its epoch (a restart reads the one of the last commit), and the commit
             // log is written only after all of them succeeded.
             let states: Vec<_> = self
-                .windows
+                .nodes
                 .iter()
-                .map(|(name, state)| {
-                    (
-                        name.clone(),
-                        state.state_schema().clone(),
-                        state.state().to_vec(),
-                        state.definition().to_string(),
-                    )
-                })
+                .filter_map(|n| Some((n.name.clone(), n.operator.as_ref()?.snapshot())))
                 .collect();
             let checkpoint = self.checkpoint.clone();
             let state_written = tokio::task::spawn_blocking(move || {
-                for (name, schema, batches, definition) in &states {
-                    checkpoint.write_state(name, epoch, schema, batches, definition)?;
+                for (name, snapshot) in &states {
+                    checkpoint.write_state(name, epoch, snapshot)?;
                 }
                 Ok::<_, EngineError>(())
             });
@@ -870,7 +831,7 @@ impl Pipeline {
             state_written.await.map_err(|e| {
                 EngineError::checkpoint(
                     self.checkpoint.root(),
-                    format!("the window state of epoch {epoch} was not written"),
+                    format!("the operator state of epoch {epoch} was not written"),
                     e,
                 )
             })??;
@@ -931,6 +892,18 @@ impl Pipeline {
                 self.dead_letters.insert(name, Some(sink));
             }
         }
+    }
+}
+
+/// An operator's error, with the node and epoch it happened in when it came from DataFusion.
+fn in_node(error: EngineError, node: &str, epoch: u64) -> EngineError {
+    match error {
+        EngineError::DataFusion(cause) => EngineError::Plan {
+            node: node.to_string(),
+            epoch,
+            cause,
+        },
+        other => other,
     }
 }
 

@@ -39,7 +39,7 @@ pub use crate::sinks::{KafkaSinkSpec, SinkSpec};
 use crate::spark_windows::rewrite_spark_windows;
 use crate::stream_joins::{find_stream_join, join_span, plan_origins, Origins};
 use crate::windows::{rewrite_window_functions, WindowSpec, WINDOW_END};
-use weir_engine::operators::window_aggregate::WindowAggregateState;
+use weir_engine::operators::window::WindowAggregateState;
 
 /// A planned source.
 pub struct PlannedSource {

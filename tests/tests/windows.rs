@@ -674,9 +674,10 @@ async fn a_missing_window_state_file_is_an_error() -> Result<(), TestError> {
         Err(e) => e.to_string(),
     };
     assert!(
-        err.contains("window state of `windowed` as of epoch 3 is missing"),
+        err.contains("the state of `windowed` (window TUMBLE"),
         "{err}"
     );
+    assert!(err.contains("as of epoch 3 is missing"), "{err}");
     assert!(err.contains("delete the checkpoint folder"), "{err}");
     Ok(())
 }

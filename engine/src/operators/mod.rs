@@ -1,7 +1,127 @@
-//! Stateful streaming operators, one per file, each keeping its state outside DataFusion's
-//! plans so it survives across epochs.
+//! Stateful streaming operators: the steps of a table that keep state across epochs.
+//!
+//! The epoch loop (`crate::pipeline`) drives every operator through [`StreamOperator`] and
+//! knows none by name: it opens each one at start, restores its state from the checkpoint,
+//! hands it each epoch with the watermark, routes the rows it emits (and, in update output
+//! mode, the rows they replace) to the table's sink, routes its late rows to dead letters,
+//! snapshots its state into the checkpoint, and reports its metrics. One folder per operator;
+//! [`window`] (TUMBLE, HOP, SESSION) is the first.
+//!
+//! `row_errors` is not an operator: it isolates the rows a stateless query fails on.
 
 pub mod row_errors;
-pub mod window_aggregate;
-pub mod window_exec;
-pub mod window_input;
+pub mod window;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+
+use crate::error::Result;
+
+/// What an operator is given for one epoch.
+pub struct EpochStep<'a> {
+    /// The session the pipeline's streams are registered in (each holds this epoch's rows).
+    pub ctx: &'a SessionContext,
+    /// The table's plan, of which the operator is a step.
+    pub plan: &'a LogicalPlan,
+    /// The table's name, for errors.
+    pub node: &'a str,
+    /// The epoch.
+    pub epoch: u64,
+    /// The watermark of this epoch (epoch milliseconds; `i64::MAX` in a drain epoch), from
+    /// the data of the epochs before it, as in Spark: rows behind it are late, state behind it
+    /// is final.
+    pub watermark_ms: Option<i64>,
+}
+
+/// What an operator produced in one epoch.
+#[derive(Debug, Default)]
+pub struct OperatorOutput {
+    /// The table's output rows.
+    pub rows: Vec<RecordBatch>,
+    /// In update output mode: earlier output rows that this epoch replaced with rows of other
+    /// keys (merged sessions); the sink deletes them in the same commit.
+    pub replaced: Vec<RecordBatch>,
+    /// Rows that arrived behind the watermark.
+    pub late: LateRows,
+}
+
+/// The rows an operator found late in one epoch.
+#[derive(Debug, Default)]
+pub struct LateRows {
+    /// How many.
+    pub count: u64,
+    /// The rows themselves, when they are to be dead-lettered (see `dead_letter_to`).
+    pub rows: Vec<RecordBatch>,
+    /// The source whose dead-letter table receives them (its `late_data = 'dead_letter'`);
+    /// `None`: they are counted and dropped.
+    pub dead_letter_to: Option<String>,
+    /// The dead letter's `error` text.
+    pub reason: &'static str,
+    /// The column of `rows` that holds their event time.
+    pub time_column: String,
+}
+
+/// An operator's state as stored in the checkpoint: Arrow batches of one schema.
+#[derive(Debug, Clone)]
+pub struct StateSnapshot {
+    /// The state's layout.
+    pub layout: StateLayout,
+    /// The state rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+/// What an operator's state looks like; a checkpoint refuses state of another layout.
+#[derive(Debug, Clone)]
+pub struct StateLayout {
+    /// The state's columns.
+    pub schema: SchemaRef,
+    /// The operator's definition as text (`TUMBLE on ts: size 1min; keys ...`): state built
+    /// for another definition cannot be reused.
+    pub definition: String,
+    /// The version of the operator's state format; a checkpoint of an older version must
+    /// still restore.
+    pub format_version: u32,
+}
+
+/// What an operator reports after each epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OperatorMetrics {
+    /// Rows that entered the operator in the epoch.
+    pub rows_in: u64,
+    /// Rows it emitted in the epoch.
+    pub rows_out: u64,
+    /// Rows it found late in the epoch.
+    pub late_rows: u64,
+    /// Rows of state it holds after the epoch (for a window: open (window, keys) groups).
+    pub state_rows: u64,
+    /// Bytes of state it holds in memory after the epoch.
+    pub state_bytes: u64,
+}
+
+/// A stateful step of a table, kept across epochs.
+#[async_trait::async_trait]
+pub trait StreamOperator: Send + Sync {
+    /// What the operator is, with its state and output mode, for `weir explain` and messages
+    /// (`window TUMBLE on ts: size 1min, append output`).
+    fn describe(&self) -> String;
+
+    /// Prepares the operator for the table's `plan` (called once, before any epoch) and
+    /// returns the layout of its state.
+    async fn open(&mut self, ctx: &SessionContext, plan: &LogicalPlan) -> Result<StateLayout>;
+
+    /// Puts back the state of a snapshot whose layout matched (after a restart).
+    fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<()>;
+
+    /// Processes one epoch: reads the step's input from the epoch's streams, folds it into
+    /// the state (leaving late rows out), and returns what the state releases at the
+    /// watermark.
+    async fn process_epoch(&mut self, step: EpochStep<'_>) -> Result<OperatorOutput>;
+
+    /// The state to store in the checkpoint after the epoch.
+    fn snapshot(&self) -> StateSnapshot;
+
+    /// The last epoch's metrics and the state held.
+    fn metrics(&self) -> OperatorMetrics;
+}

@@ -1,7 +1,7 @@
 //! Runs a windowed node for one epoch: the rows below its aggregate are streamed, late rows
 //! split off (and dead-lettered when asked), the rest folded into the window state; then the
 //! windows the watermark closes (or, in update mode, the groups that changed) are finalised
-//! and the rest of the node's plan runs over them. The state itself is `window_aggregate`.
+//! and the rest of the node's plan runs over them. The state itself is `state`.
 
 use std::sync::Arc;
 
@@ -12,44 +12,44 @@ use datafusion::common::ScalarValue;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::{collect, execute_stream, ExecutionPlan};
-use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
+use super::input::{carry_event_time, without_event_time, EVENT_TIME_COLUMN};
+use super::state::{UpdatedRows, WindowAggregateState};
+use super::{WindowConfig, WINDOW_START};
 use crate::error::{EngineError, Result};
-use crate::operators::window_aggregate::{UpdatedRows, WindowAggregateState};
-use crate::operators::window_input::{carry_event_time, without_event_time, EVENT_TIME_COLUMN};
-use crate::pipeline::{QueryNode, WINDOW_START};
+use crate::operators::EpochStep;
 
 /// What a windowed node produced in one epoch.
-pub(crate) struct WindowedOutput {
+pub(super) struct WindowedOutput {
+    /// Rows that reached the aggregate (late ones included).
+    pub(super) rows_in: u64,
     /// The node's output rows.
-    pub(crate) rows: Vec<RecordBatch>,
+    pub(super) rows: Vec<RecordBatch>,
     /// Update mode over sessions: output rows of the sessions the epoch replaced, to delete.
-    pub(crate) replaced: Vec<RecordBatch>,
+    pub(super) replaced: Vec<RecordBatch>,
     /// Rows that arrived after the watermark had closed their window.
-    pub(crate) late: u64,
+    pub(super) late: u64,
     /// Those rows, when the source dead-letters late data.
-    pub(crate) late_rows: Vec<RecordBatch>,
+    pub(super) late_rows: Vec<RecordBatch>,
     /// The column of `late_rows` that holds their event time.
-    pub(crate) late_time_column: String,
+    pub(super) late_time_column: String,
 }
 
 /// Runs a windowed node: its rows up to the aggregate are folded into the window state (rows
 /// of windows the watermark already closed are late and left out), windows that the watermark
 /// closes (or in update mode, groups that changed) are finalised, and the rest of the plan runs
 /// over them.
-pub(crate) async fn execute_windowed(
-    ctx: &SessionContext,
-    node: &QueryNode,
+pub(super) async fn execute_windowed(
+    step: &EpochStep<'_>,
+    config: &WindowConfig,
     state: &mut WindowAggregateState,
-    epoch: u64,
-    watermark: Option<i64>,
 ) -> Result<WindowedOutput> {
-    let plan_error = EngineError::plan(&node.name, epoch);
-    let window_end = node.window_end.as_deref().unwrap_or("window_end");
+    let (ctx, epoch, watermark) = (step.ctx, step.epoch, step.watermark_ms);
+    let plan_error = EngineError::plan(step.node, epoch);
     let physical = ctx
         .state()
-        .create_physical_plan(&node.plan)
+        .create_physical_plan(step.plan)
         .await
         .map_err(plan_error)?;
     let (aggregate, input) = aggregate_and_input(&physical).ok_or_else(|| {
@@ -58,8 +58,8 @@ pub(crate) async fn execute_windowed(
         ))
     })?;
     // Late rows that are dead-lettered carry their event time (see `window_input`).
-    let carried = match (&node.late_rows_to, node.sessions) {
-        (Some(_), false) => carry_event_time(&input, &node.time_column).map_err(plan_error)?,
+    let carried = match (&config.late_rows_to, config.sessions) {
+        (Some(_), false) => carry_event_time(&input, &config.time_column).map_err(plan_error)?,
         _ => None,
     };
     let carries_event_time = carried.is_some();
@@ -72,17 +72,18 @@ pub(crate) async fn execute_windowed(
     let mut partial = Vec::new();
     let mut late = 0u64;
     let mut late_rows = Vec::new();
+    let mut rows_in = 0u64;
     while let Some(batch) = rows.next().await {
         let batch = batch.map_err(plan_error)?;
-        let (on_time, late_count, late_batch) =
-            drop_late(&batch, node, epoch, window_end, watermark)?;
+        rows_in += batch.num_rows() as u64;
+        let (on_time, late_count, late_batch) = drop_late(&batch, config, step, watermark)?;
         let on_time = if carries_event_time {
             without_event_time(&on_time).map_err(plan_error)?
         } else {
             on_time
         };
         late += late_count;
-        if node.late_rows_to.is_some() && late_count > 0 {
+        if config.late_rows_to.is_some() && late_count > 0 {
             late_rows.push(late_batch);
         }
         slice_rows += on_time.num_rows();
@@ -102,7 +103,7 @@ pub(crate) async fn execute_windowed(
             .await
             .map_err(plan_error)?,
     );
-    let changed = if node.update_mode {
+    let changed = if config.update_mode {
         partial.clone()
     } else {
         Vec::new()
@@ -120,7 +121,7 @@ pub(crate) async fn execute_windowed(
         .map(|wm| timestamp_scalar(&end_type, wm))
         .transpose()
         .map_err(plan_error)?;
-    let emitted = if node.update_mode {
+    let emitted = if config.update_mode {
         state
             .emit_updated(&changed, bound.as_ref(), ctx.task_ctx())
             .await
@@ -154,12 +155,13 @@ pub(crate) async fn execute_windowed(
         rest_of_plan(emitted.replaced).await.map_err(plan_error)?
     };
     // A session starts at its row's event time.
-    let late_time_column = match (node.sessions, carries_event_time) {
+    let late_time_column = match (config.sessions, carries_event_time) {
         (true, _) => WINDOW_START,
         (false, true) => EVENT_TIME_COLUMN,
-        (false, false) => node.time_column.as_str(),
+        (false, false) => config.time_column.as_str(),
     };
     Ok(WindowedOutput {
+        rows_in,
         rows,
         replaced,
         late,
@@ -176,19 +178,18 @@ const ROWS_PER_PARTIAL: usize = 65_536;
 /// Returns the on-time rows, the number of late ones and the late rows.
 fn drop_late(
     batch: &RecordBatch,
-    node: &QueryNode,
-    epoch: u64,
-    window_end: &str,
+    config: &WindowConfig,
+    step: &EpochStep<'_>,
     watermark: Option<i64>,
 ) -> Result<(RecordBatch, u64, RecordBatch)> {
     let Some(wm) = watermark else {
         return Ok((batch.clone(), 0, batch.slice(0, 0)));
     };
-    let plan_error = EngineError::plan(&node.name, epoch);
-    let (column, keep_at_bound) = if node.sessions {
+    let plan_error = EngineError::plan(step.node, step.epoch);
+    let (column, keep_at_bound) = if config.sessions {
         (WINDOW_START, true)
     } else {
-        (window_end, false)
+        (config.window_end.as_str(), false)
     };
     let values = batch.column(batch.schema().index_of(column)?).clone();
     let bound = timestamp_scalar(values.data_type(), wm)

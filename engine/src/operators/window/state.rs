@@ -22,13 +22,11 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch};
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
 use arrow::compute::kernels::cmp::{gt, lt_eq};
-use arrow::compute::{
-    cast, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn,
-};
-use arrow::datatypes::{DataType, Int64Type, SchemaRef};
-use arrow::row::{RowConverter, Rows, SortField};
+use arrow::datatypes::SchemaRef;
+use arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
@@ -36,6 +34,9 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
 use datafusion::physical_plan::udaf::AggregateFunctionExpr;
 use datafusion::physical_plan::{collect, ExecutionPlan, PhysicalExpr};
+
+use super::guard::check_input_is_row_by_row;
+use super::sessions::{as_int64, merge_sessions, session_key_rows, SessionColumns};
 
 /// The aggregation a windowed query performs, and the state of its open windows.
 #[derive(Debug)]
@@ -73,13 +74,6 @@ pub struct UpdatedRows {
     /// For sessions: the last emitted value of every session the epoch replaced (merged into
     /// another one or widened); those rows must be deleted from the table.
     pub replaced: Vec<RecordBatch>,
-}
-
-/// Where a session's start and its group keys are in the state schema.
-#[derive(Debug, Clone)]
-struct SessionColumns {
-    window_start: usize,
-    keys: Vec<usize>,
 }
 
 impl WindowAggregateState {
@@ -450,157 +444,6 @@ impl WindowAggregateState {
         )?;
         collect(finalize, task).await
     }
-}
-
-/// Widens every row's window to the union of the overlapping windows of its group keys.
-fn merge_sessions(
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    columns: &SessionColumns,
-    window_end: usize,
-) -> Result<RecordBatch> {
-    let all = concat_batches(schema, batches)?;
-    if all.num_rows() == 0 {
-        return Ok(all);
-    }
-    let mut sort_columns: Vec<SortColumn> = columns
-        .keys
-        .iter()
-        .map(|&i| SortColumn {
-            values: all.column(i).clone(),
-            options: None,
-        })
-        .collect();
-    sort_columns.push(SortColumn {
-        values: all.column(columns.window_start).clone(),
-        options: None,
-    });
-    let order = lexsort_to_indices(&sort_columns, None)?;
-    let sorted = take_record_batch(&all, &order)?;
-    let start_type = sorted.column(columns.window_start).data_type().clone();
-    let end_type = sorted.column(window_end).data_type().clone();
-    let starts = cast(sorted.column(columns.window_start), &DataType::Int64)?;
-    let ends = cast(sorted.column(window_end), &DataType::Int64)?;
-    let starts = starts.as_primitive::<Int64Type>();
-    let ends = ends.as_primitive::<Int64Type>();
-    let keys = session_key_rows(schema, &sorted, columns)?;
-    let n = sorted.num_rows();
-    let mut merged_start = vec![0i64; n];
-    let mut merged_end = vec![0i64; n];
-    let mut run_begin = 0;
-    let (mut run_start, mut run_end) = (starts.value(0), ends.value(0));
-    for i in 1..=n {
-        let joins = i < n
-            && keys.as_ref().is_none_or(|k| k.row(i) == k.row(i - 1))
-            && starts.value(i) < run_end;
-        if joins {
-            run_end = run_end.max(ends.value(i));
-            continue;
-        }
-        merged_start[run_begin..i].fill(run_start);
-        merged_end[run_begin..i].fill(run_end);
-        if i < n {
-            run_begin = i;
-            run_start = starts.value(i);
-            run_end = ends.value(i);
-        }
-    }
-    let mut out: Vec<ArrayRef> = sorted.columns().to_vec();
-    out[columns.window_start] = cast(&Int64Array::from(merged_start), &start_type)?;
-    out[window_end] = cast(&Int64Array::from(merged_end), &end_type)?;
-    Ok(RecordBatch::try_new(sorted.schema(), out)?)
-}
-
-/// A timestamp column as integers in its own unit (comparable within one column type).
-fn as_int64(column: &ArrayRef) -> Result<Int64Array> {
-    Ok(cast(column, &DataType::Int64)?
-        .as_primitive::<Int64Type>()
-        .clone())
-}
-
-/// Each row's session keys (the group keys but the window) of a state batch as comparable
-/// rows; `None` when sessions have no other key.
-fn session_key_rows(
-    schema: &SchemaRef,
-    batch: &RecordBatch,
-    columns: &SessionColumns,
-) -> Result<Option<Rows>> {
-    if columns.keys.is_empty() {
-        return Ok(None);
-    }
-    let fields = columns
-        .keys
-        .iter()
-        .map(|&i| SortField::new(schema.field(i).data_type().clone()))
-        .collect();
-    let key_columns: Vec<ArrayRef> = columns
-        .keys
-        .iter()
-        .map(|&i| batch.column(i).clone())
-        .collect();
-    Ok(Some(
-        RowConverter::new(fields)?.convert_columns(&key_columns)?,
-    ))
-}
-
-/// Refuses a windowed query whose rows pass through an operator that combines rows before the
-/// window aggregate (another aggregate, DISTINCT, a window function, a LIMIT). Such an operator
-/// runs over each epoch's rows alone, while the window's state spans epochs, so its answer would
-/// depend on how the stream was cut into epochs.
-fn check_input_is_row_by_row(plan: &Arc<dyn ExecutionPlan>) -> Result<()> {
-    use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-    use datafusion::physical_plan::coop::CooperativeExec;
-    use datafusion::physical_plan::empty::EmptyExec;
-    use datafusion::physical_plan::filter::FilterExec;
-    use datafusion::physical_plan::joins::{CrossJoinExec, HashJoinExec, NestedLoopJoinExec};
-    use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
-    use datafusion::physical_plan::projection::ProjectionExec;
-    use datafusion::physical_plan::repartition::RepartitionExec;
-    use datafusion::physical_plan::sorts::sort::SortExec;
-    use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
-    use datafusion::physical_plan::union::{InterleaveExec, UnionExec};
-    use datafusion::physical_plan::unnest::UnnestExec;
-    use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
-    let any = plan.as_ref();
-    let why = if any.is::<AggregateExec>() {
-        Some("aggregates its rows before the window (a DISTINCT, GROUP BY or aggregate subquery)")
-    } else if any.is::<WindowAggExec>() || any.is::<BoundedWindowAggExec>() {
-        Some("computes an OVER (...) window function before the window aggregate")
-    } else if plan.fetch().is_some() {
-        Some("limits its rows (LIMIT) before the window aggregate")
-    } else if any.is::<ProjectionExec>()
-        || any.is::<FilterExec>()
-        || any.is::<RepartitionExec>()
-        || any.is::<CoalescePartitionsExec>()
-        || any.is::<datafusion::datasource::source::DataSourceExec>()
-        || any.is::<UnionExec>()
-        || any.is::<InterleaveExec>()
-        || any.is::<UnnestExec>()
-        || any.is::<EmptyExec>()
-        || any.is::<PlaceholderRowExec>()
-        || any.is::<SortExec>()
-        || any.is::<SortPreservingMergeExec>()
-        || any.is::<HashJoinExec>()
-        || any.is::<NestedLoopJoinExec>()
-        || any.is::<CrossJoinExec>()
-        // Deprecated in DataFusion 55, so matched by name; older rules may still plan it.
-        || plan.name() == "CoalesceBatchesExec"
-        || any.is::<CooperativeExec>()
-    {
-        None
-    } else {
-        Some("runs an operator before the window aggregate that Weir cannot keep across epochs")
-    };
-    if let Some(why) = why {
-        return Err(DataFusionError::Plan(format!(
-            "{why} ({}): it would see each epoch's rows alone, so its answer would depend on \
-             how the stream is cut into epochs",
-            plan.name()
-        )));
-    }
-    plan.children()
-        .into_iter()
-        .try_for_each(check_input_is_row_by_row)
 }
 
 /// The topmost aggregate of a plan.
