@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weir_engine::checkpoint::Checkpoint;
 use weir_engine::generator::{EcommerceConfig, EcommerceGenerator};
-use weir_engine::pipeline::{session_context, RunOptions};
+use weir_engine::runtime::checkpoint::Checkpoint;
+use weir_engine::runtime::{session_context, RunOptions};
 use weir_engine::EngineError;
 use weir_lakehouse::{register_lake, LakehouseError};
 use weir_sql::{load_pipeline_files, plan_pipeline, PlannedPipeline, SqlErrors};
@@ -119,14 +119,18 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         on_epoch: match args.progress {
             // Progress lines are best effort: when their reader goes away (`| head -2`) the
             // pipeline keeps running and committing instead of panicking on a closed pipe.
-            ProgressFormat::Text => Some(Arc::new(|r: &weir_engine::progress::EpochReport| {
-                let _ = writeln!(std::io::stderr().lock(), "{r}");
-            })),
-            ProgressFormat::Json => Some(Arc::new(|r: &weir_engine::progress::EpochReport| {
-                if let Ok(line) = serde_json::to_string(r) {
-                    let _ = writeln!(std::io::stdout().lock(), "{line}");
-                }
-            })),
+            ProgressFormat::Text => Some(Arc::new(
+                |r: &weir_engine::runtime::progress::EpochReport| {
+                    let _ = writeln!(std::io::stderr().lock(), "{r}");
+                },
+            )),
+            ProgressFormat::Json => Some(Arc::new(
+                |r: &weir_engine::runtime::progress::EpochReport| {
+                    if let Ok(line) = serde_json::to_string(r) {
+                        let _ = writeln!(std::io::stdout().lock(), "{line}");
+                    }
+                },
+            )),
             ProgressFormat::Quiet => None,
         },
         drain: args.drain,

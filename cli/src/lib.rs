@@ -4,13 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use weir_engine::checkpoint::Checkpoint;
 use weir_engine::decode::JsonDecoder;
-use weir_engine::epoch_table::EpochTable;
 use weir_engine::operators::row_errors::{splittable, RowInput};
 use weir_engine::operators::window::{WindowConfig, WindowOperator};
 use weir_engine::operators::StreamOperator;
-use weir_engine::pipeline::{EventTime, Pipeline, QueryNode, SourceNode};
+use weir_engine::runtime::checkpoint::Checkpoint;
+use weir_engine::runtime::epoch_table::EpochTable;
+use weir_engine::runtime::{EventTime, Pipeline, QueryNode, SourceNode};
 use weir_engine::sink::Sink;
 use weir_lakehouse::{DeltaSink, LakehouseError};
 use weir_sql::planner::SinkSpec;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use weir_engine::checkpoint::{Checkpoint, OffsetEntry};
+use weir_engine::runtime::checkpoint::{Checkpoint, OffsetEntry};
 
 use crate::commands::CliError;
 

@@ -16,7 +16,7 @@ use common::{
     assert_same_tables, assert_success, create_topic, delete_topic, kafka_broker, produce_events,
     query, read_messages, repo, unique_topic, weir, ECOMMERCE_TABLES,
 };
-use weir_engine::crash_point::CRASH_POINTS;
+use weir_engine::runtime::crash_point::CRASH_POINTS;
 
 /// `weir run examples/kafka --once` over `topic` into `lake`, `per_trigger` records an epoch.
 fn run_kafka_example(lake: &Path, servers: &str, topic: &str, per_trigger: u64) -> Command {

@@ -4,24 +4,19 @@
 //!
 //! The engine knows sinks only through the [`sink::Sink`] trait, so it never depends on Delta.
 
-pub mod checkpoint;
 pub mod count_distinct;
-pub mod crash_point;
 pub mod dead_letter;
 pub mod decode;
 pub mod duration;
-pub mod epoch_table;
 pub mod error;
 pub mod event_time;
 pub mod flat_json;
 pub mod generator;
-pub mod ingest;
 pub mod kafka_sink;
 pub mod operators;
 pub mod options;
-pub mod pipeline;
-pub mod progress;
 pub mod raw;
+pub mod runtime;
 pub mod sink;
 pub mod source;
 pub mod strict_json;

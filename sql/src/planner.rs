@@ -17,9 +17,9 @@ use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr, Query, Statement as SqlStatement, Visit, Visitor,
 };
 use datafusion::sql::sqlparser::tokenizer::Span;
-use weir_engine::epoch_table::EpochTable;
 use weir_engine::options::{edit_distance, Options};
-use weir_engine::pipeline::{register_stream, session_context, source_schema};
+use weir_engine::runtime::epoch_table::EpochTable;
+use weir_engine::runtime::{register_stream, session_context, source_schema};
 use weir_engine::source::{build_source, Source, COMMON_METADATA};
 use weir_engine::types::SUPPORTED_TYPES;
 use weir_engine::EngineError;

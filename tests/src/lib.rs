@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use arrow::array::RecordBatch;
 use arrow::util::display::array_value_to_string;
 use datafusion::prelude::SessionContext;
-use weir_engine::checkpoint::Checkpoint;
-use weir_engine::pipeline::{session_context, EpochCallback, RunOptions, RunSummary};
-use weir_engine::progress::EpochReport;
+use weir_engine::runtime::checkpoint::Checkpoint;
+use weir_engine::runtime::progress::EpochReport;
+use weir_engine::runtime::{session_context, EpochCallback, RunOptions, RunSummary};
 use weir_sql::parser::{parse_file, Statement};
 use weir_sql::{load_pipeline_files_with_env, plan_pipeline};
 

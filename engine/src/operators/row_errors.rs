@@ -19,7 +19,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::collect;
 use datafusion::prelude::SessionContext;
 
-use crate::epoch_table::EpochTable;
+use crate::runtime::epoch_table::EpochTable;
 
 /// The one stream a node reads, where its failing rows can be isolated.
 #[derive(Debug, Clone)]

@@ -544,7 +544,7 @@ mod tests {
                 (1, "a", 2.5, "p"),
             ]),
         ];
-        let ctx = crate::pipeline::session_context(2);
+        let ctx = crate::runtime::session_context(2);
         let all = MemTable::try_new(schema(), vec![epochs.clone()]).unwrap();
         ctx.register_table("events", Arc::new(all)).unwrap();
         let expected = rows(&ctx.sql(QUERY).await.unwrap().collect().await.unwrap());
@@ -595,7 +595,7 @@ mod tests {
     async fn count_and_sum_sessions() -> (SessionContext, WindowAggregateState) {
         let query = "SELECT window_start, window_end, k, count(*), sum(x) FROM events \
                      GROUP BY window_start, window_end, k";
-        let ctx = crate::pipeline::session_context(2);
+        let ctx = crate::runtime::session_context(2);
         ctx.register_table(
             "events",
             Arc::new(MemTable::try_new(schema(), vec![vec![]]).unwrap()),
