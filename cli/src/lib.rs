@@ -163,6 +163,7 @@ pub async fn assemble(
             })) as Box<dyn StreamOperator>
         });
         nodes.push(QueryNode {
+            inputs: n.inputs.clone(),
             row_input,
             name: n.name,
             plan: n.plan,

@@ -30,9 +30,12 @@ pub struct EpochStep<'a> {
     /// The epoch.
     pub epoch: u64,
     /// The watermark of this epoch (epoch milliseconds; `i64::MAX` in a drain epoch), from
-    /// the data of the epochs before it, as in Spark: rows behind it are late, state behind it
-    /// is final.
+    /// the data of the epochs before it, as in Spark: state behind it is final and emitted.
     pub watermark_ms: Option<i64>,
+    /// The watermark rows are judged late by: this epoch's for an operator reading sources;
+    /// the previous epoch's for one fed by another operator, whose output of this epoch is
+    /// released at this epoch's watermark and must not count as late (Spark's rule).
+    pub late_watermark_ms: Option<i64>,
 }
 
 /// What an operator produced in one epoch.

@@ -63,6 +63,11 @@ pub struct CommitEntry {
     /// Rows that arrived after their window was closed, per windowed node.
     #[serde(default)]
     pub late_rows: BTreeMap<String, u64>,
+    /// The watermark this epoch used. In the next epoch, an operator fed by another operator
+    /// judges lateness by it (Spark's rule for stateful operators in sequence). Absent in
+    /// checkpoints written before it was recorded.
+    #[serde(default)]
+    pub epoch_watermark_ms: Option<i64>,
 }
 
 impl Checkpoint {

@@ -168,9 +168,11 @@ impl Pipeline {
             max_event_time_ms: max_event_ms.clone(),
             watermark_ms: next_watermark,
             late_rows: report.late_rows.clone(),
+            epoch_watermark_ms: report.watermark_ms,
         })?;
         crash_point("commit-written", epoch);
         self.max_event_ms = max_event_ms;
+        self.previous_watermark_ms = report.watermark_ms;
         self.watermark_ms = next_watermark;
         for node in &mut self.sources {
             if let Some(range) = entry.sources.get(&node.name) {

@@ -162,7 +162,13 @@ async fn compute_nodes(
             stream.set(dead_letters.get(source).cloned().unwrap_or_default());
         }
         let (rows, replaced) = if node.operator.is_some() {
-            run_operator(ctx, node, epoch, watermark, dead_letters, report).await?
+            let late_watermark = if pipeline.fed_by_operator.contains(&node.name) {
+                pipeline.previous_watermark_ms
+            } else {
+                watermark
+            };
+            let watermarks = (watermark, late_watermark);
+            run_operator(ctx, node, epoch, watermarks, dead_letters, report).await?
         } else {
             let (rows, failed) = execute_node(ctx, node, epoch).await?;
             if let Some((source, dead)) = failed {
@@ -185,7 +191,7 @@ async fn run_operator(
     ctx: &SessionContext,
     node: &mut QueryNode,
     epoch: u64,
-    watermark: Option<i64>,
+    (watermark, late_watermark): (Option<i64>, Option<i64>),
     dead_letters: &mut DeadLetters,
     report: &mut EpochReport,
 ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
@@ -198,6 +204,7 @@ async fn run_operator(
         node: &node.name,
         epoch,
         watermark_ms: watermark,
+        late_watermark_ms: late_watermark,
     };
     let OperatorOutput {
         rows,
@@ -211,7 +218,7 @@ async fn run_operator(
         let described = LateRowsOf {
             node: &node.name,
             reason: late.reason,
-            watermark_ms: watermark,
+            watermark_ms: late_watermark,
             time_column: &late.time_column,
         };
         let dead = late_rows_batch(source, epoch, &described, &late.rows)?;

@@ -62,6 +62,8 @@ pub struct QueryNode {
     /// The table's stateful step (a window), kept across epochs; `None` for a stateless
     /// table or view, whose plan runs over each epoch's rows alone.
     pub operator: Option<Box<dyn StreamOperator>>,
+    /// The streams (sources and nodes) the node's plan reads.
+    pub inputs: Vec<String>,
     /// For a stateless node that reads one stream and joins nothing: that stream, so rows its
     /// query fails on can be found and dead-lettered (see `row_errors`).
     pub row_input: Option<RowInput>,

@@ -2,7 +2,7 @@
 //! decode, run every node in DAG order, commit, log the commit (see `epoch` and `commit`).
 //! One `Pipeline` is one set of SQL files.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +39,12 @@ pub struct Pipeline {
     pub(super) max_event_ms: BTreeMap<String, i64>,
     /// The watermark of the next epoch; `None` until every watermarked source has data.
     pub(super) watermark_ms: Option<i64>,
+    /// The watermark the last committed epoch used: operators fed by another operator judge
+    /// lateness by it, so the rows an upstream operator releases at the current watermark
+    /// are not late downstream (Spark's rule for stateful operators in sequence).
+    pub(super) previous_watermark_ms: Option<i64>,
+    /// Nodes that read, directly or through views, the output of a node with an operator.
+    pub(super) fed_by_operator: BTreeSet<String>,
     /// When this run started (idle timeouts of partitions not yet seen count from here).
     pub(super) started: Instant,
     /// The checkpoint's run lock, held while the pipeline runs (taken by `run` if the caller
@@ -57,6 +63,7 @@ impl Pipeline {
         nodes: Vec<QueryNode>,
         checkpoint: Checkpoint,
     ) -> Self {
+        let fed_by_operator = fed_by_operator(&nodes);
         let mut dead_letters = BTreeMap::new();
         let mut dead_letter_streams = BTreeMap::new();
         let sources = sources
@@ -84,6 +91,8 @@ impl Pipeline {
             checkpoint,
             max_event_ms: BTreeMap::new(),
             watermark_ms: None,
+            previous_watermark_ms: None,
+            fed_by_operator,
             started: Instant::now(),
             run_lock: None,
             epoch_in_progress: None,
@@ -193,6 +202,7 @@ impl Pipeline {
         if let Some(c) = &latest {
             self.max_event_ms = c.max_event_time_ms.clone();
             self.watermark_ms = c.watermark_ms;
+            self.previous_watermark_ms = c.epoch_watermark_ms;
         }
         // The stateful nodes of the last commit wrote state that must be there to restore.
         let stateful: Vec<String> = latest
@@ -358,6 +368,23 @@ impl Pipeline {
             cb(&report);
         }
     }
+}
+
+/// The nodes that read the output of a node with an operator, directly or through other
+/// nodes (`nodes` are in dependency order).
+fn fed_by_operator(nodes: &[QueryNode]) -> BTreeSet<String> {
+    let mut stateful_upstream: BTreeSet<String> = BTreeSet::new();
+    let mut fed = BTreeSet::new();
+    for node in nodes {
+        if node.inputs.iter().any(|i| stateful_upstream.contains(i)) {
+            fed.insert(node.name.clone());
+            stateful_upstream.insert(node.name.clone());
+        }
+        if node.operator.is_some() {
+            stateful_upstream.insert(node.name.clone());
+        }
+    }
+    fed
 }
 
 /// Where the loop is between epochs.

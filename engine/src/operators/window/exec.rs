@@ -76,7 +76,8 @@ pub(super) async fn execute_windowed(
     while let Some(batch) = rows.next().await {
         let batch = batch.map_err(plan_error)?;
         rows_in += batch.num_rows() as u64;
-        let (on_time, late_count, late_batch) = drop_late(&batch, config, step, watermark)?;
+        let (on_time, late_count, late_batch) =
+            drop_late(&batch, config, step, step.late_watermark_ms)?;
         let on_time = if carries_event_time {
             without_event_time(&on_time).map_err(plan_error)?
         } else {
