@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weir_engine::generator::{EcommerceConfig, EcommerceGenerator};
 use weir_engine::runtime::checkpoint::Checkpoint;
 use weir_engine::runtime::{session_context, RunOptions};
+use weir_engine::source::generator::ecommerce::{EcommerceConfig, EcommerceGenerator};
 use weir_engine::EngineError;
 use weir_lakehouse::{register_lake, LakehouseError};
 use weir_sql::{load_pipeline_files, plan_pipeline, PlannedPipeline, SqlErrors};

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use weir_engine::decode::JsonDecoder;
+use weir_engine::format::json::decode::JsonDecoder;
 use weir_engine::operators::row_errors::{splittable, RowInput};
 use weir_engine::operators::window::{WindowConfig, WindowOperator};
 use weir_engine::operators::StreamOperator;
@@ -108,7 +108,7 @@ pub async fn assemble(
         };
         let sink: Option<Box<dyn Sink>> = match &n.sink {
             Some(SinkSpec { kafka: Some(k), .. }) => Some(Box::new(
-                weir_engine::kafka_sink::KafkaSink::new(
+                weir_engine::sink::kafka::KafkaSink::new(
                     &k.topic,
                     &k.servers,
                     k.key.clone(),

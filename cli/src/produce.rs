@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use weir_engine::generator::{EcommerceConfig, EcommerceGenerator};
+use weir_engine::source::generator::ecommerce::{EcommerceConfig, EcommerceGenerator};
 
 use crate::commands::CliError;
 

@@ -42,7 +42,7 @@ fn killed_and_restarted_run_equals_uninterrupted_run() {
     let mut seed = 0x5eed_u64;
     let mut kills = 0;
     for _ in 0..8 {
-        seed = weir_engine::generator::splitmix(seed);
+        seed = weir_engine::source::generator::ecommerce::splitmix(seed);
         let delay = Duration::from_millis(150 + seed % 900);
         let mut child = run(crashed.path()).spawn().unwrap();
         std::thread::sleep(delay);

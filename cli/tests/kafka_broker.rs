@@ -95,7 +95,7 @@ fn kafka_pipeline_killed_at_every_step_and_at_random_equals_uninterrupted_run() 
     let (mut kills, mut attempts) = (0, 0);
     while kills < wanted && attempts < wanted * 3 {
         attempts += 1;
-        seed = weir_engine::generator::splitmix(seed);
+        seed = weir_engine::source::generator::ecommerce::splitmix(seed);
         let delay = Duration::from_millis(300 + seed % 3_000);
         let log = crashed.path().join("restart.log");
         let mut child = run_kafka_example(crashed.path(), &servers, &topic, per_trigger)

@@ -9,9 +9,9 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 
-use crate::decode::Rejected;
+use crate::format::json::decode::Rejected;
 use crate::operators::window::EVENT_TIME_COLUMN;
-use crate::raw::RawBatch;
+use crate::source::raw::RawBatch;
 
 /// The schema of every dead-letter table. `table`, `watermark` and `event_time` are set for
 /// late rows only: which windowed table found the row late, the watermark it used, and the

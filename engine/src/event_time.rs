@@ -9,7 +9,7 @@ use arrow::array::{Array, BooleanArray, TimestampMillisecondArray};
 use arrow::compute::filter_record_batch;
 use arrow::error::ArrowError;
 
-use crate::decode::{Decoded, Rejected};
+use crate::format::json::decode::{Decoded, Rejected};
 
 /// The earliest event time a window can hold: 1678-01-01T00:00:00Z. DataFusion computes window
 /// bounds in nanoseconds, which reach back to 1677-09-21.

@@ -6,20 +6,15 @@
 
 pub mod count_distinct;
 pub mod dead_letter;
-pub mod decode;
 pub mod duration;
 pub mod error;
 pub mod event_time;
-pub mod flat_json;
-pub mod generator;
-pub mod kafka_sink;
+pub mod format;
 pub mod operators;
 pub mod options;
-pub mod raw;
 pub mod runtime;
 pub mod sink;
 pub mod source;
-pub mod strict_json;
 pub mod types;
 
 pub use error::{EngineError, Result};

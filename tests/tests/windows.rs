@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use weir_engine::generator::splitmix;
+use weir_engine::source::generator::ecommerce::splitmix;
 use weir_tests::{lake_context, run_pipeline_with, sorted_rows, TestError};
 
 const START_MS: i64 = 1_709_251_200_000; // 2024-03-01T00:00:00Z

@@ -16,10 +16,10 @@ use arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use serde_json::Value;
 
 use crate::dead_letter::dead_letter_batch;
-use crate::decode::{take_rows, JsonDecoder};
 use crate::error::Result;
 use crate::event_time::reject_bad_event_times;
-use crate::raw::constant_string;
+use crate::format::json::decode::{take_rows, JsonDecoder};
+use crate::source::raw::constant_string;
 use crate::source::Source;
 
 /// One source's share of an epoch, ready for the plans.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use datafusion::logical_expr::LogicalPlan;
 
 use super::epoch_table::EpochTable;
-use crate::decode::JsonDecoder;
+use crate::format::json::decode::JsonDecoder;
 use crate::operators::row_errors::RowInput;
 use crate::operators::StreamOperator;
 use crate::sink::Sink;

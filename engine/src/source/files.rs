@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use crate::error::{EngineError, Result};
 use crate::options::Options;
-use crate::raw::RawBatch;
+use crate::source::raw::RawBatch;
 use crate::source::{parse_range, Source};
 
 /// The files one epoch reads (names relative to the folder), with the size and modification

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::error::{EngineError, Result};
 use crate::options::Options;
-use crate::raw::RawBatch;
+use crate::source::raw::RawBatch;
 use crate::source::{parse_range, Source};
 
 /// How long one metadata or offset request may wait for the broker.

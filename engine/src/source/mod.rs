@@ -7,8 +7,9 @@
 //! Ranges are JSON so each connector records what it needs (event indices, file names).
 
 mod files;
-mod generator;
+pub mod generator;
 mod kafka;
+pub mod raw;
 
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ pub use kafka::{KafkaSource, PartitionLag};
 
 use crate::error::{EngineError, Result};
 use crate::options::Options;
-use crate::raw::RawBatch;
+use crate::source::raw::RawBatch;
 
 /// Metadata columns every source has: its name and the epoch that read the row.
 pub const COMMON_METADATA: [&str; 2] = ["_source", "_epoch"];

@@ -9,10 +9,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{EngineError, Result};
-use crate::generator::{EcommerceConfig, EcommerceGenerator};
+pub mod ecommerce;
+
 use crate::options::Options;
-use crate::raw::RawBatch;
+use crate::source::raw::RawBatch;
 use crate::source::{parse_range, Source};
+use ecommerce::{EcommerceConfig, EcommerceGenerator};
 
 /// Events per epoch unless `max_events_per_trigger` says otherwise.
 const DEFAULT_EVENTS_PER_TRIGGER: u64 = 100_000;

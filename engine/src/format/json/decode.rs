@@ -19,8 +19,8 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::json::reader::{Decoder, ReaderBuilder};
 
-use crate::flat_json::FlatJsonDecoder;
-use crate::strict_json::{strict_problem, StrictProblem};
+use crate::format::json::flat::FlatJsonDecoder;
+use crate::format::json::strict::{strict_problem, StrictProblem};
 
 /// Records per chunk (the unit of work of one thread).
 const CHUNK_RECORDS: usize = 8192;
@@ -69,7 +69,7 @@ impl JsonDecoder {
     }
 
     /// Keeps arrow-json's coercions (`"12"` into an INT is 12, `1.5` is 1, ...) for records
-    /// the fast path leaves to it, instead of dead-lettering them (see `strict_json`).
+    /// the fast path leaves to it, instead of dead-lettering them (see `strict`).
     pub fn lenient(mut self, lenient: bool) -> Self {
         self.lenient = lenient;
         self
@@ -344,7 +344,11 @@ impl JsonDecoder {
             .iter()
             .find_map(|field| {
                 let value = object.get(field.name())?;
-                crate::strict_json::nested_in_scalar(field.name(), value, field.data_type())
+                crate::format::json::strict::nested_in_scalar(
+                    field.name(),
+                    value,
+                    field.data_type(),
+                )
             })
             .unwrap_or_else(|| error.to_string())
     }
@@ -405,8 +409,8 @@ mod tests {
         ])))
     }
 
-    fn raw(lines: &[&str]) -> crate::raw::RawBatch {
-        let mut r = crate::raw::RawBatch::default();
+    fn raw(lines: &[&str]) -> crate::source::raw::RawBatch {
+        let mut r = crate::source::raw::RawBatch::default();
         for l in lines {
             r.push(l.as_bytes());
         }
@@ -507,7 +511,7 @@ mod tests {
             "1709251202455",
             "1709251202455.5",
             "\"\\/\\\\\\\"\"",
-            // Values arrow-json alone would coerce (see strict_json).
+            // Values arrow-json alone would coerce (see `strict`).
             "\"NaN\"",
             "\"Infinity\"",
             "1e20",
@@ -625,7 +629,7 @@ mod tests {
         let flat = FlatJsonDecoder::try_new(&schema).unwrap();
         for seed in 0..4 {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            let mut input = crate::raw::RawBatch::default();
+            let mut input = crate::source::raw::RawBatch::default();
             for _ in 0..3000 {
                 input.push(&random_record(&mut rng, &fields));
             }

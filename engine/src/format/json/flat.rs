@@ -9,7 +9,7 @@
 //! It is deliberately a strict subset of `arrow-json`: a record it is not sure about (a syntax
 //! or type error, a missing NOT NULL field, a duplicate key, a nested value in an undeclared
 //! field, a number in an unusual form, a UTF-16 surrogate escape, ...) is *declined*, not
-//! rejected, and [`crate::decode::JsonDecoder`] hands it to `arrow-json`, which accepts it or
+//! rejected, and [`crate::format::json::decode::JsonDecoder`] hands it to `arrow-json`, which accepts it or
 //! explains why not. Every value it does accept is converted with the same functions
 //! `arrow-json` uses (`string_to_datetime`, a correctly rounded float parse), so the rows are
 //! identical; `decode::tests` checks that on random, partly broken records.

@@ -1,5 +1,7 @@
 //! The sink trait: how the engine hands an epoch's rows to a table without knowing its format.
 
+pub mod kafka;
+
 use arrow::array::RecordBatch;
 
 use crate::error::BoxError;
