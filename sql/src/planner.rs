@@ -20,7 +20,7 @@ use datafusion::sql::sqlparser::tokenizer::Span;
 use weir_engine::options::{edit_distance, Options};
 use weir_engine::runtime::epoch_table::EpochTable;
 use weir_engine::runtime::{register_stream, session_context, source_schema};
-use weir_engine::source::{build_source, Source, COMMON_METADATA};
+use weir_engine::source::{Source, SourceArgs, SourceRegistry, COMMON_METADATA};
 use weir_engine::types::SUPPORTED_TYPES;
 use weir_engine::EngineError;
 
@@ -591,7 +591,15 @@ fn plan_source(
     let Some(connector) = options.take_str("connector") else {
         return Err(file
             .error(s.name_span, format!("source `{}` has no connector", s.name))
-            .with_hint("add WITH (connector = 'kafka' | 'files' | 'generator', ...)"));
+            .with_hint(format!(
+                "add WITH (connector = {}, ...)",
+                SourceRegistry::builtin()
+                    .names()
+                    .iter()
+                    .map(|n| format!("'{n}'"))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            )));
     };
     let connector = connector.to_ascii_lowercase();
     // Taken here, not by the connector: it belongs to the watermark, for every connector.
@@ -634,7 +642,12 @@ fn plan_source(
         .take_choice("late_data", &["drop", "dead_letter"])
         .map_err(|e| option_error(file, &s.options, s.name_span, e))?
         .is_some_and(|v| v == "dead_letter");
-    let source = build_source(pipeline, &s.name, &connector, options, &declared)
+    let args = SourceArgs {
+        pipeline,
+        source: &s.name,
+    };
+    let source = SourceRegistry::builtin()
+        .build(args, &connector, options, &declared)
         .map_err(|e| option_error(file, &s.options, s.name_span, e))?;
     let schema = source_schema(&declared, &source.metadata_fields());
     let table = register_stream(ctx, &s.name, schema)

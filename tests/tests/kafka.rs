@@ -361,7 +361,12 @@ fn a_partition_paused_and_reassigned_later_is_read() -> Result<(), TestError> {
         ]
         .map(|(k, v)| (k.to_string(), v.to_string())),
     );
-    let mut source = weir_engine::source::build_source("p", "grow", "kafka", options, &declared)?;
+    let args = weir_engine::source::SourceArgs {
+        pipeline: "p",
+        source: "grow",
+    };
+    let mut source =
+        weir_engine::source::SourceRegistry::builtin().build(args, "kafka", options, &declared)?;
     let mut epoch = |expected: Option<usize>| -> Result<(), TestError> {
         let range = source.plan_next(false)?;
         assert_eq!(range.is_some(), expected.is_some(), "{range:?}");

@@ -86,7 +86,7 @@ async fn unknown_connector_lists_the_known_ones() {
         sql,
         "'kinesis'",
         1,
-        &["unknown connector 'kinesis'", "generator, files"],
+        &["unknown connector 'kinesis'", "files, generator, kafka"],
     )
     .await;
 }

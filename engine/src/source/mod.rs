@@ -10,18 +10,19 @@ mod files;
 pub mod generator;
 mod kafka;
 pub mod raw;
+mod registry;
 
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, FieldRef, SchemaRef};
+use arrow::datatypes::{DataType, Field, FieldRef};
 use serde_json::Value;
 
 pub use files::FilesSource;
 pub use generator::GeneratorSource;
 pub use kafka::{KafkaSource, PartitionLag};
+pub use registry::{SourceArgs, SourceFactory, SourceRegistry};
 
 use crate::error::{EngineError, Result};
-use crate::options::Options;
 use crate::source::raw::RawBatch;
 
 /// Metadata columns every source has: its name and the epoch that read the row.
@@ -60,45 +61,6 @@ pub trait Source: Send {
     fn lag(&mut self, _history: &[Value]) -> Result<Option<Vec<PartitionLag>>> {
         Ok(None)
     }
-}
-
-/// Builds a source for `connector` from its WITH options (after `connector` itself was taken).
-/// Unknown connectors and options are errors naming the option and the accepted values.
-pub fn build_source(
-    pipeline: &str,
-    source_name: &str,
-    connector: &str,
-    mut options: Options,
-    schema: &SchemaRef,
-) -> Result<Box<dyn Source>> {
-    let source: Box<dyn Source> = match connector {
-        "generator" => Box::new(GeneratorSource::from_options(source_name, &mut options)?),
-        "files" => Box::new(FilesSource::from_options(source_name, &mut options)?),
-        "kafka" => Box::new(KafkaSource::from_options(
-            pipeline,
-            source_name,
-            &mut options,
-        )?),
-        other => {
-            return Err(EngineError::option(
-                "connector",
-                format!("unknown connector '{other}'; use one of: generator, files, kafka"),
-            ))
-        }
-    };
-    options.finish(&format!("connector '{connector}'"))?;
-    for f in source.metadata_fields() {
-        if schema.field_with_name(f.name()).is_ok() {
-            return Err(EngineError::option(
-                "connector",
-                format!(
-                    "column `{}` clashes with a metadata column of connector '{connector}'; rename it",
-                    f.name()
-                ),
-            ));
-        }
-    }
-    Ok(source)
 }
 
 /// The fields of the common metadata columns.
