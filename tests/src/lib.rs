@@ -93,6 +93,19 @@ pub async fn run_pipeline_observed(
     Ok(RunResult { summary, epochs })
 }
 
+/// Plans `pipeline` and assembles it against `lake` (checkpoint under the lake), ready to
+/// run or spawn with options of the test's choosing.
+pub async fn assemble_pipeline(
+    pipeline: &Path,
+    lake: &Path,
+) -> Result<weir_engine::runtime::Pipeline, TestError> {
+    let files = load_pipeline_files_with_env(pipeline, &|name: &str| std::env::var(name).ok())?;
+    let name = weir_cli::pipeline_name(pipeline);
+    let planned = plan_pipeline(&name, &files, 2).await?;
+    let checkpoint = Checkpoint::open(checkpoint_dir(lake, pipeline), &name)?;
+    Ok(weir_cli::assemble(planned, lake, checkpoint).await?)
+}
+
 /// The default checkpoint folder of `pipeline` in `lake`.
 pub fn checkpoint_dir(lake: &Path, pipeline: &Path) -> PathBuf {
     lake.join("_checkpoints")

@@ -10,12 +10,14 @@
 //! - `checkpoint`: the offset log, commit log, operator state files and the run lock.
 //! - `session`, `epoch_table`: the DataFusion session and the tables SQL reads each epoch from.
 //! - `nodes`, `options`, `progress`: what a pipeline is made of, how it runs, what it reports.
+//! - `handle`: stopping and observing a run from elsewhere (`Pipeline::spawn`).
 
 pub mod checkpoint;
 mod commit;
 pub mod crash_point;
 mod epoch;
 pub mod epoch_table;
+mod handle;
 pub mod ingest;
 mod nodes;
 mod options;
@@ -25,6 +27,7 @@ pub mod progress;
 mod session;
 mod watermark;
 
+pub use handle::{PipelineHandle, RunState, RunningPipeline};
 pub use nodes::{EventTime, QueryNode, SourceNode};
 pub use options::{EpochCallback, RunOptions, RunSummary};
 pub use pipeline::Pipeline;

@@ -25,7 +25,7 @@ pub struct SinkReport {
 /// Implementations must be idempotent per epoch: writing an epoch that was already committed
 /// (the engine replays the last epoch after a crash) must not duplicate rows.
 #[async_trait::async_trait]
-pub trait Sink: Send {
+pub trait Sink: Send + Sync {
     /// Where the sink writes (a table URL), for messages.
     fn describe(&self) -> String;
 
