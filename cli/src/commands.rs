@@ -92,7 +92,8 @@ fn default_threads() -> usize {
 
 async fn plan(path: &Path, threads: usize) -> Result<PlannedPipeline, CliError> {
     let files = load_pipeline_files(path)?;
-    Ok(plan_pipeline(&weir_cli::pipeline_name(path), &files, threads).await?)
+    let connectors = weir_cli::connectors();
+    Ok(plan_pipeline(&weir_cli::pipeline_name(path), &files, threads, &connectors).await?)
 }
 
 /// `weir run`.

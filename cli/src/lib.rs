@@ -3,7 +3,9 @@
 //! source.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use weir_engine::connectors::Connectors;
 use weir_engine::format::json::decode::JsonDecoder;
 use weir_engine::operators::row_errors::{splittable, RowInput};
 use weir_engine::operators::window::{WindowConfig, WindowOperator};
@@ -11,9 +13,12 @@ use weir_engine::operators::StreamOperator;
 use weir_engine::runtime::checkpoint::Checkpoint;
 use weir_engine::runtime::epoch_table::EpochTable;
 use weir_engine::runtime::{EventTime, Pipeline, QueryNode, SourceNode};
-use weir_engine::sink::Sink;
-use weir_lakehouse::{DeltaSink, LakehouseError};
-use weir_sql::planner::SinkSpec;
+use weir_engine::sink::kafka::KafkaSinkConnector;
+use weir_engine::sink::{Sink, SinkPlace, SinkRegistry};
+use weir_engine::source::SourceRegistry;
+use weir_lakehouse::{DeltaConnector, DeltaSink, LakehouseError};
+
+pub use weir_lakehouse::table_location;
 use weir_sql::PlannedPipeline;
 
 /// The pipeline name for a path: the folder name, or the file name without `.sql`.
@@ -32,13 +37,15 @@ pub fn pipeline_name(path: &Path) -> String {
         .unwrap_or_else(|| "pipeline".to_string())
 }
 
-/// Resolves a table path (`bronze/events`, or absolute) against the lake folder.
-pub fn table_location(lake: &Path, path: &str) -> PathBuf {
-    let p = Path::new(path);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        lake.join(p)
+/// Every connector this build has: the engine's sources, and the Delta (the default) and
+/// Kafka sinks. Adding a sink connector is one `register` line here.
+pub fn connectors() -> Connectors {
+    let mut sinks = SinkRegistry::new("delta");
+    sinks.register("delta", Arc::new(DeltaConnector));
+    sinks.register("kafka", Arc::new(KafkaSinkConnector));
+    Connectors {
+        sources: SourceRegistry::builtin(),
+        sinks,
     }
 }
 
@@ -107,31 +114,24 @@ pub async fn assemble(
             None => None,
         };
         let sink: Option<Box<dyn Sink>> = match &n.sink {
-            Some(SinkSpec { kafka: Some(k), .. }) => Some(Box::new(
-                weir_engine::sink::kafka::KafkaSink::new(
-                    &k.topic,
-                    &k.servers,
-                    k.key.clone(),
-                    &k.properties,
-                )
-                .map_err(|e| LakehouseError::SinkSetup {
-                    table: n.name.clone(),
-                    message: format!("cannot create the Kafka producer: {e}"),
-                })?,
-            )),
-            Some(spec) => Some(Box::new(
-                DeltaSink::open(
-                    &table_location(lake, &spec.path),
-                    format!("weir:{name}:{}", n.name),
-                    spec.partition_by.clone(),
-                    &n.table.schema_ref(),
-                )
-                .await?
-                .with_merge_keys(spec.merge_keys.clone().unwrap_or_default()),
-            )),
+            Some(table_sink) => {
+                let place = SinkPlace {
+                    lake,
+                    pipeline: &name,
+                    table: &n.name,
+                    schema: &n.table.schema_ref(),
+                };
+                let opened = table_sink.planned.open(place).await.map_err(|e| {
+                    LakehouseError::SinkSetup {
+                        table: n.name.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+                Some(opened)
+            }
             None => None,
         };
-        let update_mode = n.sink.as_ref().is_some_and(|s| s.merge_keys.is_some());
+        let update_mode = n.sink.as_ref().is_some_and(|s| s.update_keys.is_some());
         // A node without a window that reads one stream and joins nothing can dead-letter
         // the rows its query fails on, into its upstream source's dead letters.
         let row_input = match (&n.window, n.inputs.as_slice()) {

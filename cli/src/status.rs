@@ -113,7 +113,11 @@ pub async fn status(
 /// of the status does not depend on them.
 async fn print_lag(pipeline: &Path, offsets: &[OffsetEntry], last_epoch: u64) {
     let planned = match weir_sql::load_pipeline_files(pipeline) {
-        Ok(files) => weir_sql::plan_pipeline(&weir_cli::pipeline_name(pipeline), &files, 1).await,
+        Ok(files) => {
+            let connectors = weir_cli::connectors();
+            weir_sql::plan_pipeline(&weir_cli::pipeline_name(pipeline), &files, 1, &connectors)
+                .await
+        }
         Err(e) => Err(e),
     };
     let planned = match planned {

@@ -4,6 +4,7 @@
 //!
 //! The engine knows sinks only through the [`sink::Sink`] trait, so it never depends on Delta.
 
+pub mod connectors;
 pub mod count_distinct;
 pub mod dead_letter;
 pub mod duration;

@@ -2,11 +2,13 @@
 //! that registers every Delta table of a lake folder for batch SQL (`weir query`, test oracles).
 
 pub mod catalog;
+pub mod delta_connector;
 pub mod delta_sink;
 pub mod error;
 pub mod normalize;
 pub mod parquet_layout;
 
 pub use catalog::{find_delta_tables, register_lake};
+pub use delta_connector::{table_location, DeltaConnector, PlannedDeltaTable};
 pub use delta_sink::DeltaSink;
 pub use error::LakehouseError;

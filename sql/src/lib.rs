@@ -19,5 +19,5 @@ pub mod windows;
 pub use error::{SqlError, SqlErrors};
 pub use parser::{load_pipeline_files, load_pipeline_files_with_env, PipelineFile};
 pub use planner::{
-    plan_pipeline, PlannedNode, PlannedPipeline, PlannedSource, SinkSpec, StreamKind,
+    plan_pipeline, PlannedNode, PlannedPipeline, PlannedSource, StreamKind, TableSink,
 };

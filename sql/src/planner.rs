@@ -17,6 +17,7 @@ use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr, Query, Statement as SqlStatement, Visit, Visitor,
 };
 use datafusion::sql::sqlparser::tokenizer::Span;
+use weir_engine::connectors::Connectors;
 use weir_engine::options::{edit_distance, Options};
 use weir_engine::runtime::epoch_table::EpochTable;
 use weir_engine::runtime::{register_stream, session_context, source_schema};
@@ -34,8 +35,8 @@ use crate::parser::{
 use crate::rewrite::{
     exists_in_select_lists, expression_depth, hide_metadata_columns, MAX_EXPRESSION_DEPTH,
 };
-use crate::sinks::{overlapping_table_paths, sink_spec};
-pub use crate::sinks::{KafkaSinkSpec, SinkSpec};
+pub use crate::sinks::TableSink;
+use crate::sinks::{overlapping_table_paths, plan_sink};
 use crate::spark_windows::rewrite_spark_windows;
 use crate::stream_joins::{find_stream_join, join_span, plan_origins, Origins};
 use crate::windows::{rewrite_window_functions, WindowSpec, WINDOW_END};
@@ -85,8 +86,8 @@ pub struct PlannedNode {
     pub table: Arc<EpochTable>,
     /// Sources, tables and views this node reads.
     pub inputs: Vec<String>,
-    /// Where a table writes.
-    pub sink: Option<SinkSpec>,
+    /// Where a table writes, as its connector planned it.
+    pub sink: Option<TableSink>,
     /// The TUMBLE / HOP window this node aggregates over, if any.
     pub window: Option<WindowSpec>,
     /// Where it is declared.
@@ -132,26 +133,23 @@ impl PlannedPipeline {
         out.push_str("\nnodes (in run order):\n");
         for n in &self.nodes {
             let target = match &n.sink {
-                Some(s) => format!(
-                    " -> {} table '{}'{}",
-                    s.format,
-                    s.path,
-                    if s.partition_by.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" partitioned by {}", s.partition_by.join(", "))
-                    }
-                ),
+                Some(s) => format!(" -> {}", s.planned.describe()),
                 None => " (view, not stored)".to_string(),
             };
-            let mode = match n.sink.as_ref().and_then(|s| s.merge_keys.as_ref()) {
+            let mode = match n.sink.as_ref().and_then(|s| s.update_keys.as_ref()) {
                 Some(_) => "update",
                 None => "append",
             };
             let window = n
                 .window
                 .as_ref()
-                .map(|w| format!(" [{}; {mode} output]", w.describe()))
+                .map(|w| {
+                    format!(
+                        " [window operator: {}; {mode} output; state: one row per open \
+                         (window, keys) group]",
+                        w.describe()
+                    )
+                })
                 .unwrap_or_default();
             out.push_str(&format!(
                 "  {} <- [{}]{target}{window}\n",
@@ -181,6 +179,7 @@ pub async fn plan_pipeline(
     name: &str,
     files: &[PipelineFile],
     threads: usize,
+    connectors: &Connectors,
 ) -> Result<PlannedPipeline, SqlErrors> {
     let mut errors = Vec::new();
     let mut statements: Vec<(&PipelineFile, Statement)> = Vec::new();
@@ -219,7 +218,7 @@ pub async fn plan_pipeline(
     let mut hidden: HashMap<String, Vec<String>> = HashMap::new();
     for (file, stmt) in &statements {
         if let Statement::Source(s) = stmt {
-            match plan_source(&ctx, name, file, s) {
+            match plan_source(&ctx, name, file, s, &connectors.sources) {
                 Ok(planned) => {
                     let declared: HashSet<&str> = planned
                         .declared
@@ -389,8 +388,14 @@ pub async fn plan_pipeline(
                     break;
                 }
                 let sink = match st.kind {
-                    StreamKind::Table => match sink_spec(file, st, &schema, &plan, window.as_ref())
-                    {
+                    StreamKind::Table => match plan_sink(
+                        file,
+                        st,
+                        &schema,
+                        &plan,
+                        window.as_ref(),
+                        &connectors.sinks,
+                    ) {
                         Ok(s) => Some(s),
                         Err(e) => {
                             errors.push(e);
@@ -497,6 +502,7 @@ fn plan_source(
     pipeline: &str,
     file: &PipelineFile,
     s: &SourceStatement,
+    sources: &SourceRegistry,
 ) -> Result<PlannedSource, SqlError> {
     let mut fields = Vec::new();
     let mut seen = HashSet::new();
@@ -593,7 +599,7 @@ fn plan_source(
             .error(s.name_span, format!("source `{}` has no connector", s.name))
             .with_hint(format!(
                 "add WITH (connector = {}, ...)",
-                SourceRegistry::builtin()
+                sources
                     .names()
                     .iter()
                     .map(|n| format!("'{n}'"))
@@ -646,7 +652,7 @@ fn plan_source(
         pipeline,
         source: &s.name,
     };
-    let source = SourceRegistry::builtin()
+    let source = sources
         .build(args, &connector, options, &declared)
         .map_err(|e| option_error(file, &s.options, s.name_span, e))?;
     let schema = source_schema(&declared, &source.metadata_fields());

@@ -72,7 +72,7 @@ pub async fn run_pipeline_observed(
     };
     let files = load_pipeline_files_with_env(pipeline, &lookup)?;
     let name = weir_cli::pipeline_name(pipeline);
-    let planned = plan_pipeline(&name, &files, 2).await?;
+    let planned = plan_pipeline(&name, &files, 2, &weir_cli::connectors()).await?;
     let checkpoint = Checkpoint::open(checkpoint_dir(lake, pipeline), &name)?;
     let mut runnable = weir_cli::assemble(planned, lake, checkpoint).await?;
     let epochs = Arc::new(Mutex::new(Vec::new()));
@@ -101,7 +101,7 @@ pub async fn assemble_pipeline(
 ) -> Result<weir_engine::runtime::Pipeline, TestError> {
     let files = load_pipeline_files_with_env(pipeline, &|name: &str| std::env::var(name).ok())?;
     let name = weir_cli::pipeline_name(pipeline);
-    let planned = plan_pipeline(&name, &files, 2).await?;
+    let planned = plan_pipeline(&name, &files, 2, &weir_cli::connectors()).await?;
     let checkpoint = Checkpoint::open(checkpoint_dir(lake, pipeline), &name)?;
     Ok(weir_cli::assemble(planned, lake, checkpoint).await?)
 }

@@ -109,7 +109,7 @@ async fn option_values_keep_their_case() -> Result<(), TestError> {
              SELECT eventId, eventDate FROM s;",
     )?;
     let files = weir_sql::load_pipeline_files_with_env(&file, &|_| None)?;
-    let planned = weir_sql::plan_pipeline("p", &files, 1).await?;
+    let planned = weir_sql::plan_pipeline("p", &files, 1, &weir_cli::connectors()).await?;
     let sink = |name: &str| {
         planned
             .nodes
@@ -118,12 +118,17 @@ async fn option_values_keep_their_case() -> Result<(), TestError> {
             .and_then(|n| n.sink.clone())
             .ok_or("no sink")
     };
-    let kafka = sink("alerts")?.kafka.ok_or("not a kafka sink")?;
-    assert_eq!(kafka.topic, "Fraud.Detected");
-    assert_eq!(kafka.key.as_deref(), Some("eventId"));
+    let kafka = sink("alerts")?;
+    assert_eq!(kafka.connector, "kafka");
+    assert_eq!(
+        kafka.planned.describe(),
+        "kafka topic 'Fraud.Detected' keyed by eventId"
+    );
     let delta = sink("by_day")?;
-    assert_eq!(delta.path, "Gold/ByDay");
-    assert_eq!(delta.partition_by, ["eventDate"]);
+    assert_eq!(
+        delta.planned.describe(),
+        "delta table 'Gold/ByDay' partitioned by eventDate"
+    );
     Ok(())
 }
 

@@ -15,7 +15,7 @@ async fn errors_of(sql: &str) -> (SqlErrors, std::path::PathBuf, tempfile::TempD
     let file = dir.path().join("pipeline.sql");
     std::fs::write(&file, sql).unwrap();
     let files = load_pipeline_files_with_env(&file, &|_| None).unwrap();
-    match plan_pipeline("p", &files, 1).await {
+    match plan_pipeline("p", &files, 1, &weir_cli::connectors()).await {
         Ok(_) => panic!("expected an error for:\n{sql}"),
         Err(e) => (e, file, dir),
     }
@@ -237,7 +237,7 @@ async fn a_join_of_views_of_one_source_is_allowed() {
     )
     .unwrap();
     let files = load_pipeline_files_with_env(&file, &|_| None).unwrap();
-    if let Err(e) = plan_pipeline("p", &files, 1).await {
+    if let Err(e) = plan_pipeline("p", &files, 1, &weir_cli::connectors()).await {
         panic!("{e}");
     }
 }
@@ -290,7 +290,7 @@ async fn an_absolute_path_is_allowed_when_asked_for() {
     )
     .unwrap();
     let files = load_pipeline_files_with_env(&file, &|_| None).unwrap();
-    if let Err(e) = plan_pipeline("p", &files, 1).await {
+    if let Err(e) = plan_pipeline("p", &files, 1, &weir_cli::connectors()).await {
         panic!("{e}");
     }
 }

@@ -13,8 +13,11 @@ use arrow::datatypes::{DataType, Field, Schema};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
-use crate::error::BoxError;
-use crate::sink::{Sink, SinkReport};
+use crate::error::{BoxError, EngineError};
+use crate::options::Options;
+use crate::sink::{
+    column_named, PlannedSink, Sink, SinkConnector, SinkPlace, SinkReport, SinkTarget,
+};
 
 /// How long to wait for the broker to acknowledge an epoch's messages.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -134,5 +137,82 @@ impl Sink for KafkaSink {
             already_committed: false,
             version: None,
         })
+    }
+}
+
+/// The `kafka` sink connector: `topic`, `bootstrap.servers`, `format = 'json'`, `key` (a
+/// column) and `kafka.*` producer properties. Messages are appended: no update output mode.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KafkaSinkConnector;
+
+/// A table planned to write to a Kafka topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedKafkaSink {
+    /// The topic.
+    pub topic: String,
+    /// The brokers (`bootstrap.servers`).
+    pub servers: String,
+    /// The column whose value is each message's key, as the table spells it.
+    pub key: Option<String>,
+    /// `kafka.*` producer properties, without the prefix.
+    pub properties: Vec<(String, String)>,
+}
+
+impl SinkConnector for KafkaSinkConnector {
+    fn plan(
+        &self,
+        target: SinkTarget<'_>,
+        options: &mut Options,
+    ) -> crate::error::Result<std::sync::Arc<dyn PlannedSink>> {
+        if target.update_keys.is_some() {
+            return Err(EngineError::option(
+                "output_mode",
+                "a kafka table appends messages and cannot replace rows; 'update' needs a \
+                 table that MERGEs (connector = 'delta')",
+            ));
+        }
+        let topic = options.require_str("topic", "the topic to write, e.g. topic = 'alerts'")?;
+        let servers = options.require_str(
+            "bootstrap.servers",
+            "the brokers, e.g. bootstrap.servers = '127.0.0.1:9092'",
+        )?;
+        options.take_choice("format", &["json"])?;
+        let key = match options.take_str("key") {
+            None => None,
+            Some(k) => Some(column_named(target.schema, &k).ok_or_else(|| {
+                EngineError::option(
+                    "key",
+                    format!("`{k}` is not a column of `{}`", target.table),
+                )
+            })?),
+        };
+        let properties = options.take_prefixed("kafka.");
+        Ok(std::sync::Arc::new(PlannedKafkaSink {
+            topic,
+            servers,
+            key,
+            properties,
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl PlannedSink for PlannedKafkaSink {
+    fn describe(&self) -> String {
+        match &self.key {
+            Some(key) => format!("kafka topic '{}' keyed by {key}", self.topic),
+            None => format!("kafka topic '{}'", self.topic),
+        }
+    }
+
+    async fn open(&self, _place: SinkPlace<'_>) -> Result<Box<dyn Sink>, BoxError> {
+        let sink = KafkaSink::new(
+            &self.topic,
+            &self.servers,
+            self.key.clone(),
+            &self.properties,
+        )
+        .map_err(|e| format!("cannot create the Kafka producer: {e}"))?;
+        Ok(Box::new(sink))
     }
 }

@@ -1,6 +1,9 @@
 //! The sink trait: how the engine hands an epoch's rows to a table without knowing its format.
 
 pub mod kafka;
+mod registry;
+
+pub use registry::{column_named, PlannedSink, SinkConnector, SinkPlace, SinkRegistry, SinkTarget};
 
 use arrow::array::RecordBatch;
 
