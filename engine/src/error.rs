@@ -13,12 +13,17 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// A WITH option of a source or table is missing, unknown or has a bad value.
-    #[error("option `{key}`: {message}")]
+    #[error("option `{key}`: {message}{}", hint.as_ref().map(|h| format!("; {h}")).unwrap_or_default())]
     Option {
         /// The option key as written by the user.
         key: String,
-        /// What is wrong and what to write instead.
+        /// What is wrong.
         message: String,
+        /// What to write instead, if there is a suggestion.
+        hint: Option<String>,
+        /// The key itself is not an option (rather than its value being wrong), so the error
+        /// points at the key.
+        unknown_key: bool,
     },
 
     /// A source could not be read (files missing, unreadable).
@@ -79,11 +84,41 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    /// An option error, for use by option parsers.
+    /// An option error (a missing option or a bad value), for use by option parsers.
     pub fn option(key: impl Into<String>, message: impl Into<String>) -> Self {
         EngineError::Option {
             key: key.into(),
             message: message.into(),
+            hint: None,
+            unknown_key: false,
+        }
+    }
+
+    /// An option error with what to write instead.
+    pub fn option_hint(
+        key: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        EngineError::Option {
+            key: key.into(),
+            message: message.into(),
+            hint: Some(hint.into()),
+            unknown_key: false,
+        }
+    }
+
+    /// An option nobody knows (`message` says of what), with the suggestion in `hint`.
+    pub fn unknown_option(
+        key: impl Into<String>,
+        message: impl Into<String>,
+        hint: String,
+    ) -> Self {
+        EngineError::Option {
+            key: key.into(),
+            message: message.into(),
+            hint: Some(hint),
+            unknown_key: true,
         }
     }
 

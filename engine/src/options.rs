@@ -36,7 +36,7 @@ impl Options {
     /// Takes a required string option.
     pub fn require_str(&mut self, key: &str, hint: &str) -> Result<String> {
         self.take_str(key)
-            .ok_or_else(|| EngineError::option(key, format!("is required; {hint}")))
+            .ok_or_else(|| EngineError::option_hint(key, "is required", hint))
     }
 
     /// Takes an unsigned integer option (`events = 1000` or `events = '1_000'`).
@@ -49,9 +49,10 @@ impl Options {
                 .parse::<u64>()
                 .map(Some)
                 .map_err(|_| {
-                    EngineError::option(
+                    EngineError::option_hint(
                         key,
-                        format!("expected a whole number, got '{v}'; write e.g. {key} = 1000"),
+                        format!("expected a whole number, got '{v}'"),
+                        format!("write e.g. {key} = 1000"),
                     )
                 }),
         }
@@ -64,9 +65,10 @@ impl Options {
             Some(v) => crate::duration::parse_duration(&v)
                 .map(Some)
                 .ok_or_else(|| {
-                    EngineError::option(
+                    EngineError::option_hint(
                         key,
-                        format!("'{v}' is not a duration; write e.g. {key} = '30 seconds'"),
+                        format!("'{v}' is not a duration"),
+                        format!("write e.g. {key} = '30 seconds'"),
                     )
                 }),
         }
@@ -78,11 +80,10 @@ impl Options {
             None => Ok(None),
             Some(v) => match v.trim().parse::<f64>() {
                 Ok(x) if (0.0..=1.0).contains(&x) => Ok(Some(x)),
-                _ => Err(EngineError::option(
+                _ => Err(EngineError::option_hint(
                     key,
-                    format!(
-                        "expected a number between 0 and 1, got '{v}'; write e.g. {key} = 0.01"
-                    ),
+                    format!("expected a number between 0 and 1, got '{v}'"),
+                    format!("write e.g. {key} = 0.01"),
                 )),
             },
         }
@@ -95,9 +96,10 @@ impl Options {
             Some(v) if choices.iter().any(|c| c.eq_ignore_ascii_case(&v)) => {
                 Ok(Some(v.to_ascii_lowercase()))
             }
-            Some(v) => Err(EngineError::option(
+            Some(v) => Err(EngineError::option_hint(
                 key,
-                format!("'{v}' is not supported; use one of: {}", choices.join(", ")),
+                format!("'{v}' is not supported"),
+                format!("use one of: {}", choices.join(", ")),
             )),
         }
     }
@@ -124,17 +126,15 @@ impl Options {
     pub fn finish(self, what: &str) -> Result<()> {
         if let Some(key) = self.values.keys().next() {
             let suggestion = closest(key, &self.taken)
-                .map(|k| format!(" Did you mean `{k}`?"))
+                .map(|k| format!("Did you mean `{k}`? "))
                 .unwrap_or_default();
             let mut known = self.taken.clone();
             known.sort();
             known.dedup();
-            return Err(EngineError::option(
+            return Err(EngineError::unknown_option(
                 key.clone(),
-                format!(
-                    "is not an option of {what}.{suggestion} Known options: {}",
-                    known.join(", ")
-                ),
+                format!("is not an option of {what}"),
+                format!("{suggestion}Known options: {}", known.join(", ")),
             ));
         }
         Ok(())

@@ -45,8 +45,7 @@ impl SinkConnector for DeltaConnector {
         let outside_lake = options
             .take_choice("allow_outside_lake", &["true", "false"])?
             .is_some_and(|v| v == "true");
-        check_table_path(&path, outside_lake)
-            .map_err(|reason| EngineError::option("path", reason))?;
+        check_table_path(&path, outside_lake)?;
         let partition_by = partition_columns(target, options.take_str("partition_by"))?;
         Ok(Arc::new(PlannedDeltaTable {
             path,
@@ -71,13 +70,13 @@ fn partition_columns(target: SinkTarget<'_>, option: Option<String>) -> Result<V
                 .iter()
                 .map(|f| f.name().as_str())
                 .collect();
-            return Err(EngineError::option(
+            return Err(EngineError::option_hint(
                 "partition_by",
                 format!(
-                    "partition column `{name}` is not a column of `{}`; columns: {}",
-                    target.table,
-                    names.join(", ")
+                    "partition column `{name}` is not a column of `{}`",
+                    target.table
                 ),
+                format!("columns: {}", names.join(", ")),
             ));
         };
         columns.push(column);
@@ -94,16 +93,18 @@ fn partition_columns(target: SinkTarget<'_>, option: Option<String>) -> Result<V
 /// Refuses a table path that would write outside the lake (`..`, or an absolute path without
 /// `allow_outside_lake = true`), make the lake itself a table (`''`, `.`), or write into
 /// Weir's own folders (`_dead_letter`, `_checkpoints`).
-fn check_table_path(path: &str, outside_lake: bool) -> Result<(), String> {
+fn check_table_path(path: &str, outside_lake: bool) -> Result<()> {
+    let refuse = |message: String, hint: &str| Err(EngineError::option_hint("path", message, hint));
     let p = Path::new(path);
     if p.is_absolute() {
         return if outside_lake {
             Ok(())
         } else {
-            Err(format!(
-                "'{path}' is outside the lake; write a path relative to the lake, or add \
-                 allow_outside_lake = true to write there on purpose"
-            ))
+            refuse(
+                format!("'{path}' is outside the lake"),
+                "write a path relative to the lake, or add allow_outside_lake = true to write \
+                 there on purpose",
+            )
         };
     }
     let parts: Vec<&str> = path
@@ -111,21 +112,22 @@ fn check_table_path(path: &str, outside_lake: bool) -> Result<(), String> {
         .filter(|part| !part.is_empty() && *part != ".")
         .collect();
     if parts.is_empty() {
-        return Err(format!(
-            "'{path}' is the lake itself, which would hide every other table; name a folder \
-             such as 'gold/revenue'"
-        ));
+        return refuse(
+            format!("'{path}' is the lake itself, which would hide every other table"),
+            "name a folder such as 'gold/revenue'",
+        );
     }
     if parts.contains(&"..") {
-        return Err(format!(
-            "'{path}' leaves the lake through `..`; write a path inside the lake"
-        ));
+        return refuse(
+            format!("'{path}' leaves the lake through `..`"),
+            "write a path inside the lake",
+        );
     }
     if matches!(parts[0], "_dead_letter" | "_checkpoints") {
-        return Err(format!(
-            "'{path}' is in `{}`, which Weir keeps for itself; choose another folder",
-            parts[0]
-        ));
+        return refuse(
+            format!("'{path}' is in `{}`, which Weir keeps for itself", parts[0]),
+            "choose another folder",
+        );
     }
     Ok(())
 }

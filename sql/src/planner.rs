@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::common::SchemaError;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::displayable;
@@ -465,27 +466,26 @@ pub(crate) fn option_error(
     err: EngineError,
 ) -> SqlError {
     match err {
-        EngineError::Option { key, message } => {
+        EngineError::Option {
+            key,
+            message,
+            hint,
+            unknown_key,
+        } => {
             let opt = options.iter().find(|o| o.key == key);
             let span = opt
                 .map(|o| {
-                    if message.starts_with("is not an option") {
+                    if unknown_key {
                         o.key_span
                     } else {
                         o.value_span
                     }
                 })
                 .unwrap_or(fallback);
-            let (msg, hint) = if message.starts_with("is not an option") {
-                match message.split_once(". ") {
-                    Some((m, h)) => (format!("`{key}` {m}"), Some(h.to_string())),
-                    None => (format!("`{key}` {message}"), None),
-                }
+            let msg = if unknown_key {
+                format!("`{key}` {message}")
             } else {
-                match message.split_once("; ") {
-                    Some((m, h)) => (format!("option `{key}`: {m}"), Some(h.to_string())),
-                    None => (format!("option `{key}`: {message}"), None),
-                }
+                format!("option `{key}`: {message}")
             };
             let e = file.error(span, msg);
             match hint {
@@ -616,9 +616,10 @@ fn plan_source(
                 file,
                 &s.options,
                 s.name_span,
-                EngineError::option(
+                EngineError::option_hint(
                     "idle_timeout",
-                    format!("'{text}' is not a duration; write e.g. idle_timeout = '30 seconds'"),
+                    format!("'{text}' is not a duration"),
+                    "write e.g. idle_timeout = '30 seconds'",
                 ),
             )
         })?,
@@ -633,9 +634,10 @@ fn plan_source(
                 file,
                 &s.options,
                 s.name_span,
-                EngineError::option(
+                EngineError::option_hint(
                     "max_event_time_ahead",
-                    format!("'{text}' is not a duration; write e.g. max_event_time_ahead = '1 day' (or 'none')"),
+                    format!("'{text}' is not a duration"),
+                    "write e.g. max_event_time_ahead = '1 day' (or 'none')",
                 ),
             )
         })?),
@@ -791,14 +793,22 @@ fn datafusion_error(file: &PipelineFile, st: &StreamStatement, e: DataFusionErro
         }
         None => (fallback, e.find_root().to_string(), Vec::new()),
     };
-    let root = e.find_root().to_string();
-    if let Some(valid) = root.split("Valid fields are ").nth(1) {
-        hints.push(format!(
-            "available columns: {}",
-            valid.trim_end_matches('.')
-        ));
-    } else if root.contains("No field named") {
-        hints.push("check the spelling, or add the column to the source's column list".to_string());
+    let missing_field = match e.find_root() {
+        DataFusionError::SchemaError(schema_error, _) => match schema_error.as_ref() {
+            SchemaError::FieldNotFound { valid_fields, .. } => Some(valid_fields),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some(valid_fields) = missing_field {
+        if valid_fields.is_empty() {
+            hints.push(
+                "check the spelling, or add the column to the source's column list".to_string(),
+            );
+        } else {
+            let names: Vec<String> = valid_fields.iter().map(|c| c.flat_name()).collect();
+            hints.push(format!("available columns: {}", names.join(", ")));
+        }
     }
     let mut err = file.error_at(location, format!("in `{}`: {message}", st.name));
     if !hints.is_empty() {

@@ -33,13 +33,13 @@ pub struct TableSink {
 fn update_merge_keys(
     plan: &LogicalPlan,
     window: Option<&WindowSpec>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, EngineError> {
     if window.is_none() {
-        return Err(
-            "'update' needs a windowed aggregate (TUMBLE / HOP / window() / session_window()); \
-             other tables are append-only"
-                .to_string(),
-        );
+        return Err(EngineError::option_hint(
+            "output_mode",
+            "'update' needs a windowed aggregate (TUMBLE / HOP / window() / session_window())",
+            "other tables are append-only",
+        ));
     }
     let mut node = plan;
     let mut projection: Option<&datafusion::logical_expr::Projection> = None;
@@ -52,7 +52,12 @@ fn update_merge_keys(
             }
             other => match other.inputs().as_slice() {
                 [single] => node = single,
-                _ => return Err("'update' needs one aggregate at the top of the query".to_string()),
+                _ => {
+                    return Err(EngineError::option(
+                        "output_mode",
+                        "'update' needs one aggregate at the top of the query",
+                    ))
+                }
             },
         }
     };
@@ -75,14 +80,12 @@ fn update_merge_keys(
     }
     let missing: Vec<&String> = group_names.iter().filter(|g| !found.contains(*g)).collect();
     if !missing.is_empty() {
-        return Err(format!(
+        let missing: Vec<&str> = missing.iter().map(|m| m.as_str()).collect();
+        return Err(EngineError::option_hint(
+            "output_mode",
             "'update' MERGEs rows on the window and the group keys, so the query must select all \
-             of them; missing: {}",
-            missing
-                .iter()
-                .map(|m| m.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+             of them",
+            format!("missing: {}", missing.join(", ")),
         ));
     }
     Ok(keys)
@@ -104,10 +107,7 @@ pub(crate) fn plan_sink(
         let (connector_name, connector) =
             sinks.connector(options.take_str("connector").as_deref())?;
         let update_keys = match options.take_choice("output_mode", &["append", "update"])? {
-            Some(mode) if mode == "update" => Some(
-                update_merge_keys(plan, window)
-                    .map_err(|reason| EngineError::option("output_mode", reason))?,
-            ),
+            Some(mode) if mode == "update" => Some(update_merge_keys(plan, window)?),
             _ => None,
         };
         let target = SinkTarget {

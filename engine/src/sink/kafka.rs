@@ -165,10 +165,10 @@ impl SinkConnector for KafkaSinkConnector {
         options: &mut Options,
     ) -> crate::error::Result<std::sync::Arc<dyn PlannedSink>> {
         if target.update_keys.is_some() {
-            return Err(EngineError::option(
+            return Err(EngineError::option_hint(
                 "output_mode",
-                "a kafka table appends messages and cannot replace rows; 'update' needs a \
-                 table that MERGEs (connector = 'delta')",
+                "a kafka table appends messages and cannot replace rows",
+                "'update' needs a table that MERGEs (connector = 'delta')",
             ));
         }
         let topic = options.require_str("topic", "the topic to write, e.g. topic = 'alerts'")?;

@@ -102,12 +102,10 @@ impl SinkRegistry {
         let name = connector.unwrap_or(self.default).to_ascii_lowercase();
         match self.connectors.get_key_value(name.as_str()) {
             Some((name, connector)) => Ok((name, connector.as_ref())),
-            None => Err(EngineError::option(
+            None => Err(EngineError::option_hint(
                 "connector",
-                format!(
-                    "unknown connector '{name}' for a table; use one of: {}",
-                    self.names().join(", ")
-                ),
+                format!("unknown connector '{name}' for a table"),
+                format!("use one of: {}", self.names().join(", ")),
             )),
         }
     }

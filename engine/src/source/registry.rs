@@ -74,25 +74,23 @@ impl SourceRegistry {
         schema: &SchemaRef,
     ) -> Result<Box<dyn Source>> {
         let Some(factory) = self.factories.get(connector) else {
-            return Err(EngineError::option(
+            return Err(EngineError::option_hint(
                 "connector",
-                format!(
-                    "unknown connector '{connector}'; use one of: {}",
-                    self.names().join(", ")
-                ),
+                format!("unknown connector '{connector}'"),
+                format!("use one of: {}", self.names().join(", ")),
             ));
         };
         let source = factory(args, &mut options)?;
         options.finish(&format!("connector '{connector}'"))?;
         for f in source.metadata_fields() {
             if schema.field_with_name(f.name()).is_ok() {
-                return Err(EngineError::option(
+                return Err(EngineError::option_hint(
                     "connector",
                     format!(
-                        "column `{}` clashes with a metadata column of connector '{connector}'; \
-                         rename it",
+                        "column `{}` clashes with a metadata column of connector '{connector}'",
                         f.name()
                     ),
+                    "rename it",
                 ));
             }
         }

@@ -104,13 +104,14 @@ impl Source for GeneratorSource {
         if let Some(total) = self.total {
             end = end.min(total);
         } else if available_now && self.events_per_second == 0 {
-            return Err(EngineError::option(
+            return Err(EngineError::option_hint(
                 "events",
                 format!(
                     "source `{}` is unbounded (events = 0) and unthrottled, so --once would never \
-                     finish; set events = N or events_per_second",
+                     finish",
                     self.name
                 ),
+                "set events = N or events_per_second",
             ));
         }
         if self.events_per_second > 0 && !(available_now && self.total.is_some()) {
