@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use crate::error::{EngineError, Result};
 use crate::operators::{StateLayout, StateSnapshot};
+use crate::runtime::partition::MaxEventTimes;
 
 /// Version of the files in this folder; a different version is refused, never reinterpreted.
 pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
@@ -54,9 +55,10 @@ pub struct CommitEntry {
     pub dead_letters: BTreeMap<String, u64>,
     /// Rows written per table.
     pub rows_out: BTreeMap<String, u64>,
-    /// Largest event time seen so far per source with a watermark (epoch milliseconds).
-    #[serde(default)]
-    pub max_event_time_ms: BTreeMap<String, i64>,
+    /// Largest event time seen so far per source with a watermark, or per partition of it
+    /// (epoch milliseconds).
+    #[serde(default, with = "crate::runtime::partition::checkpoint_format")]
+    pub max_event_time_ms: MaxEventTimes,
     /// The watermark the next epoch uses (epoch milliseconds), once every source has one.
     #[serde(default)]
     pub watermark_ms: Option<i64>,

@@ -3,14 +3,13 @@
 //! a state file is named by its epoch, so a restart reads the one of the last commit); only
 //! when all of them succeeded is the commit log entry written, which makes the epoch done.
 
-use std::collections::BTreeMap;
-
 use arrow::array::RecordBatch;
 use tokio::task::JoinHandle;
 
 use super::checkpoint::{now_rfc3339, CommitEntry, OffsetEntry, CHECKPOINT_FORMAT_VERSION};
 use super::crash_point::crash_point;
 use super::epoch::DeadLetters;
+use super::partition::MaxEventTimes;
 use super::pipeline::Pipeline;
 use super::prefetch::{PrefetchPlan, Prefetched, ReadingAhead};
 use super::progress::EpochReport;
@@ -42,7 +41,7 @@ impl Pipeline {
         &mut self,
         entry: &OffsetEntry,
         outputs: EpochOutputs,
-        max_event_ms: BTreeMap<String, i64>,
+        max_event_ms: MaxEventTimes,
         report: &mut EpochReport,
         reading: ReadingAhead,
         prefetch: &PrefetchPlan,
@@ -148,7 +147,7 @@ impl Pipeline {
     fn log_commit(
         &mut self,
         entry: &OffsetEntry,
-        max_event_ms: BTreeMap<String, i64>,
+        max_event_ms: MaxEventTimes,
         report: &EpochReport,
     ) -> Result<()> {
         let epoch = entry.epoch;

@@ -14,6 +14,7 @@ use super::checkpoint::OffsetEntry;
 use super::commit::{EpochOutputs, SinkSlot};
 use super::ingest::EpochInput;
 use super::nodes::QueryNode;
+use super::partition::{EventTimeKey, MaxEventTimes};
 use super::pipeline::{in_node, Pipeline};
 use super::prefetch::{PrefetchPlan, Prefetched};
 use super::progress::EpochReport;
@@ -103,7 +104,7 @@ impl Pipeline {
     fn take_input(
         &mut self,
         input: EpochInput,
-        max_event_ms: &mut BTreeMap<String, i64>,
+        max_event_ms: &mut MaxEventTimes,
         report: &mut EpochReport,
     ) -> DeadLetters {
         let mut dead_letters = DeadLetters::new();
@@ -124,10 +125,7 @@ impl Pipeline {
                     .push(dead);
             }
             for (partition, max) in input.max_event_ms {
-                let key = match partition {
-                    Some(p) => format!("{}/{p}", node.name),
-                    None => node.name.clone(),
-                };
+                let key = EventTimeKey::new(&node.name, partition);
                 let entry = max_event_ms.entry(key.clone()).or_insert(max);
                 *entry = (*entry).max(max);
                 node.last_data.insert(key, Instant::now());

@@ -15,6 +15,7 @@ use arrow::array::{
 use arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use serde_json::Value;
 
+use super::partition::SourcePartition;
 use crate::dead_letter::dead_letter_batch;
 use crate::error::Result;
 use crate::event_time::reject_bad_event_times;
@@ -36,7 +37,7 @@ pub struct SourceInput {
     /// The largest event time among the rows (epoch ms) per partition (the Kafka
     /// `_partition`, as `topic/partition`; `None` for sources without partitions), for sources
     /// with a WATERMARK.
-    pub max_event_ms: BTreeMap<Option<String>, i64>,
+    pub max_event_ms: BTreeMap<Option<SourcePartition>, i64>,
 }
 
 /// An epoch's input from every source that had a range in it.
@@ -107,7 +108,10 @@ impl SourceReader<'_> {
 
 /// The largest value of a millisecond timestamp column, per partition when the batch has
 /// Kafka's `_topic` / `_partition` columns (so each partition has its own watermark).
-fn max_timestamp_per_partition(batch: &RecordBatch, column: &str) -> BTreeMap<Option<String>, i64> {
+fn max_timestamp_per_partition(
+    batch: &RecordBatch,
+    column: &str,
+) -> BTreeMap<Option<SourcePartition>, i64> {
     let mut out = BTreeMap::new();
     let Some(ts) = batch.schema().index_of(column).ok().and_then(|i| {
         batch
@@ -138,7 +142,10 @@ fn max_timestamp_per_partition(batch: &RecordBatch, column: &str) -> BTreeMap<Op
                 if ts.is_null(i) {
                     continue;
                 }
-                let key = Some(format!("{}/{}", topics.value(i), partitions.value(i)));
+                let key = Some(SourcePartition {
+                    topic: topics.value(i).to_string(),
+                    partition: partitions.value(i),
+                });
                 let entry = out.entry(key).or_insert(i64::MIN);
                 *entry = (*entry).max(ts.value(i));
             }

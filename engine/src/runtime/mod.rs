@@ -21,6 +21,7 @@ mod handle;
 pub mod ingest;
 mod nodes;
 mod options;
+pub mod partition;
 mod pipeline;
 mod prefetch;
 pub mod progress;

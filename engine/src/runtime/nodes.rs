@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use datafusion::logical_expr::LogicalPlan;
 
 use super::epoch_table::EpochTable;
+use super::partition::EventTimeKey;
 use crate::format::json::decode::JsonDecoder;
 use crate::operators::row_errors::RowInput;
 use crate::operators::StreamOperator;
@@ -79,5 +80,5 @@ pub(super) struct RunningSource {
     pub(super) event_time: Option<EventTime>,
     /// When each of the source's partitions (the key in `max_event_ms`) last delivered rows;
     /// partitions not seen in this run count from its start.
-    pub(super) last_data: BTreeMap<String, Instant>,
+    pub(super) last_data: BTreeMap<EventTimeKey, Instant>,
 }

@@ -19,6 +19,7 @@ use super::epoch_table::EpochTable;
 use super::ingest::EpochInput;
 use super::nodes::{QueryNode, RunningSource, SourceNode};
 use super::options::{RunOptions, RunSummary};
+use super::partition::MaxEventTimes;
 use super::prefetch::{prefetch_due, Prefetched};
 use super::progress::EpochReport;
 use crate::error::{EngineError, Result};
@@ -36,7 +37,7 @@ pub struct Pipeline {
     pub(super) nodes: Vec<QueryNode>,
     pub(super) checkpoint: Checkpoint,
     /// Largest event time seen per source with a watermark, up to the last committed epoch.
-    pub(super) max_event_ms: BTreeMap<String, i64>,
+    pub(super) max_event_ms: MaxEventTimes,
     /// The watermark of the next epoch; `None` until every watermarked source has data.
     pub(super) watermark_ms: Option<i64>,
     /// The watermark the last committed epoch used: operators fed by another operator judge

@@ -1,8 +1,7 @@
 //! The watermark: how far event time has surely advanced, from the largest event times seen
 //! per source and partition, holding back for each source's delay and ignoring idle ones.
 
-use std::collections::BTreeMap;
-
+use super::partition::{EventTimeKey, MaxEventTimes};
 use super::pipeline::Pipeline;
 
 impl Pipeline {
@@ -11,15 +10,14 @@ impl Pipeline {
     /// out partitions idle for the source's `idle_timeout` while another is active; then the
     /// minimum over watermarked sources, again leaving out idle sources while another is
     /// active. It never moves backwards.
-    pub(super) fn next_watermark(&self, max_event_ms: &BTreeMap<String, i64>) -> Option<i64> {
+    pub(super) fn next_watermark(&self, max_event_ms: &MaxEventTimes) -> Option<i64> {
         // Per watermarked source: (its watermark, whether any partition is active).
         let mut per_source = Vec::new();
         for s in &self.sources {
             let Some(et) = &s.event_time else { continue };
-            let prefix = format!("{}/", s.name);
-            let partitions: Vec<(&String, i64)> = max_event_ms
+            let partitions: Vec<(&EventTimeKey, i64)> = max_event_ms
                 .iter()
-                .filter(|(k, _)| **k == s.name || k.starts_with(&prefix))
+                .filter(|(k, _)| k.source == s.name)
                 .map(|(k, v)| (k, v.saturating_sub(et.delay_ms)))
                 .collect();
             if partitions.is_empty() {
