@@ -2,6 +2,7 @@
 //! a runnable one by attaching a Delta sink to every table and a dead-letter table to every
 //! source.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use weir_engine::source::SourceRegistry;
 use weir_lakehouse::{DeltaConnector, DeltaSink, LakehouseError};
 
 pub use weir_lakehouse::table_location;
-use weir_sql::PlannedPipeline;
+use weir_sql::{PlannedNode, PlannedPipeline, PlannedSource};
 
 /// The pipeline name for a path: the folder name, or the file name without `.sql`.
 /// `.`, `..` or `dir/` name the folder they resolve to.
@@ -62,96 +63,16 @@ pub async fn assemble(
     checkpoint: Checkpoint,
 ) -> Result<Pipeline, LakehouseError> {
     let name = planned.name.clone();
-    let mut sources = Vec::new();
-    // Windowed nodes dead-letter late rows into the first upstream source that asks for it.
-    let dead_letter_sources: Vec<String> = planned
-        .sources
-        .iter()
-        .filter(|s| s.late_to_dead_letter)
-        .map(|s| s.name.clone())
-        .collect();
-    // The streams nodes may read, by name (sources first, then each node as it is assembled).
-    let mut streams: std::collections::HashMap<String, std::sync::Arc<EpochTable>> = planned
-        .sources
-        .iter()
-        .map(|s| (s.name.clone(), s.table.clone()))
-        .collect();
-    let source_names: Vec<String> = planned.sources.iter().map(|s| s.name.clone()).collect();
-    for s in planned.sources {
-        let dead_letter = DeltaSink::open(
-            &dead_letter_location(lake, &s.name),
-            format!("weir:{name}:_dead_letter.{}", s.name),
-            Vec::new(),
-            &weir_engine::dead_letter::dead_letter_schema(),
-        )
-        .await?;
-        sources.push(SourceNode {
-            name: s.name,
-            source: s.source,
-            decoder: JsonDecoder::new(s.declared).lenient(s.json_lenient),
-            table: s.table,
-            dead_letter: Box::new(dead_letter),
-            dead_letter_stream: s.dead_letter_stream,
-            event_time: s.watermark.map(|(column, delay)| EventTime {
-                column,
-                delay_ms: delay.as_millis() as i64,
-                idle_timeout: s.idle_timeout,
-                max_ahead: s.max_event_time_ahead,
-            }),
-        });
-    }
-    let inputs: std::collections::HashMap<String, Vec<String>> = planned
-        .nodes
-        .iter()
-        .map(|n| (n.name.clone(), n.inputs.clone()))
-        .collect();
+    let graph = Graph::of(&planned);
+    let sources = assemble_sources(planned.sources, lake, &name).await?;
     let mut nodes = Vec::new();
+    let mut streams = graph.source_streams.clone();
     for n in planned.nodes {
-        let late_rows_to = match &n.window {
-            Some(_) => upstream(&n.name, &inputs)
-                .into_iter()
-                .find(|s| dead_letter_sources.contains(s)),
-            None => None,
-        };
-        let sink: Option<Box<dyn Sink>> = match &n.sink {
-            Some(table_sink) => {
-                let place = SinkPlace {
-                    lake,
-                    pipeline: &name,
-                    table: &n.name,
-                    schema: &n.table.schema_ref(),
-                };
-                let opened = table_sink.planned.open(place).await.map_err(|e| {
-                    LakehouseError::SinkSetup {
-                        table: n.name.clone(),
-                        message: e.to_string(),
-                    }
-                })?;
-                Some(opened)
-            }
-            None => None,
-        };
+        let sink = open_sink(&n, lake, &name).await?;
         let update_mode = n.sink.as_ref().is_some_and(|s| s.update_keys.is_some());
-        // A node without a window that reads one stream and joins nothing can dead-letter
-        // the rows its query fails on, into its upstream source's dead letters.
-        let row_input = match (&n.window, n.inputs.as_slice()) {
-            (None, [input]) if splittable(&n.plan) => {
-                let source = upstream(&n.name, &inputs)
-                    .into_iter()
-                    .chain(std::iter::once(input.clone()))
-                    .find(|s| source_names.contains(s));
-                match (streams.get(input), source) {
-                    (Some(table), Some(source)) => Some(RowInput {
-                        table: table.clone(),
-                        name: input.clone(),
-                        source,
-                    }),
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
+        let row_input = graph.row_input(&n, &streams);
         streams.insert(n.name.clone(), n.table.clone());
+        let late_rows_to = graph.late_rows_to(&n);
         let operator = n.window.map(|w| {
             Box::new(WindowOperator::new(WindowConfig {
                 window_end: weir_sql::windows::WINDOW_END.to_string(),
@@ -181,8 +102,135 @@ pub async fn assemble(
     ))
 }
 
+/// Each planned source with its decoder, watermark and dead-letter table.
+async fn assemble_sources(
+    planned: Vec<PlannedSource>,
+    lake: &Path,
+    pipeline: &str,
+) -> Result<Vec<SourceNode>, LakehouseError> {
+    let mut sources = Vec::new();
+    for s in planned {
+        let dead_letter = DeltaSink::open(
+            &dead_letter_location(lake, &s.name),
+            format!("weir:{pipeline}:_dead_letter.{}", s.name),
+            Vec::new(),
+            &weir_engine::dead_letter::dead_letter_schema(),
+        )
+        .await?;
+        sources.push(SourceNode {
+            name: s.name,
+            source: s.source,
+            decoder: JsonDecoder::new(s.declared).lenient(s.json_lenient),
+            table: s.table,
+            dead_letter: Box::new(dead_letter),
+            dead_letter_stream: s.dead_letter_stream,
+            event_time: s.watermark.map(|(column, delay)| EventTime {
+                column,
+                delay_ms: delay.as_millis() as i64,
+                idle_timeout: s.idle_timeout,
+                max_ahead: s.max_event_time_ahead,
+            }),
+        });
+    }
+    Ok(sources)
+}
+
+/// Opens a table's sink through its connector (`None` for a view).
+async fn open_sink(
+    n: &PlannedNode,
+    lake: &Path,
+    pipeline: &str,
+) -> Result<Option<Box<dyn Sink>>, LakehouseError> {
+    let Some(table_sink) = &n.sink else {
+        return Ok(None);
+    };
+    let place = SinkPlace {
+        lake,
+        pipeline,
+        table: &n.name,
+        schema: &n.table.schema_ref(),
+    };
+    let opened = table_sink
+        .planned
+        .open(place)
+        .await
+        .map_err(|e| LakehouseError::SinkSetup {
+            table: n.name.clone(),
+            message: e.to_string(),
+        })?;
+    Ok(Some(opened))
+}
+
+/// Who reads whom in a planned pipeline.
+struct Graph {
+    /// Each node's inputs.
+    inputs: HashMap<String, Vec<String>>,
+    /// The sources.
+    source_names: Vec<String>,
+    /// Sources whose late rows are dead-lettered (`late_data = 'dead_letter'`).
+    dead_letter_sources: Vec<String>,
+    /// The sources' streams, by name.
+    source_streams: HashMap<String, Arc<EpochTable>>,
+}
+
+impl Graph {
+    fn of(planned: &PlannedPipeline) -> Self {
+        Graph {
+            inputs: planned
+                .nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.inputs.clone()))
+                .collect(),
+            source_names: planned.sources.iter().map(|s| s.name.clone()).collect(),
+            dead_letter_sources: planned
+                .sources
+                .iter()
+                .filter(|s| s.late_to_dead_letter)
+                .map(|s| s.name.clone())
+                .collect(),
+            source_streams: planned
+                .sources
+                .iter()
+                .map(|s| (s.name.clone(), s.table.clone()))
+                .collect(),
+        }
+    }
+
+    /// A windowed node dead-letters late rows into the first upstream source that asks.
+    fn late_rows_to(&self, n: &PlannedNode) -> Option<String> {
+        n.window.as_ref()?;
+        upstream(&n.name, &self.inputs)
+            .into_iter()
+            .find(|s| self.dead_letter_sources.contains(s))
+    }
+
+    /// A node without a window that reads one stream and joins nothing can dead-letter the
+    /// rows its query fails on, into its upstream source's dead letters.
+    fn row_input(
+        &self,
+        n: &PlannedNode,
+        streams: &HashMap<String, Arc<EpochTable>>,
+    ) -> Option<RowInput> {
+        let (None, [input]) = (&n.window, n.inputs.as_slice()) else {
+            return None;
+        };
+        if !splittable(&n.plan) {
+            return None;
+        }
+        let source = upstream(&n.name, &self.inputs)
+            .into_iter()
+            .chain(std::iter::once(input.clone()))
+            .find(|s| self.source_names.contains(s))?;
+        Some(RowInput {
+            table: streams.get(input)?.clone(),
+            name: input.clone(),
+            source,
+        })
+    }
+}
+
 /// Every stream `node` reads, directly or through other nodes, sorted.
-fn upstream(node: &str, inputs: &std::collections::HashMap<String, Vec<String>>) -> Vec<String> {
+fn upstream(node: &str, inputs: &HashMap<String, Vec<String>>) -> Vec<String> {
     let mut seen = std::collections::BTreeSet::new();
     let mut todo = vec![node.to_string()];
     while let Some(n) = todo.pop() {

@@ -45,7 +45,7 @@ pub(super) async fn execute_windowed(
     config: &WindowConfig,
     state: &mut WindowAggregateState,
 ) -> Result<WindowedOutput> {
-    let (ctx, epoch, watermark) = (step.ctx, step.epoch, step.watermark_ms);
+    let (ctx, epoch) = (step.ctx, step.epoch);
     let plan_error = EngineError::plan(step.node, epoch);
     let physical = ctx
         .state()
@@ -64,15 +64,65 @@ pub(super) async fn execute_windowed(
     };
     let carries_event_time = carried.is_some();
     let input = carried.unwrap_or(input);
-    // Stream the rows below the aggregate and fold them into partial states a slice at a time:
-    // a HOP multiplies rows by size/slide, and an epoch's rows need never all be in memory.
+    let folded = fold_input(step, config, state, input, carries_event_time).await?;
+    let emitted = emit(step, config, state, folded.changed).await?;
+    // The rest of the plan (projection, HAVING, ...) over the emitted aggregate rows.
+    let rest_of_plan = |aggregated: Vec<RecordBatch>| {
+        let physical = &physical;
+        let aggregate = &aggregate;
+        async move {
+            let input = MemorySourceConfig::try_new_exec(&[aggregated], aggregate.schema(), None)?;
+            let rest = replace_plan(physical, aggregate, input)?;
+            collect(rest, ctx.task_ctx()).await
+        }
+    };
+    let rows = rest_of_plan(emitted.rows).await.map_err(plan_error)?;
+    let replaced = if emitted.replaced.is_empty() {
+        Vec::new()
+    } else {
+        rest_of_plan(emitted.replaced).await.map_err(plan_error)?
+    };
+    // A session starts at its row's event time.
+    let late_time_column = match (config.sessions, carries_event_time) {
+        (true, _) => WINDOW_START,
+        (false, true) => EVENT_TIME_COLUMN,
+        (false, false) => config.time_column.as_str(),
+    };
+    Ok(WindowedOutput {
+        rows_in: folded.rows_in,
+        rows,
+        replaced,
+        late: folded.late,
+        late_rows: folded.late_rows,
+        late_time_column: late_time_column.to_string(),
+    })
+}
+
+/// What folding an epoch's rows into the state found.
+struct Folded {
+    rows_in: u64,
+    late: u64,
+    late_rows: Vec<RecordBatch>,
+    /// In update mode, the partial states of the groups the epoch changed.
+    changed: Vec<RecordBatch>,
+}
+
+/// Streams the rows below the aggregate and folds them into the state a slice at a time (a
+/// HOP multiplies rows by size/slide, and an epoch's rows need never all be in memory),
+/// leaving out the late ones.
+async fn fold_input(
+    step: &EpochStep<'_>,
+    config: &WindowConfig,
+    state: &mut WindowAggregateState,
+    input: Arc<dyn ExecutionPlan>,
+    carries_event_time: bool,
+) -> Result<Folded> {
+    let (ctx, plan_error) = (step.ctx, EngineError::plan(step.node, step.epoch));
     let mut rows = execute_stream(input, ctx.task_ctx()).map_err(plan_error)?;
     let mut slice = Vec::new();
     let mut slice_rows = 0;
     let mut partial = Vec::new();
-    let mut late = 0u64;
-    let mut late_rows = Vec::new();
-    let mut rows_in = 0u64;
+    let (mut late, mut late_rows, mut rows_in) = (0u64, Vec::new(), 0u64);
     while let Some(batch) = rows.next().await {
         let batch = batch.map_err(plan_error)?;
         rows_in += batch.num_rows() as u64;
@@ -113,61 +163,49 @@ pub(super) async fn execute_windowed(
         .merge(partial, ctx.task_ctx())
         .await
         .map_err(plan_error)?;
+    Ok(Folded {
+        rows_in,
+        late,
+        late_rows,
+        changed,
+    })
+}
+
+/// What the state releases at the watermark: the windows it closes (append mode), or every
+/// group the epoch changed (update mode, with the sessions they replaced).
+async fn emit(
+    step: &EpochStep<'_>,
+    config: &WindowConfig,
+    state: &mut WindowAggregateState,
+    changed: Vec<RecordBatch>,
+) -> Result<UpdatedRows> {
+    let (ctx, plan_error) = (step.ctx, EngineError::plan(step.node, step.epoch));
     let end_type = state
         .state_schema()
         .field(state.window_end_index())
         .data_type()
         .clone();
-    let bound = watermark
+    let bound = step
+        .watermark_ms
         .map(|wm| timestamp_scalar(&end_type, wm))
         .transpose()
         .map_err(plan_error)?;
-    let emitted = if config.update_mode {
-        state
+    if config.update_mode {
+        return state
             .emit_updated(&changed, bound.as_ref(), ctx.task_ctx())
             .await
-            .map_err(plan_error)?
-    } else {
-        UpdatedRows {
-            rows: match bound {
-                Some(bound) => state
-                    .emit_closed(&bound, ctx.task_ctx())
-                    .await
-                    .map_err(plan_error)?,
-                None => Vec::new(),
-            },
-            replaced: Vec::new(),
-        }
+            .map_err(plan_error);
+    }
+    let rows = match bound {
+        Some(bound) => state
+            .emit_closed(&bound, ctx.task_ctx())
+            .await
+            .map_err(plan_error)?,
+        None => Vec::new(),
     };
-    // The rest of the plan (projection, HAVING, ...) over the emitted aggregate rows.
-    let rest_of_plan = |aggregated: Vec<RecordBatch>| {
-        let physical = &physical;
-        let aggregate = &aggregate;
-        async move {
-            let input = MemorySourceConfig::try_new_exec(&[aggregated], aggregate.schema(), None)?;
-            let rest = replace_plan(physical, aggregate, input)?;
-            collect(rest, ctx.task_ctx()).await
-        }
-    };
-    let rows = rest_of_plan(emitted.rows).await.map_err(plan_error)?;
-    let replaced = if emitted.replaced.is_empty() {
-        Vec::new()
-    } else {
-        rest_of_plan(emitted.replaced).await.map_err(plan_error)?
-    };
-    // A session starts at its row's event time.
-    let late_time_column = match (config.sessions, carries_event_time) {
-        (true, _) => WINDOW_START,
-        (false, true) => EVENT_TIME_COLUMN,
-        (false, false) => config.time_column.as_str(),
-    };
-    Ok(WindowedOutput {
-        rows_in,
+    Ok(UpdatedRows {
         rows,
-        replaced,
-        late,
-        late_rows,
-        late_time_column: late_time_column.to_string(),
+        replaced: Vec::new(),
     })
 }
 
