@@ -204,6 +204,17 @@ impl BytesDistinctCountGroups {
         taken
     }
 
+    /// The state column: one list of distinct values per group, `offsets` into `items`.
+    fn state_lists(&self, offsets: Vec<i32>, items: ArrayRef) -> Vec<ArrayRef> {
+        let list = ListArray::new(
+            Arc::new(Field::new_list_field(self.data_type.clone(), true)),
+            OffsetBuffer::new(offsets.into()),
+            items,
+            None,
+        );
+        vec![Arc::new(list)]
+    }
+
     /// Forgets the values no group holds any more (after an `EmitTo::All`).
     fn forget_values_if_empty(&mut self) {
         if self.pairs.is_empty() {
@@ -334,13 +345,7 @@ impl GroupsAccumulator for BytesDistinctCountGroups {
             slots.iter().map(|id| self.values[*id as usize].as_ref()),
         )?;
         self.forget_values_if_empty();
-        let list = ListArray::new(
-            Arc::new(Field::new_list_field(self.data_type.clone(), true)),
-            OffsetBuffer::new(offsets.into()),
-            items,
-            None,
-        );
-        Ok(vec![Arc::new(list)])
+        Ok(self.state_lists(offsets, items))
     }
 
     fn merge_batch(
@@ -390,13 +395,7 @@ impl GroupsAccumulator for BytesDistinctCountGroups {
         })?;
         offsets.resize(rows + 1, kept.len() as i32);
         let items = byte_array(&self.data_type, kept.into_iter())?;
-        let list = ListArray::new(
-            Arc::new(Field::new_list_field(self.data_type.clone(), true)),
-            OffsetBuffer::new(offsets.into()),
-            items,
-            None,
-        );
-        Ok(vec![Arc::new(list)])
+        Ok(self.state_lists(offsets, items))
     }
 
     fn size(&self) -> usize {
