@@ -142,17 +142,8 @@ impl Pipeline {
             self.epoch_in_progress = Some(entry.epoch);
             cursor.last_start = Some(Instant::now());
             let input = self.ingest(entry.epoch, &entry.sources).await?;
-            let (report, next) = self
-                .run_epoch(
-                    &entry,
-                    input,
-                    true,
-                    prefetch_due(options, cursor.last_start),
-                )
+            self.run_and_advance(&entry, input, true, options, &mut cursor, &mut summary)
                 .await?;
-            cursor.prefetched = next;
-            self.finish_epoch(report, options, &mut summary);
-            cursor.next_epoch += 1;
         }
         loop {
             if options.stop.load(Ordering::SeqCst) {
@@ -173,19 +164,29 @@ impl Pipeline {
                 Some(input) => input,
                 None => self.ingest(entry.epoch, &entry.sources).await?,
             };
-            let (report, next) = self
-                .run_epoch(
-                    &entry,
-                    input,
-                    false,
-                    prefetch_due(options, cursor.last_start),
-                )
+            self.run_and_advance(&entry, input, false, options, &mut cursor, &mut summary)
                 .await?;
-            cursor.prefetched = next;
-            self.finish_epoch(report, options, &mut summary);
-            cursor.next_epoch += 1;
         }
         Ok(summary)
+    }
+
+    /// Runs epoch `entry` over `input`, reports it, and moves the cursor past it (keeping
+    /// the next epoch's input if it was read ahead).
+    async fn run_and_advance(
+        &mut self,
+        entry: &OffsetEntry,
+        input: EpochInput,
+        replayed: bool,
+        options: &RunOptions,
+        cursor: &mut Cursor,
+        summary: &mut RunSummary,
+    ) -> Result<()> {
+        let prefetch = prefetch_due(options, cursor.last_start);
+        let (report, next) = self.run_epoch(entry, input, replayed, prefetch).await?;
+        cursor.prefetched = next;
+        self.finish_epoch(report, options, summary);
+        cursor.next_epoch += 1;
+        Ok(())
     }
 
     /// Takes the run lock, checks the checkpoint against the tables, restores the watermark,
