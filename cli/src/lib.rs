@@ -9,8 +9,7 @@ use std::sync::Arc;
 use weir_engine::connectors::Connectors;
 use weir_engine::format::json::decode::JsonDecoder;
 use weir_engine::operators::row_errors::{splittable, RowInput};
-use weir_engine::operators::window::{WindowConfig, WindowOperator};
-use weir_engine::operators::StreamOperator;
+use weir_engine::operators::{stateful_steps, TableContext};
 use weir_engine::runtime::checkpoint::Checkpoint;
 use weir_engine::runtime::epoch_table::EpochTable;
 use weir_engine::runtime::{EventTime, Pipeline, QueryNode, SourceNode};
@@ -73,16 +72,14 @@ pub async fn assemble(
         let row_input = graph.row_input(&n, &streams);
         streams.insert(n.name.clone(), n.table.clone());
         let late_rows_to = graph.late_rows_to(&n);
-        let operator = n.window.map(|w| {
-            Box::new(WindowOperator::new(WindowConfig {
-                window_end: weir_sql::windows::WINDOW_END.to_string(),
-                sessions: w.is_session(),
-                update_mode,
-                time_column: w.time_column.clone(),
-                window: w.describe(),
-                late_rows_to,
-            })) as Box<dyn StreamOperator>
-        });
+        // The node's stateful step, if any, runs through its operator.
+        let table = TableContext {
+            update_mode,
+            late_rows_to,
+        };
+        let operator = stateful_steps(&n.plan)
+            .first()
+            .map(|step| step.node().operator(&table));
         nodes.push(QueryNode {
             inputs: n.inputs.clone(),
             row_input,
@@ -198,7 +195,9 @@ impl Graph {
 
     /// A windowed node dead-letters late rows into the first upstream source that asks.
     fn late_rows_to(&self, n: &PlannedNode) -> Option<String> {
-        n.window.as_ref()?;
+        if stateful_steps(&n.plan).is_empty() {
+            return None;
+        }
         upstream(&n.name, &self.inputs)
             .into_iter()
             .find(|s| self.dead_letter_sources.contains(s))
@@ -211,9 +210,12 @@ impl Graph {
         n: &PlannedNode,
         streams: &HashMap<String, Arc<EpochTable>>,
     ) -> Option<RowInput> {
-        let (None, [input]) = (&n.window, n.inputs.as_slice()) else {
+        let [input] = n.inputs.as_slice() else {
             return None;
         };
+        if !stateful_steps(&n.plan).is_empty() {
+            return None;
+        }
         if !splittable(&n.plan) {
             return None;
         }

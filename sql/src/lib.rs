@@ -13,7 +13,9 @@ pub mod planner;
 pub mod rewrite;
 pub mod sinks;
 pub mod spark_windows;
+pub mod steps;
 pub mod stream_joins;
+mod table_nodes;
 pub mod windows;
 
 pub use error::{SqlError, SqlErrors};

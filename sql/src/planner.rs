@@ -19,6 +19,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::tokenizer::Span;
 use weir_engine::connectors::Connectors;
+use weir_engine::operators::stateful_steps;
 use weir_engine::options::{edit_distance, Options};
 use weir_engine::runtime::epoch_table::EpochTable;
 use weir_engine::runtime::{register_stream, session_context, source_schema};
@@ -36,12 +37,13 @@ use crate::parser::{
 use crate::rewrite::{
     exists_in_select_lists, expression_depth, hide_metadata_columns, MAX_EXPRESSION_DEPTH,
 };
+use crate::sinks::overlapping_table_paths;
 pub use crate::sinks::TableSink;
-use crate::sinks::{overlapping_table_paths, plan_sink};
 use crate::spark_windows::rewrite_spark_windows;
-use crate::stream_joins::{find_stream_join, join_span, plan_origins, Origins};
-use crate::windows::{rewrite_window_functions, WindowSpec, WINDOW_END};
-use weir_engine::operators::window::WindowAggregateState;
+use crate::steps::{mark_window_steps, StepError};
+use crate::stream_joins::Origins;
+use crate::table_nodes::{plan_table, TablePlanning};
+use crate::windows::{rewrite_window_functions, WindowSpec};
 
 /// A planned source.
 pub struct PlannedSource {
@@ -89,8 +91,11 @@ pub struct PlannedNode {
     pub inputs: Vec<String>,
     /// Where a table writes, as its connector planned it.
     pub sink: Option<TableSink>,
-    /// The TUMBLE / HOP window this node aggregates over, if any.
+    /// The TUMBLE / HOP / SESSION window this node aggregates over, if any.
     pub window: Option<WindowSpec>,
+    /// For a hidden node running one stateful step of a table (a window below its window),
+    /// that table.
+    pub step_of: Option<String>,
     /// Where it is declared.
     pub location: Location,
 }
@@ -133,22 +138,23 @@ impl PlannedPipeline {
         }
         out.push_str("\nnodes (in run order):\n");
         for n in &self.nodes {
-            let target = match &n.sink {
-                Some(s) => format!(" -> {}", s.planned.describe()),
-                None => " (view, not stored)".to_string(),
+            let target = match (&n.sink, &n.step_of) {
+                (Some(s), _) => format!(" -> {}", s.planned.describe()),
+                (None, Some(table)) => format!(" (a step of `{table}`, not stored)"),
+                (None, None) => " (view, not stored)".to_string(),
             };
             let mode = match n.sink.as_ref().and_then(|s| s.update_keys.as_ref()) {
                 Some(_) => "update",
                 None => "append",
             };
-            let window = n
-                .window
-                .as_ref()
-                .map(|w| {
+            let window = stateful_steps(&n.plan)
+                .first()
+                .map(|step| {
+                    let step = step.node();
                     format!(
-                        " [window operator: {}; {mode} output; state: one row per open \
-                         (window, keys) group]",
-                        w.describe()
+                        " [{}; {mode} output; state: {}]",
+                        step.describe(),
+                        step.state()
                     )
                 })
                 .unwrap_or_default();
@@ -268,9 +274,11 @@ pub async fn plan_pipeline(
                 .and_then(|p| p.as_ident())
                 .map(|i| i.span)
                 .unwrap_or(st.name_span);
-            if known.contains(&name) {
+            // A WITH query of the same name shadows a stream of the pipeline.
+            let shadowed = ctes.contains(&name);
+            if !shadowed && known.contains(&name) {
                 refs.push((name, span));
-            } else if !ctes.contains(&name) {
+            } else if !shadowed {
                 let mut e = file.error(span, format!("unknown source, table or view `{name}`"));
                 let mut names: Vec<&String> = known.iter().collect();
                 names.sort();
@@ -294,11 +302,12 @@ pub async fn plan_pipeline(
             ControlFlow::<()>::Continue(())
         });
         for (name, span) in crate::windows::window_inputs(&st.query) {
-            if known.contains(&name) {
+            let shadowed = ctes.contains(&name);
+            if !shadowed && known.contains(&name) {
                 refs.push((name, span));
-            } else {
+            } else if !shadowed {
                 errors.push(file.error(span, format!("unknown source, table or view `{name}` in a window function"))
-                    .with_hint("the first argument of TUMBLE / HOP names a source, table or view of this pipeline"));
+                    .with_hint("the first argument of TUMBLE / HOP names a source, table, view or WITH query of this pipeline"));
             }
         }
         if refs.iter().any(|(r, _)| r == &st.name) {
@@ -325,7 +334,6 @@ pub async fn plan_pipeline(
         Err(e) => return Err(e.into()),
     };
 
-    let mut nodes = Vec::new();
     let mut origins: Origins = sources
         .iter()
         .map(|s| (s.name.clone(), BTreeSet::from([s.name.clone()])))
@@ -344,101 +352,20 @@ pub async fn plan_pipeline(
             s.dead_letter_stream.schema_ref(),
         );
     }
+    let mut planning = TablePlanning {
+        ctx: &ctx,
+        hidden: &hidden,
+        sinks: &connectors.sinks,
+        has_watermark: sources.iter().any(|s| s.watermark.is_some()),
+        origins,
+        schemas,
+        update_tables: HashSet::new(),
+    };
+    let mut nodes = Vec::new();
     for idx in order {
         let (file, st) = streams[idx];
-        // The columns this query may name: those of the streams it reads.
-        let mut known = KnownNames::default();
-        for (input, _) in &inputs[&st.name] {
-            known.add_table(input);
-            if let Some(schema) = schemas.get(input) {
-                known.add_schema(schema);
-            }
-        }
-        match plan_stream(&ctx, file, st, &hidden, &known).await {
-            Ok((plan, schema, window)) => {
-                match find_stream_join(&plan, &origins) {
-                    Ok(None) => {}
-                    Ok(Some(join)) => {
-                        let span = join_span(&st.query, join.subquery)
-                            .unwrap_or_else(|| st.query.body_span());
-                        errors.push(
-                            file.error(span, join.message(&st.name))
-                                .with_hint(join.hint()),
-                        );
-                        break;
-                    }
-                    Err(e) => {
-                        errors.push(datafusion_error(file, st, e));
-                        break;
-                    }
-                }
-                let node_origins = match &window {
-                    Some(_) => BTreeSet::from([st.name.clone()]),
-                    None => match plan_origins(&plan, &origins) {
-                        Ok(o) => o,
-                        Err(e) => {
-                            errors.push(datafusion_error(file, st, e));
-                            break;
-                        }
-                    },
-                };
-                origins.insert(st.name.clone(), node_origins);
-                if window.is_some() && !sources.iter().any(|s| s.watermark.is_some()) {
-                    errors.push(file.error(st.name_span, format!("`{}` aggregates windows, but no source declares a watermark", st.name))
-                        .with_hint("add WATERMARK FOR <time column> AS <time column> - INTERVAL '1 minute' to the source, so Weir knows when a window is complete"));
-                    break;
-                }
-                let sink = match st.kind {
-                    StreamKind::Table => match plan_sink(
-                        file,
-                        st,
-                        &schema,
-                        &plan,
-                        window.as_ref(),
-                        &connectors.sinks,
-                    ) {
-                        Ok(s) => Some(s),
-                        Err(e) => {
-                            errors.push(e);
-                            None
-                        }
-                    },
-                    StreamKind::View => {
-                        if let Some(o) = st.options.first() {
-                            errors.push(
-                                file.error(o.key_span, "a view has no storage options")
-                                    .with_hint(
-                                    "use CREATE TABLE ... WITH (...) AS SELECT to store a stream",
-                                ),
-                            );
-                        }
-                        None
-                    }
-                };
-                schemas.insert(st.name.clone(), schema.clone());
-                let table = match register_stream(&ctx, &st.name, schema) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        errors.push(
-                            file.error(st.name_span, format!("cannot register `{}`: {e}", st.name)),
-                        );
-                        continue;
-                    }
-                };
-                let mut deps: Vec<String> =
-                    inputs[&st.name].iter().map(|(n, _)| n.clone()).collect();
-                deps.dedup();
-                nodes.push(PlannedNode {
-                    name: st.name.clone(),
-                    kind: st.kind,
-                    plan,
-                    table,
-                    inputs: deps,
-                    sink,
-                    window,
-                    location: file.location(st.name_span),
-                });
-            }
+        match plan_table(&mut planning, file, st, &inputs[&st.name], &mut errors).await {
+            Ok(planned) => nodes.extend(planned),
             Err(e) => {
                 errors.push(e);
                 // Later nodes may read this one; stop rather than report knock-on errors.
@@ -690,13 +617,13 @@ fn plan_source(
 /// A source with no new data for this long stops holding the watermark back.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn plan_stream(
+pub(crate) async fn plan_stream(
     ctx: &SessionContext,
     file: &PipelineFile,
     st: &StreamStatement,
     hidden: &HashMap<String, Vec<String>>,
     known: &KnownNames,
-) -> Result<(LogicalPlan, SchemaRef, Option<WindowSpec>), SqlError> {
+) -> Result<(LogicalPlan, SchemaRef, Vec<WindowSpec>), SqlError> {
     let depth = expression_depth(&st.query);
     if depth > MAX_EXPRESSION_DEPTH {
         return Err(file
@@ -716,16 +643,8 @@ async fn plan_stream(
     resolve_identifiers(&mut query, known);
     rewrite_spark_windows(&mut query)
         .map_err(|e| file.error(e.span, e.message).with_hint(e.hint))?;
-    let mut windows = rewrite_window_functions(&mut query)
+    let windows = rewrite_window_functions(&mut query)
         .map_err(|e| file.error(e.span, e.message).with_hint(e.hint))?;
-    if windows.len() > 1 {
-        return Err(file
-            .error(
-                st.query.body_span(),
-                format!("`{}` uses {} window functions", st.name, windows.len()),
-            )
-            .with_hint("aggregate one window per table; read its output from another table"));
-    }
     name_selected_fields(&mut query);
     hide_metadata_columns(&mut query, hidden);
     exists_in_select_lists(&mut query);
@@ -747,31 +666,33 @@ async fn plan_stream(
                 .with_hint("give one of them another name with AS"));
         }
     }
-    let window = windows.pop();
-    if window.is_some() {
-        // The window operator keeps the query's aggregate as state: check that it can, now.
-        let physical = ctx
-            .state()
-            .create_physical_plan(&plan)
-            .await
-            .map_err(|e| datafusion_error(file, st, e))?;
-        let is_session = window.as_ref().is_some_and(|w| w.is_session());
-        WindowAggregateState::from_plan(&physical, WINDOW_END)
-            .and_then(|s| if is_session { s.with_sessions("window_start") } else { Ok(s) })
-            .map_err(|e| {
-            let reason = e.strip_backtrace();
-            file.error(
-                st.query.body_span(),
-                format!("`{}` windows rows but {}", st.name, reason.trim_start_matches("Error during planning: ")),
-            )
-            .with_hint("aggregate per window: SELECT window_start, window_end, key, count(*) FROM TUMBLE(...) GROUP BY window_start, window_end, key")
-        })?;
-    }
-    Ok((plan, Arc::new(schema), window))
+    let plan = mark_window_steps(plan, &windows).map_err(|e| {
+        let hint = match e {
+            StepError::DataFusion(e) => return datafusion_error(file, st, e),
+            StepError::SharedAggregate(_) => {
+                "aggregate each window in its own view; to join \
+                 two windowed views, see the README on stream joins"
+            }
+            _ => {
+                "aggregate per window: SELECT window_start, window_end, key, count(*) FROM \
+                 TUMBLE(...) GROUP BY window_start, window_end, key"
+            }
+        };
+        file.error(
+            st.query.body_span(),
+            format!("`{}` windows rows but {e}", st.name),
+        )
+        .with_hint(hint)
+    })?;
+    Ok((plan, Arc::new(schema), windows))
 }
 
 /// Turns a DataFusion planning error into a positioned SQL error.
-fn datafusion_error(file: &PipelineFile, st: &StreamStatement, e: DataFusionError) -> SqlError {
+pub(crate) fn datafusion_error(
+    file: &PipelineFile,
+    st: &StreamStatement,
+    e: DataFusionError,
+) -> SqlError {
     let fallback = file.location(st.query.body_span());
     let (location, message, mut hints) = match e.diagnostic() {
         Some(d) => {
@@ -937,7 +858,7 @@ fn dependency_order(
 }
 
 /// Spans of query parts, for errors that DataFusion reports without a position.
-trait QuerySpan {
+pub(crate) trait QuerySpan {
     fn body_span(&self) -> Span;
 }
 

@@ -146,6 +146,17 @@ impl VisitorMut for Rewriter {
                     name: Ident::new(input.rsplit('.').next().unwrap_or(&input)),
                     columns: Vec::new(),
                 });
+                let subquery = match marked(subquery, self.found.len()) {
+                    Ok(q) => q,
+                    Err(message) => {
+                        self.error = Some(WindowError {
+                            span,
+                            message,
+                            hint: String::new(),
+                        });
+                        return ControlFlow::Break(());
+                    }
+                };
                 *factor = TableFactor::Derived {
                     lateral: false,
                     subquery,
@@ -165,6 +176,24 @@ impl VisitorMut for Rewriter {
             }
         }
     }
+}
+
+/// The alias that marks the rows of the query's `n`th window function (in the order
+/// [`rewrite_window_functions`] returns them), so the planner finds the aggregate over them.
+pub fn window_marker(n: usize) -> String {
+    format!("{WINDOW_MARKER_PREFIX}{n}")
+}
+
+/// The prefix of [`window_marker`] aliases.
+pub const WINDOW_MARKER_PREFIX: &str = "__weir_window_";
+
+/// `subquery` inside `SELECT * FROM (subquery) AS <marker n>`.
+fn marked(subquery: Box<Query>, n: usize) -> Result<Box<Query>, String> {
+    let sql = format!("SELECT * FROM ({subquery}) AS {}", window_marker(n));
+    Parser::new(&GenericDialect {})
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_query())
+        .map_err(|e| format!("cannot build the window query: {e}"))
 }
 
 /// Whether a relation name is a window table function.

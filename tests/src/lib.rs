@@ -177,3 +177,12 @@ pub async fn column_list(ctx: &SessionContext, sql: &str) -> Result<String, Test
         .collect::<Vec<_>>()
         .join(", "))
 }
+
+/// Plans `sql` as a one-file pipeline named `p`, as `weir validate` would.
+pub async fn plan_sql(sql: &str) -> Result<weir_sql::PlannedPipeline, TestError> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("p.sql");
+    std::fs::write(&file, sql)?;
+    let files = load_pipeline_files_with_env(&file, &|_| None)?;
+    Ok(plan_pipeline("p", &files, 1, &weir_cli::connectors()).await?)
+}

@@ -22,6 +22,20 @@ CREATE VIEW per_id AS SELECT window_start AS minute, id, u
 FROM TUMBLE(ev, ts, INTERVAL '1 minute') GROUP BY window_start, window_end, id, u;
 CREATE TABLE ids_per_user AS SELECT window_start, u, count(*) AS ids
 FROM TUMBLE(per_id, minute, INTERVAL '10 minutes') GROUP BY window_start, window_end, u;
+
+-- Both steps in one query: the inner window runs as a hidden step of the table.
+CREATE TABLE hourly_in_one_query AS
+WITH minutes AS (SELECT window_start AS minute, u, count(*) AS n
+                 FROM TUMBLE(ev, ts, INTERVAL '1 minute') GROUP BY window_start, window_end, u)
+SELECT window_start, u, sum(n) AS n
+FROM TUMBLE(minutes, minute, INTERVAL '1 hour') GROUP BY window_start, window_end, u;
+
+-- The same in Spark's form: window() over a WITH query grouped by window().
+CREATE TABLE hourly_spark AS
+WITH m AS (SELECT window.start AS minute, u, count(*) AS n FROM ev
+           GROUP BY window(ts, '1 minute'), u)
+SELECT window.start AS window_start, u, sum(n) AS n FROM m
+GROUP BY window(minute, '1 hour'), u;
 ";
 
 /// Events of hour `hour` (00:00-02:59 on 2024-03-01): every 20 s, users a-c in turn, ids that
@@ -75,6 +89,10 @@ async fn windows_over_windows_equal_the_batch_answer() -> Result<(), TestError> 
     .await?;
     assert_eq!(hourly.len(), 9, "{hourly:#?}");
     assert_eq!(hourly, batch_hourly);
+    for table in ["hourly_in_one_query", "hourly_spark"] {
+        let rows = sorted_rows(&ctx, &format!("SELECT * FROM {table}")).await?;
+        assert_eq!(rows, batch_hourly, "{table}");
+    }
 
     let ids = sorted_rows(&ctx, "SELECT * FROM ids_per_user").await?;
     let batch_ids = sorted_rows(
@@ -88,5 +106,49 @@ async fn windows_over_windows_equal_the_batch_answer() -> Result<(), TestError> 
     .await?;
     assert_eq!(ids.len(), 54, "{ids:#?}");
     assert_eq!(ids, batch_ids);
+    Ok(())
+}
+
+/// `weir explain` lists each stateful step of a table as its own node, with its operator,
+/// output mode and state; a table that reads an update-mode table is refused (it would count
+/// every revision of a window's value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_are_explained_and_update_mode_tables_feed_nothing() -> Result<(), TestError> {
+    let dir = tempfile::tempdir()?;
+    let sql = PIPELINE.replace("{data}", &dir.path().display().to_string());
+    let planned = weir_tests::plan_sql(&sql).await?;
+    let explained = planned.explain().await?;
+    assert!(
+        explained.contains(
+            "hourly_in_one_query__step1 <- [ev] (a step of `hourly_in_one_query`, not stored) \
+             [window TUMBLE on ts: size 1min; append output; state: one row per open (window, \
+             keys) group]"
+        ),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("hourly_in_one_query <- [hourly_in_one_query__step1]"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("StatefulStepExec: window TUMBLE on minute: size 1h"),
+        "{explained}"
+    );
+
+    let update_fed = format!(
+        "{}\nCREATE TABLE minutes WITH (output_mode = 'update') AS
+         SELECT window_start, window_end, u, count(*) AS n
+         FROM TUMBLE(ev, ts, INTERVAL '1 minute') GROUP BY window_start, window_end, u;
+         CREATE TABLE from_updates AS SELECT u, n FROM minutes;",
+        PIPELINE.replace("{data}", &dir.path().display().to_string())
+    );
+    let err = match weir_tests::plan_sql(&update_fed).await {
+        Ok(_) => panic!("a table reading an update-mode table was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("`from_updates` reads `minutes`, a table in update output mode"),
+        "{err}"
+    );
     Ok(())
 }

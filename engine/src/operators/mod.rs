@@ -1,16 +1,21 @@
 //! Stateful streaming operators: the steps of a table that keep state across epochs.
 //!
-//! The epoch loop (`crate::pipeline`) drives every operator through [`StreamOperator`] and
+//! The epoch loop (`crate::runtime`) drives every operator through [`StreamOperator`] and
 //! knows none by name: it opens each one at start, restores its state from the checkpoint,
 //! hands it each epoch with the watermark, routes the rows it emits (and, in update output
 //! mode, the rows they replace) to the table's sink, routes its late rows to dead letters,
-//! snapshots its state into the checkpoint, and reports its metrics. One folder per operator;
-//! [`window`] (TUMBLE, HOP, SESSION) is the first.
+//! snapshots its state into the checkpoint, and reports its metrics. One folder per operator,
+//! holding the operator and its logical plan node; [`registry`] lists the node types (one line
+//! each) and finds the steps of a plan. [`window`] (TUMBLE, HOP, SESSION) is the first.
 //!
 //! `row_errors` is not an operator: it isolates the rows a stateless query fails on.
 
+pub mod registry;
 pub mod row_errors;
+pub mod step_exec;
 pub mod window;
+
+pub use registry::{stateful_node, stateful_steps, StatefulNode, StatefulStep, TableContext};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::common::TableReference;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::epoch_table::EpochTable;
 use crate::error::Result;
+use crate::operators::registry::WeirQueryPlanner;
 use crate::source::common_metadata_fields;
 
 /// A DataFusion session configured for Weir: spans for error positions, plain UTF-8 strings
@@ -19,7 +21,13 @@ pub fn session_context(threads: usize) -> SessionContext {
     options.sql_parser.collect_spans = true;
     options.sql_parser.map_string_types_to_utf8view = false;
     options.execution.parquet.schema_force_view_types = false;
-    let ctx = SessionContext::new_with_config(config);
+    // Stateful steps (`operators::registry`) plan as their input in a batch plan.
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_query_planner(Arc::new(WeirQueryPlanner))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     // This rule turns a lone `count(DISTINCT x)` into GROUP BY (keys, x) under an outer count.
     // The window operator keeps only the outer aggregate as state, so the inner one would run
     // per epoch and a value seen in two epochs would be counted twice. Without the rule the

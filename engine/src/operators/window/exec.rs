@@ -52,11 +52,17 @@ pub(super) async fn execute_windowed(
         .create_physical_plan(step.plan)
         .await
         .map_err(plan_error)?;
-    let (aggregate, input) = aggregate_and_input(&physical).ok_or_else(|| {
-        plan_error(datafusion::error::DataFusionError::Internal(
-            "windowed plan lost its aggregate".into(),
-        ))
-    })?;
+    // The window step; what the plan does above it runs over the rows it releases.
+    let step_node = super::window_step(&physical).map_err(plan_error)?;
+    let (_, input) = step_node
+        .children()
+        .first()
+        .and_then(|aggregate| aggregate_and_input(aggregate))
+        .ok_or_else(|| {
+            plan_error(datafusion::error::DataFusionError::Internal(
+                "the window step lost its aggregate".into(),
+            ))
+        })?;
     // Late rows that are dead-lettered carry their event time (see `window_input`).
     let carried = match (&config.late_rows_to, config.sessions) {
         (Some(_), false) => carry_event_time(&input, &config.time_column).map_err(plan_error)?,
@@ -69,10 +75,10 @@ pub(super) async fn execute_windowed(
     // The rest of the plan (projection, HAVING, ...) over the emitted aggregate rows.
     let rest_of_plan = |aggregated: Vec<RecordBatch>| {
         let physical = &physical;
-        let aggregate = &aggregate;
+        let step_node = &step_node;
         async move {
-            let input = MemorySourceConfig::try_new_exec(&[aggregated], aggregate.schema(), None)?;
-            let rest = replace_plan(physical, aggregate, input)?;
+            let input = MemorySourceConfig::try_new_exec(&[aggregated], step_node.schema(), None)?;
+            let rest = replace_plan(physical, step_node, input)?;
             collect(rest, ctx.task_ctx()).await
         }
     };

@@ -6,23 +6,29 @@
 //!   rows split off, the rest folded into the state; closed (or, in update mode, changed)
 //!   groups run through the rest of the table's plan.
 //! - `input`: carrying each row's event time to the late-row dead letters.
+//! - `node`: the logical plan node the planner puts where SQL asks for a window.
 //! - `sessions`: merging overlapping sessions; `guard`: what may run below the aggregate.
 
 mod exec;
 mod guard;
 mod input;
+pub mod node;
 mod sessions;
 mod state;
 
 pub use input::EVENT_TIME_COLUMN;
 pub use state::{UpdatedRows, WindowAggregateState};
 
+use std::sync::Arc;
+
 use arrow::array::RecordBatch;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
 use crate::dead_letter::{LATE_BEFORE_WATERMARK, LATE_WINDOW_ENDED};
 use crate::error::{EngineError, Result};
+use crate::operators::step_exec::StatefulStepExec;
 use crate::operators::{
     EpochStep, LateRows, OperatorMetrics, OperatorOutput, StateLayout, StateSnapshot,
     StreamOperator,
@@ -87,6 +93,17 @@ impl WindowOperator {
     }
 }
 
+/// The window step of a table's physical plan (the planner marks it, see `node`).
+pub(crate) fn window_step(
+    physical: &Arc<dyn ExecutionPlan>,
+) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    StatefulStepExec::find(physical).ok_or_else(|| {
+        datafusion::error::DataFusionError::Plan(
+            "the plan has no window step (TUMBLE, HOP or SESSION with GROUP BY)".into(),
+        )
+    })
+}
+
 fn not_opened() -> EngineError {
     EngineError::DataFusion(datafusion::error::DataFusionError::Internal(
         "the window operator was used before it was opened".into(),
@@ -109,7 +126,11 @@ impl StreamOperator for WindowOperator {
 
     async fn open(&mut self, ctx: &SessionContext, plan: &LogicalPlan) -> Result<StateLayout> {
         let physical = ctx.state().create_physical_plan(plan).await?;
-        let mut state = WindowAggregateState::from_plan(&physical, &self.config.window_end)?;
+        let step = window_step(&physical)?;
+        let mut state = WindowAggregateState::from_plan(
+            step.children().first().copied().unwrap_or(&step),
+            &self.config.window_end,
+        )?;
         if self.config.sessions {
             state = state.with_sessions(WINDOW_START)?;
         }

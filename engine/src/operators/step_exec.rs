@@ -1,0 +1,104 @@
+//! [`StatefulStepExec`]: where a stateful step sits in a physical plan.
+//!
+//! Run as a batch it passes its input through (a window step's input is its aggregate), so
+//! `weir explain` and one-off queries give the batch answer. An operator finds its step by
+//! this node, not by the shape of the plan around it, and replaces the node with the rows
+//! its state releases; the rest of the table's plan runs over them.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+
+/// A stateful step in a physical plan, over the step's batch plan.
+#[derive(Debug)]
+pub struct StatefulStepExec {
+    /// The step as a person reads it (`window TUMBLE on ts: size 1min`).
+    step: String,
+    input: Arc<dyn ExecutionPlan>,
+    properties: Arc<PlanProperties>,
+}
+
+impl StatefulStepExec {
+    /// Marks `input` as the batch plan of `step`.
+    pub fn new(step: String, input: Arc<dyn ExecutionPlan>) -> Self {
+        let properties = Arc::clone(input.properties());
+        StatefulStepExec {
+            step,
+            input,
+            properties,
+        }
+    }
+
+    /// The step's batch plan.
+    pub fn input(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.input
+    }
+
+    /// The first stateful step in `plan` (outermost), if any.
+    pub fn find(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+        if plan.downcast_ref::<StatefulStepExec>().is_some() {
+            return Some(Arc::clone(plan));
+        }
+        plan.children().into_iter().find_map(Self::find)
+    }
+}
+
+impl DisplayAs for StatefulStepExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "StatefulStepExec: {}", self.step)
+    }
+}
+
+impl ExecutionPlan for StatefulStepExec {
+    fn name(&self) -> &str {
+        "StatefulStepExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match (children.pop(), children.is_empty()) {
+            (Some(input), true) => Ok(Arc::new(StatefulStepExec::new(self.step.clone(), input))),
+            _ => Err(DataFusionError::Internal(
+                "StatefulStepExec takes one input".into(),
+            )),
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        self.input.execute(partition, context)
+    }
+}

@@ -1,0 +1,253 @@
+//! One `CREATE TABLE` / `CREATE VIEW` into the nodes that run it: the statement's own node,
+//! preceded by a hidden node for each stateful step below its own (see `steps`).
+//!
+//! Each node's plan is checked here, so `weir validate` reports what a run would stop on:
+//! joins of two streams, a stateful step its operator cannot keep (the operator is opened
+//! over the plan, as a run opens it), a window without a watermark, a table that reads an
+//! update-mode table, and the sink's options.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::provider_as_source;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::tokenizer::Span;
+use weir_engine::operators::window::node::WindowNode;
+use weir_engine::operators::{stateful_steps, TableContext};
+use weir_engine::runtime::epoch_table::EpochTable;
+use weir_engine::runtime::register_stream;
+use weir_engine::sink::SinkRegistry;
+
+use crate::error::SqlError;
+use crate::identifiers::KnownNames;
+use crate::parser::{PipelineFile, StreamStatement};
+use crate::planner::{datafusion_error, plan_stream, PlannedNode, QuerySpan, StreamKind};
+use crate::sinks::plan_sink;
+use crate::steps::{definition, split_steps, Step};
+use crate::stream_joins::{find_stream_join, join_span, plan_origins, Origins};
+use crate::windows::WindowSpec;
+
+/// What planning one statement needs from the statements planned before it.
+pub(crate) struct TablePlanning<'a> {
+    pub ctx: &'a SessionContext,
+    /// Each source's metadata columns, which `SELECT *` leaves out.
+    pub hidden: &'a HashMap<String, Vec<String>>,
+    pub sinks: &'a SinkRegistry,
+    /// Whether any source declares a watermark (windows need one).
+    pub has_watermark: bool,
+    /// The streams each planned stream's rows come from (for refusing stream joins).
+    pub origins: Origins,
+    /// The output schema of each planned stream.
+    pub schemas: HashMap<String, SchemaRef>,
+    /// Tables in update output mode: their rows are revised, so no node may read them.
+    pub update_tables: HashSet<String>,
+}
+
+/// The statement `st` as nodes: hidden step nodes first, then its own. `reads` are the
+/// streams its SQL names, with positions. Errors that leave the nodes usable (a sink
+/// option) go to `errors`; an error returned stops planning.
+pub(crate) async fn plan_table(
+    planning: &mut TablePlanning<'_>,
+    file: &PipelineFile,
+    st: &StreamStatement,
+    reads: &[(String, Span)],
+    errors: &mut Vec<SqlError>,
+) -> Result<Vec<PlannedNode>, SqlError> {
+    refuse_update_mode_inputs(planning, file, st, reads)?;
+    let mut known = KnownNames::default();
+    for (input, _) in reads {
+        known.add_table(input);
+        if let Some(schema) = planning.schemas.get(input) {
+            known.add_schema(schema);
+        }
+    }
+    let (plan, schema, windows) =
+        plan_stream(planning.ctx, file, st, planning.hidden, &known).await?;
+    let mut tables: HashMap<String, Arc<EpochTable>> = HashMap::new();
+    let ctx = planning.ctx;
+    let (plan, steps) = split_steps(&st.name, plan, &mut |name, schema| {
+        let table = register_stream(ctx, name, schema)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        tables.insert(name.to_string(), table.clone());
+        Ok(provider_as_source(table))
+    })
+    .map_err(|e| datafusion_error(file, st, e))?;
+
+    let mut nodes = Vec::new();
+    let mut candidates: Vec<String> = reads.iter().map(|(n, _)| n.clone()).collect();
+    for Step { name, plan } in steps {
+        let window = window_of(&plan, &windows);
+        check_node(planning, file, st, &name, &plan, window.is_some()).await?;
+        let inputs = inputs_of(&plan, &candidates);
+        candidates.push(name.clone());
+        let table = tables
+            .remove(&name)
+            .ok_or_else(|| file.error(st.name_span, format!("step `{name}` was not registered")))?;
+        planning.schemas.insert(name.clone(), table.schema_ref());
+        nodes.push(PlannedNode {
+            name,
+            kind: StreamKind::View,
+            plan,
+            table,
+            inputs,
+            sink: None,
+            window,
+            step_of: Some(st.name.clone()),
+            location: file.location(st.name_span),
+        });
+    }
+    let window = window_of(&plan, &windows);
+    check_node(planning, file, st, &st.name, &plan, window.is_some()).await?;
+    let sink = match st.kind {
+        StreamKind::Table => {
+            match plan_sink(file, st, &schema, &plan, window.as_ref(), planning.sinks) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            }
+        }
+        StreamKind::View => {
+            if let Some(o) = st.options.first() {
+                errors.push(
+                    file.error(o.key_span, "a view has no storage options")
+                        .with_hint("use CREATE TABLE ... WITH (...) AS SELECT to store a stream"),
+                );
+            }
+            None
+        }
+    };
+    if sink.as_ref().is_some_and(|s| s.update_keys.is_some()) {
+        planning.update_tables.insert(st.name.clone());
+    }
+    planning.schemas.insert(st.name.clone(), schema.clone());
+    let table = register_stream(planning.ctx, &st.name, schema)
+        .map_err(|e| file.error(st.name_span, format!("cannot register `{}`: {e}", st.name)))?;
+    let inputs = inputs_of(&plan, &candidates);
+    nodes.push(PlannedNode {
+        name: st.name.clone(),
+        kind: st.kind,
+        plan,
+        table,
+        inputs,
+        sink,
+        window,
+        step_of: None,
+        location: file.location(st.name_span),
+    });
+    Ok(nodes)
+}
+
+/// The window of the stateful step `plan` runs, if it runs one.
+fn window_of(plan: &LogicalPlan, windows: &[WindowSpec]) -> Option<WindowSpec> {
+    let step = stateful_steps(plan).into_iter().next()?;
+    let node = step.as_extension().as_any().downcast_ref::<WindowNode>()?;
+    windows
+        .iter()
+        .find(|w| definition(w) == node.window)
+        .cloned()
+}
+
+/// Refuses `st` when it reads an update-mode table: those rows are revised in later epochs,
+/// so anything computed from them would count each revision.
+fn refuse_update_mode_inputs(
+    planning: &TablePlanning<'_>,
+    file: &PipelineFile,
+    st: &StreamStatement,
+    reads: &[(String, Span)],
+) -> Result<(), SqlError> {
+    match reads
+        .iter()
+        .find(|(n, _)| planning.update_tables.contains(n))
+    {
+        None => Ok(()),
+        Some((name, span)) => Err(file
+            .error(
+                *span,
+                format!(
+                    "`{}` reads `{name}`, a table in update output mode: its rows are revised \
+                     in later epochs, so `{}` would count every revision",
+                    st.name, st.name
+                ),
+            )
+            .with_hint(format!(
+                "read what `{name}` reads instead, or write `{name}` in append mode (the \
+                 default) and read that"
+            ))),
+    }
+}
+
+/// Checks a node's plan: no join of two different streams, a watermark for a stateful step,
+/// and an operator that can keep the step as state. Records the node's origins.
+async fn check_node(
+    planning: &mut TablePlanning<'_>,
+    file: &PipelineFile,
+    st: &StreamStatement,
+    name: &str,
+    plan: &LogicalPlan,
+    windowed: bool,
+) -> Result<(), SqlError> {
+    if let Some(join) =
+        find_stream_join(plan, &planning.origins).map_err(|e| datafusion_error(file, st, e))?
+    {
+        let span = join_span(&st.query, join.subquery).unwrap_or_else(|| st.query.body_span());
+        return Err(file
+            .error(span, join.message(&st.name))
+            .with_hint(join.hint()));
+    }
+    let steps = stateful_steps(plan);
+    let origins = match steps.first() {
+        Some(_) => BTreeSet::from([name.to_string()]),
+        None => plan_origins(plan, &planning.origins).map_err(|e| datafusion_error(file, st, e))?,
+    };
+    planning.origins.insert(name.to_string(), origins);
+    let Some(step) = steps.first() else {
+        return Ok(());
+    };
+    if windowed && !planning.has_watermark {
+        return Err(file.error(st.name_span, format!("`{}` aggregates windows, but no source declares a watermark", st.name))
+            .with_hint("add WATERMARK FOR <time column> AS <time column> - INTERVAL '1 minute' to the source, so Weir knows when a window is complete"));
+    }
+    // The operator keeps the step as state: open it now, as a run will.
+    let mut operator = step.node().operator(&TableContext::default());
+    operator.open(planning.ctx, plan).await.map_err(|e| {
+        let reason = match e {
+            weir_engine::EngineError::DataFusion(e) => e.strip_backtrace(),
+            other => other.to_string(),
+        };
+        let reason = reason.trim_start_matches("Error during planning: ");
+        file.error(
+            st.query.body_span(),
+            format!(
+                "`{}` cannot keep its {} as state: {reason}",
+                st.name,
+                step.node().describe()
+            ),
+        )
+        .with_hint(step.node().usage())
+    })?;
+    Ok(())
+}
+
+/// The `candidates` (streams and earlier steps) that `plan` scans, in their order.
+fn inputs_of(plan: &LogicalPlan, candidates: &[String]) -> Vec<String> {
+    let mut scanned = HashSet::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            scanned.insert(scan.table_name.to_string());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    let mut inputs: Vec<String> = Vec::new();
+    for c in candidates {
+        if scanned.contains(c) && !inputs.contains(c) {
+            inputs.push(c.clone());
+        }
+    }
+    inputs
+}
