@@ -6,15 +6,21 @@
 
 pub mod env;
 pub mod error;
+mod explain;
+mod graph;
 pub mod identifiers;
 pub mod interval;
 pub mod parser;
+mod pipeline_files;
 pub mod planner;
 pub mod rewrite;
 pub mod sinks;
+mod source_plan;
 pub mod spark_windows;
+mod statements;
 pub mod steps;
 pub mod stream_joins;
+mod stream_plan;
 mod table_nodes;
 pub mod windows;
 

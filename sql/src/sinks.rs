@@ -13,7 +13,8 @@ use weir_engine::EngineError;
 
 use crate::error::SqlError;
 use crate::parser::{PipelineFile, StreamStatement};
-use crate::planner::{option_error, PlannedNode};
+use crate::planner::PlannedNode;
+use crate::source_plan::option_error;
 use crate::windows::WindowSpec;
 
 /// Where a table's rows go, as its connector planned them.

@@ -16,7 +16,7 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     visit_expressions_mut, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
-    Ident, ObjectName, Query, SelectItem, SetExpr, TableFactor, TableFunctionArgs,
+    Ident, ObjectName, Query, Select, SelectItem, SetExpr, TableFactor, TableFunctionArgs,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -43,135 +43,155 @@ pub fn rewrite_spark_windows(query: &mut Query) -> Result<(), WindowError> {
 
 fn rewrite_set_expr(body: &mut SetExpr) -> Result<(), WindowError> {
     match body {
-        SetExpr::Select(select) => {
-            for table in &mut select.from {
-                if let TableFactor::Derived { subquery, .. } = &mut table.relation {
-                    rewrite_spark_windows(subquery)?;
-                }
-            }
-            let GroupByExpr::Expressions(exprs, _) = &mut select.group_by else {
-                return Ok(());
-            };
-            let Some(position) = exprs.iter().position(|e| spark_window_call(e).is_some()) else {
-                return Ok(());
-            };
-            let Some((span, struct_name, args)) = spark_window_call(&exprs[position]) else {
-                return Ok(());
-            };
-            let error = |message: &str| WindowError {
-                span,
-                message: message.to_string(),
-                hint: USAGE.to_string(),
-            };
-            let session = struct_name == "session_window";
-            if session && args.len() != 2 {
-                return Err(error(&format!(
-                    "session_window() takes 2 arguments (time column, gap), got {}",
-                    args.len()
-                )));
-            }
-            if !(2..=4).contains(&args.len()) {
-                return Err(error(&format!(
-                    "window() takes 2 to 4 arguments (time column, size [, slide [, startTime]]), got {}",
-                    args.len()
-                )));
-            }
-            if exprs
-                .iter()
-                .filter(|e| spark_window_call(e).is_some())
-                .count()
-                > 1
-            {
-                return Err(error("GROUP BY has more than one window"));
-            }
-            let [single] = select.from.as_mut_slice() else {
-                return Err(error(
-                    "window() in GROUP BY needs exactly one source, table or view in FROM",
-                ));
-            };
-            if !single.joins.is_empty() {
-                return Err(error(
-                    "window() in GROUP BY cannot window a join yet; join in a view and window the view",
-                ));
-            }
-            let TableFactor::Table {
-                name,
-                args: table_args @ None,
-                ..
-            } = &mut single.relation
-            else {
-                return Err(error(
-                    "window() in GROUP BY needs a named source, table or view in FROM (name a subquery with CREATE VIEW)",
-                ));
-            };
-            let input = Expr::CompoundIdentifier(
-                name.0
-                    .iter()
-                    .filter_map(|p| p.as_ident().cloned())
-                    .collect(),
-            );
-            // Spark: window(time, size[, slide]); HOP takes (input, time, slide, size).
-            let (function, function_args) = match args.as_slice() {
-                [time, gap] if session => ("session", vec![input, time.clone(), gap.clone()]),
-                [time, size] => ("tumble", vec![input, time.clone(), size.clone()]),
-                [time, size, slide] => (
-                    "hop",
-                    vec![input, time.clone(), slide.clone(), size.clone()],
-                ),
-                // Spark's startTime is the window offset.
-                [time, size, slide, start] => (
-                    "hop",
-                    vec![
-                        input,
-                        time.clone(),
-                        slide.clone(),
-                        size.clone(),
-                        start.clone(),
-                    ],
-                ),
-                _ => unreachable!("argument count checked above"),
-            };
-            let alias_name = object_name_to_string(name);
-            *table_args = Some(TableFunctionArgs {
-                args: function_args
-                    .into_iter()
-                    .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
-                    .collect(),
-                settings: None,
-            });
-            *name = ObjectName::from(vec![Ident::new(function)]);
-            if let TableFactor::Table { alias, .. } = &mut single.relation {
-                if alias.is_none() {
-                    *alias = Some(datafusion::sql::sqlparser::ast::TableAlias {
-                        explicit: true,
-                        at: None,
-                        name: Ident::new(alias_name.rsplit('.').next().unwrap_or(&alias_name)),
-                        columns: Vec::new(),
-                    });
-                }
-            }
-            exprs.splice(
-                position..=position,
-                [
-                    Expr::Identifier(Ident::new("window_start")),
-                    Expr::Identifier(Ident::new("window_end")),
-                ],
-            );
-            for item in &mut select.projection {
-                name_window_fields(item, struct_name);
-            }
-            let replace = |e: &mut Expr| replace_window_references(e, struct_name);
-            let _ = visit_expressions_mut(&mut select.projection, replace);
-            let _ = visit_expressions_mut(&mut select.having, replace);
-            let _ = visit_expressions_mut(&mut select.qualify, replace);
-            Ok(())
-        }
+        SetExpr::Select(select) => rewrite_select(select),
         SetExpr::Query(q) => rewrite_spark_windows(q),
         SetExpr::SetOperation { left, right, .. } => {
             rewrite_set_expr(left)?;
             rewrite_set_expr(right)
         }
         _ => Ok(()),
+    }
+}
+
+/// `SELECT ... FROM x GROUP BY window(ts, ...), k` becomes `... FROM TUMBLE(x, ts, ...) AS x
+/// GROUP BY window_start, window_end, k`, with `window.start` / `window.end` renamed.
+fn rewrite_select(select: &mut Select) -> Result<(), WindowError> {
+    for table in &mut select.from {
+        if let TableFactor::Derived { subquery, .. } = &mut table.relation {
+            rewrite_spark_windows(subquery)?;
+        }
+    }
+    let GroupByExpr::Expressions(exprs, _) = &mut select.group_by else {
+        return Ok(());
+    };
+    let Some(position) = exprs.iter().position(|e| spark_window_call(e).is_some()) else {
+        return Ok(());
+    };
+    let Some((span, struct_name, args)) = spark_window_call(&exprs[position]) else {
+        return Ok(());
+    };
+    let error = |message: &str| WindowError {
+        span,
+        message: message.to_string(),
+        hint: USAGE.to_string(),
+    };
+    let session = struct_name == "session_window";
+    check_arity(session, args.len(), &error)?;
+    if exprs
+        .iter()
+        .filter(|e| spark_window_call(e).is_some())
+        .count()
+        > 1
+    {
+        return Err(error("GROUP BY has more than one window"));
+    }
+    let [single] = select.from.as_mut_slice() else {
+        return Err(error(
+            "window() in GROUP BY needs exactly one source, table or view in FROM",
+        ));
+    };
+    if !single.joins.is_empty() {
+        return Err(error(
+            "window() in GROUP BY cannot window a join yet; join in a view and window the view",
+        ));
+    }
+    let TableFactor::Table {
+        name,
+        args: table_args @ None,
+        ..
+    } = &mut single.relation
+    else {
+        return Err(error(
+            "window() in GROUP BY needs a named source, table or view in FROM (name a subquery with CREATE VIEW)",
+        ));
+    };
+    let input = Expr::CompoundIdentifier(
+        name.0
+            .iter()
+            .filter_map(|p| p.as_ident().cloned())
+            .collect(),
+    );
+    let (function, function_args) = table_function(session, input, &args);
+    let alias_name = object_name_to_string(name);
+    *table_args = Some(TableFunctionArgs {
+        args: function_args
+            .into_iter()
+            .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
+            .collect(),
+        settings: None,
+    });
+    *name = ObjectName::from(vec![Ident::new(function)]);
+    if let TableFactor::Table { alias, .. } = &mut single.relation {
+        if alias.is_none() {
+            *alias = Some(datafusion::sql::sqlparser::ast::TableAlias {
+                explicit: true,
+                at: None,
+                name: Ident::new(alias_name.rsplit('.').next().unwrap_or(&alias_name)),
+                columns: Vec::new(),
+            });
+        }
+    }
+    exprs.splice(
+        position..=position,
+        [
+            Expr::Identifier(Ident::new("window_start")),
+            Expr::Identifier(Ident::new("window_end")),
+        ],
+    );
+    for item in &mut select.projection {
+        name_window_fields(item, struct_name);
+    }
+    let replace = |e: &mut Expr| replace_window_references(e, struct_name);
+    let _ = visit_expressions_mut(&mut select.projection, replace);
+    let _ = visit_expressions_mut(&mut select.having, replace);
+    let _ = visit_expressions_mut(&mut select.qualify, replace);
+    Ok(())
+}
+
+/// Refuses a wrong number of arguments to `window()` / `session_window()`.
+fn check_arity(
+    session: bool,
+    count: usize,
+    error: &dyn Fn(&str) -> WindowError,
+) -> Result<(), WindowError> {
+    if session && count != 2 {
+        return Err(error(&format!(
+            "session_window() takes 2 arguments (time column, gap), got {}",
+            count
+        )));
+    }
+    if !(2..=4).contains(&count) {
+        return Err(error(&format!(
+            "window() takes 2 to 4 arguments (time column, size [, slide [, startTime]]), got {}",
+            count
+        )));
+    }
+    Ok(())
+}
+
+/// The table function (`tumble`, `hop` or `session`) and its arguments for Spark's
+/// `window(time, size[, slide[, startTime]])` or `session_window(time, gap)` over `input`.
+fn table_function(session: bool, input: Expr, args: &[Expr]) -> (&'static str, Vec<Expr>) {
+    // Spark: window(time, size[, slide]); HOP takes (input, time, slide, size).
+    match args {
+        [time, gap] if session => ("session", vec![input, time.clone(), gap.clone()]),
+        [time, size] => ("tumble", vec![input, time.clone(), size.clone()]),
+        [time, size, slide] => (
+            "hop",
+            vec![input, time.clone(), slide.clone(), size.clone()],
+        ),
+        // Spark's startTime is the window offset.
+        [time, size, slide, start] => (
+            "hop",
+            vec![
+                input,
+                time.clone(),
+                slide.clone(),
+                size.clone(),
+                start.clone(),
+            ],
+        ),
+        _ => unreachable!("argument count checked above"),
     }
 }
 

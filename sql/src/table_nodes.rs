@@ -25,10 +25,11 @@ use weir_engine::sink::SinkRegistry;
 use crate::error::SqlError;
 use crate::identifiers::KnownNames;
 use crate::parser::{PipelineFile, StreamStatement};
-use crate::planner::{datafusion_error, plan_stream, PlannedNode, QuerySpan, StreamKind};
+use crate::planner::{dead_letter_stream_name, PlannedNode, PlannedSource, StreamKind};
 use crate::sinks::plan_sink;
 use crate::steps::{definition, split_steps, Step};
 use crate::stream_joins::{find_stream_join, join_span, plan_origins, Origins};
+use crate::stream_plan::{datafusion_error, plan_stream, QuerySpan};
 use crate::windows::WindowSpec;
 
 /// What planning one statement needs from the statements planned before it.
@@ -45,6 +46,35 @@ pub(crate) struct TablePlanning<'a> {
     pub schemas: HashMap<String, SchemaRef>,
     /// Tables in update output mode: their rows are revised, so no node may read them.
     pub update_tables: HashSet<String>,
+}
+
+impl<'a> TablePlanning<'a> {
+    /// Planning state before the first statement: the sources' streams and dead letters.
+    pub fn new(
+        ctx: &'a SessionContext,
+        sources: &[PlannedSource],
+        hidden: &'a HashMap<String, Vec<String>>,
+        sinks: &'a SinkRegistry,
+    ) -> Self {
+        let mut origins = Origins::new();
+        let mut schemas = HashMap::new();
+        for s in sources {
+            let dead_letters = dead_letter_stream_name(&s.name);
+            origins.insert(s.name.clone(), BTreeSet::from([s.name.clone()]));
+            origins.insert(dead_letters.clone(), BTreeSet::from([dead_letters.clone()]));
+            schemas.insert(s.name.clone(), s.table.schema_ref());
+            schemas.insert(dead_letters, s.dead_letter_stream.schema_ref());
+        }
+        TablePlanning {
+            ctx,
+            hidden,
+            sinks,
+            has_watermark: sources.iter().any(|s| s.watermark.is_some()),
+            origins,
+            schemas,
+            update_tables: HashSet::new(),
+        }
+    }
 }
 
 /// The statement `st` as nodes: hidden step nodes first, then its own. `reads` are the

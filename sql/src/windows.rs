@@ -264,7 +264,33 @@ fn identifier(expr: &Expr) -> Option<String> {
 
 type Rewritten = (WindowSpec, String, Box<Query>);
 
+/// A window function call, checked: the window, its input and the time column as written.
+struct WindowCall {
+    spec: WindowSpec,
+    input: String,
+    time_sql: String,
+    usage: &'static str,
+}
+
+/// The window function `kind(args)` as a derived table: the input's rows with `window_start`
+/// and `window_end` (one copy per window for HOP).
 fn window_subquery(kind: &str, args: &[FunctionArg]) -> Result<Rewritten, (String, String)> {
+    let call = window_call(kind, args)?;
+    let sql = window_rows_sql(&call);
+    let query = Parser::new(&GenericDialect {})
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_query())
+        .map_err(|e| {
+            (
+                format!("cannot build the window query: {e}"),
+                call.usage.to_string(),
+            )
+        })?;
+    Ok((call.spec, call.input, query))
+}
+
+/// Checks the arguments of `kind(args)`: input, time column, sizes, offset.
+fn window_call(kind: &str, args: &[FunctionArg]) -> Result<WindowCall, (String, String)> {
     let usage = match kind {
         "tumble" => "TUMBLE(input, time_column, INTERVAL '1 minute' [, INTERVAL '0 seconds' /* offset */])",
         "session" => "SESSION(input, time_column, INTERVAL '30 minutes' /* gap */)",
@@ -332,6 +358,31 @@ fn window_subquery(kind: &str, args: &[FunctionArg]) -> Result<Rewritten, (Strin
     } else {
         (durations[0], durations[1])
     };
+    check_window_sizes(size, slide, offset, usage)?;
+    // The column as written (quoted where its spelling matters), for the generated SQL.
+    let time_sql = exprs[1].to_string();
+    Ok(WindowCall {
+        spec: WindowSpec {
+            kind: kind.to_string(),
+            time_column: time,
+            size,
+            slide,
+            offset,
+        },
+        input,
+        time_sql,
+        usage,
+    })
+}
+
+/// Refuses a slide longer than the window, an offset not shorter than the slide, and more
+/// than [`MAX_WINDOWS_PER_ROW`] windows per row.
+fn check_window_sizes(
+    size: Duration,
+    slide: Duration,
+    offset: Duration,
+    usage: &str,
+) -> Result<(), (String, String)> {
     if slide > size {
         return Err((
             "the slide is longer than the window, so some rows would be in no window".to_string(),
@@ -363,13 +414,24 @@ fn window_subquery(kind: &str, args: &[FunctionArg]) -> Result<Rewritten, (Strin
                 .to_string(),
         ));
     }
+    Ok(())
+}
+
+/// The SQL of a window's rows: the input with `window_start` and `window_end` columns.
+fn window_rows_sql(call: &WindowCall) -> String {
+    let WindowCall {
+        spec,
+        input,
+        time_sql,
+        ..
+    } = call;
+    let (slide, size, offset) = (spec.slide, spec.size, spec.offset);
+    let (slide_ms, size_ms) = (slide.as_millis(), size.as_millis());
     let interval = |ms: u128| format!("INTERVAL '{ms} milliseconds'");
     // Shifts are written as durations, not intervals: adding an interval to a timestamp with a
     // zone converts every row to local time and back (it could hold months or days), while a
     // duration is plain arithmetic on the epoch value, and the same for a fixed length.
     let duration = |ms: u128| format!("arrow_cast({ms}, 'Duration(Millisecond)')");
-    // The column as written (quoted where its spelling matters), for the generated SQL.
-    let time_sql = exprs[1].to_string();
     let bin = match offset.as_millis() {
         0 => format!("date_bin({}, {time_sql})", interval(slide_ms)),
         ms => format!(
@@ -378,13 +440,13 @@ fn window_subquery(kind: &str, args: &[FunctionArg]) -> Result<Rewritten, (Strin
             d = duration(ms)
         ),
     };
-    let sql = if kind == "session" {
+    if spec.kind == "session" {
         // Each row starts as its own session; the engine merges overlapping ones per key.
         format!(
             "SELECT *, {time_sql} AS window_start, {time_sql} + {} AS window_end FROM {input}",
             duration(size_ms)
         )
-    } else if kind == "tumble" {
+    } else if spec.kind == "tumble" {
         format!(
             "SELECT *, {bin} AS window_start, {bin} + {} AS window_end FROM {input}",
             duration(size_ms)
@@ -404,27 +466,7 @@ fn window_subquery(kind: &str, args: &[FunctionArg]) -> Result<Rewritten, (Strin
             starts.join(", "),
             size = duration(size_ms)
         )
-    };
-    let query = Parser::new(&GenericDialect {})
-        .try_with_sql(&sql)
-        .and_then(|mut p| p.parse_query())
-        .map_err(|e| {
-            (
-                format!("cannot build the window query: {e}"),
-                usage.to_string(),
-            )
-        })?;
-    Ok((
-        WindowSpec {
-            kind: kind.to_string(),
-            time_column: time,
-            size,
-            slide,
-            offset,
-        },
-        input,
-        query,
-    ))
+    }
 }
 
 #[cfg(test)]
