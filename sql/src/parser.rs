@@ -329,6 +329,8 @@ impl StatementParser<'_> {
         Ok(())
     }
 
+    /// sqlparser's errors carry their position only in their text ("... at Line: 3, Column:
+    /// 7"), so it is read back from there (falling back to the parser's next token).
     fn sql_err(&self, e: ParserError) -> SqlError {
         let text = e.to_string();
         let (line, column) = position_in_message(&text).unwrap_or_else(|| {

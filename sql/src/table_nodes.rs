@@ -246,11 +246,12 @@ async fn check_node(
     // The operator keeps the step as state: open it now, as a run will.
     let mut operator = step.node().operator(&TableContext::default());
     operator.open(planning.ctx, plan).await.map_err(|e| {
+        // A plan error's own text, without DataFusion's "Error during planning" prefix.
         let reason = match e {
+            weir_engine::EngineError::DataFusion(DataFusionError::Plan(reason)) => reason,
             weir_engine::EngineError::DataFusion(e) => e.strip_backtrace(),
             other => other.to_string(),
         };
-        let reason = reason.trim_start_matches("Error during planning: ");
         file.error(
             st.query.body_span(),
             format!(
