@@ -93,7 +93,12 @@ fn default_threads() -> usize {
 async fn plan(path: &Path, threads: usize) -> Result<PlannedPipeline, CliError> {
     let files = load_pipeline_files(path)?;
     let connectors = weir_cli::connectors();
-    Ok(plan_pipeline(&weir_cli::pipeline_name(path), &files, threads, &connectors).await?)
+    let planned =
+        plan_pipeline(&weir_cli::pipeline_name(path), &files, threads, &connectors).await?;
+    for warning in &planned.warnings {
+        errln!("{}", warning.as_warning());
+    }
+    Ok(planned)
 }
 
 /// `weir run`.
@@ -197,7 +202,11 @@ pub async fn validate(path: &Path) -> Result<(), CliError> {
         planned.name,
         planned.sources.len(),
         planned.nodes.iter().filter(|n| n.sink.is_some()).count(),
-        planned.nodes.iter().filter(|n| n.sink.is_none()).count()
+        planned
+            .nodes
+            .iter()
+            .filter(|n| n.sink.is_none() && n.step_of.is_none())
+            .count()
     );
     Ok(())
 }

@@ -51,12 +51,30 @@ impl SqlError {
     }
 }
 
+impl SqlError {
+    /// The same text labelled as a warning: something that runs but may not do what the
+    /// author expects (`weir validate`, `run` and `explain` print these and go on).
+    pub fn as_warning(&self) -> impl fmt::Display + '_ {
+        Labelled(self, "warning")
+    }
+}
+
+/// A [`SqlError`] shown with a label (`error`, `warning`).
+struct Labelled<'a>(&'a SqlError, &'static str);
+
 impl fmt::Display for SqlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: error: {}", self.location, self.message)?;
-        if let Some(line) = &self.source_line {
+        Labelled(self, "error").fmt(f)
+    }
+}
+
+impl fmt::Display for Labelled<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (error, label) = (self.0, self.1);
+        write!(f, "{}: {label}: {}", error.location, error.message)?;
+        if let Some(line) = &error.source_line {
             // A long line (generated SQL) is shown around the column only.
-            let col = self.location.column.saturating_sub(1) as usize;
+            let col = error.location.column.saturating_sub(1) as usize;
             let skip = col.saturating_sub(SHOWN_BEFORE_COLUMN);
             let shown: String = line.chars().skip(skip).take(SHOWN_LINE).collect();
             let (before, after) = (
@@ -74,7 +92,7 @@ impl fmt::Display for SqlError {
                 .collect();
             write!(f, "\n    | {before}{shown}{after}\n    | {pad}^")?;
         }
-        if let Some(hint) = &self.hint {
+        if let Some(hint) = &error.hint {
             write!(f, "\n  hint: {hint}")?;
         }
         Ok(())

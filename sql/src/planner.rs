@@ -91,6 +91,8 @@ pub struct PlannedPipeline {
     pub sources: Vec<PlannedSource>,
     /// Tables and views in dependency order (inputs first).
     pub nodes: Vec<PlannedNode>,
+    /// What runs but may not do what its author expects (unbounded state, ...).
+    pub warnings: Vec<crate::error::SqlError>,
 }
 
 /// Parses and plans all `files` as one pipeline named `name`, with `threads` partitions.
@@ -171,6 +173,8 @@ pub async fn plan_pipeline(
             }
         }
     }
+    let planning_warnings = std::mem::take(&mut planning.warnings);
+    drop(planning);
     errors.extend(overlapping_table_paths(&nodes));
     if !errors.is_empty() {
         return Err(SqlErrors(errors));
@@ -180,6 +184,7 @@ pub async fn plan_pipeline(
         ctx,
         sources,
         nodes,
+        warnings: planning_warnings,
     })
 }
 

@@ -92,6 +92,34 @@ fn update_merge_keys(
     Ok(keys)
 }
 
+/// What a table's sink is planned from besides its options.
+pub(crate) struct SinkOutput<'a> {
+    /// The table's plan.
+    pub plan: &'a LogicalPlan,
+    /// Its window, if it aggregates one.
+    pub window: Option<&'a WindowSpec>,
+    /// The keys of a step that replaces rows (keep-last dedupe): update mode on them.
+    pub step_update_keys: Option<Vec<String>>,
+}
+
+/// The keys a keep-last dedupe's table MERGEs on; each must be one of the output columns.
+fn dedupe_merge_keys(schema: &Schema, keys: Vec<String>) -> Result<Vec<String>, EngineError> {
+    let missing: Vec<&str> = keys
+        .iter()
+        .filter(|k| schema.index_of(k).is_err())
+        .map(|k| k.as_str())
+        .collect();
+    if missing.is_empty() {
+        return Ok(keys);
+    }
+    Err(EngineError::option_hint(
+        "output_mode",
+        "a dedupe that keeps the latest row MERGEs on its keys, so the query must select them \
+         under their own names",
+        format!("missing: {}", missing.join(", ")),
+    ))
+}
+
 /// Where table `st` writes, from its WITH options: its connector (the registry's default
 /// when none is named) checks its options; `output_mode = 'update'` needs the window and
 /// group keys in the output. Mistakes are errors at the option.
@@ -99,18 +127,31 @@ pub(crate) fn plan_sink(
     file: &PipelineFile,
     st: &StreamStatement,
     schema: &Schema,
-    plan: &LogicalPlan,
-    window: Option<&WindowSpec>,
+    output: SinkOutput<'_>,
     sinks: &SinkRegistry,
 ) -> Result<TableSink, SqlError> {
+    let SinkOutput {
+        plan,
+        window,
+        step_update_keys,
+    } = output;
     let mut options = Options::new(st.options.iter().map(|o| (o.key.clone(), o.value.clone())));
     let result = (|| {
         let (connector_name, connector) =
             sinks.connector(options.take_str("connector").as_deref())?;
-        let update_keys = match options.take_choice("output_mode", &["append", "update"])? {
-            Some(mode) if mode == "update" => Some(update_merge_keys(plan, window)?),
-            _ => None,
-        };
+        let mode = options.take_choice("output_mode", &["append", "update"])?;
+        let update_keys =
+            match (mode.as_deref(), step_update_keys) {
+                (Some("append"), Some(_)) => return Err(EngineError::option_hint(
+                    "output_mode",
+                    "a dedupe that keeps the latest row per key replaces rows: its table is in \
+                     update mode",
+                    "remove output_mode, or keep the first row (ORDER BY the time ASC)",
+                )),
+                (_, Some(keys)) => Some(dedupe_merge_keys(schema, keys)?),
+                (Some("update"), None) => Some(update_merge_keys(plan, window)?),
+                _ => None,
+            };
         let target = SinkTarget {
             table: &st.name,
             schema,

@@ -9,13 +9,19 @@
 
 use std::sync::Arc;
 
+use arrow::datatypes::DataType;
 use arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::ScalarValue;
 use datafusion::common::{Column, DFSchemaRef, TableReference};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::expr::WindowFunctionDefinition;
 use datafusion::logical_expr::{
-    Expr, Extension, LogicalPlan, LogicalPlanBuilder, TableSource, UserDefinedLogicalNode,
+    BinaryExpr, Expr, Extension, Filter, LogicalPlan, LogicalPlanBuilder, Operator, Projection,
+    SortExpr as Sort, SubqueryAlias, TableSource, UserDefinedLogicalNode, Window,
 };
+use weir_engine::operators::dedupe::node::DedupeNode;
+use weir_engine::operators::dedupe::state::Keep;
 use weir_engine::operators::stateful_node;
 use weir_engine::operators::window::node::{WindowDefinition, WindowNode};
 
@@ -222,4 +228,155 @@ fn scan_as(name: &str, source: Arc<dyn TableSource>, schema: &DFSchemaRef) -> Re
     LogicalPlanBuilder::scan(reference.clone(), source, None)?
         .project(columns)?
         .build()
+}
+
+/// Wraps every `ROW_NUMBER() OVER (PARTITION BY keys [ORDER BY time])` window that a
+/// `WHERE rn = 1` keeps in a [`DedupeNode`]: the Flink / RisingWave deduplication. Keys are
+/// remembered for `horizon_ms` after their event time; without an ORDER BY, the first of
+/// `time_columns` (the sources' watermark columns) the rows have is their event time.
+pub fn mark_dedupe_steps(
+    plan: LogicalPlan,
+    horizon_ms: i64,
+    time_columns: &[String],
+) -> std::result::Result<LogicalPlan, StepError> {
+    let plan = plan.transform_up(|node| {
+        let LogicalPlan::Filter(filter) = &node else {
+            return Ok(Transformed::no(node));
+        };
+        let Some(column) = row_number_is_one(&filter.predicate) else {
+            return Ok(Transformed::no(node));
+        };
+        let dedupe = Dedupe {
+            horizon_ms,
+            time_columns,
+        };
+        match dedupe.wrap(filter.input.as_ref(), &column)? {
+            Some(input) => Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(
+                filter.predicate.clone(),
+                Arc::new(input),
+            )?))),
+            None => Ok(Transformed::no(node)),
+        }
+    })?;
+    Ok(plan.data)
+}
+
+/// The column of `rn = 1` (or `rn <= 1`, `1 = rn`).
+fn row_number_is_one(predicate: &Expr) -> Option<Column> {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = predicate else {
+        return None;
+    };
+    let is_one = |e: &Expr| match e {
+        Expr::Literal(v, _) => {
+            v.cast_to(&DataType::Int64).ok() == Some(ScalarValue::Int64(Some(1)))
+        }
+        _ => false,
+    };
+    match (left.as_ref(), op, right.as_ref()) {
+        (Expr::Column(c), Operator::Eq | Operator::LtEq, one) if is_one(one) => Some(c.clone()),
+        (one, Operator::Eq | Operator::GtEq, Expr::Column(c)) if is_one(one) => Some(c.clone()),
+        _ => None,
+    }
+}
+
+/// How to wrap one `ROW_NUMBER()` window.
+struct Dedupe<'a> {
+    horizon_ms: i64,
+    time_columns: &'a [String],
+}
+
+impl Dedupe<'_> {
+    /// `plan` with the window that computes `column` wrapped, following the column through
+    /// projections and aliases; `None` when `column` is not such a window's.
+    fn wrap(&self, plan: &LogicalPlan, column: &Column) -> Result<Option<LogicalPlan>> {
+        match plan {
+            LogicalPlan::Projection(p) => {
+                let Ok(i) = p.schema.index_of_column(column) else {
+                    return Ok(None);
+                };
+                let Expr::Column(inner) = p.expr[i].clone().unalias_nested().data else {
+                    return Ok(None);
+                };
+                let Some(input) = self.wrap(&p.input, &inner)? else {
+                    return Ok(None);
+                };
+                Ok(Some(LogicalPlan::Projection(
+                    Projection::try_new_with_schema(
+                        p.expr.clone(),
+                        Arc::new(input),
+                        Arc::clone(&p.schema),
+                    )?,
+                )))
+            }
+            LogicalPlan::SubqueryAlias(a) => {
+                let inner = Column::from_name(&column.name);
+                let Some(input) = self.wrap(&a.input, &inner)? else {
+                    return Ok(None);
+                };
+                Ok(Some(LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
+                    Arc::new(input),
+                    a.alias.clone(),
+                )?)))
+            }
+            LogicalPlan::Window(w) => Ok(self.node(w, column).map(extension)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The dedupe node for window `w` when it is one `ROW_NUMBER()` computing `column`,
+    /// partitioned by columns and ordered by at most one column.
+    fn node(&self, w: &Window, column: &Column) -> Option<DedupeNode> {
+        let [expr] = w.window_expr.as_slice() else {
+            return None;
+        };
+        let output = w.schema.fields().last()?;
+        if output.name() != &column.name {
+            return None;
+        }
+        let Expr::WindowFunction(f) = expr.clone().unalias_nested().data else {
+            return None;
+        };
+        let WindowFunctionDefinition::WindowUDF(udf) = &f.fun else {
+            return None;
+        };
+        if udf.name() != "row_number" || f.params.partition_by.is_empty() {
+            return None;
+        }
+        let keys = f
+            .params
+            .partition_by
+            .iter()
+            .map(|e| match e {
+                Expr::Column(c) => Some(c.name.clone()),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let input_schema = w.input.schema();
+        let (time_column, keep) = match f.params.order_by.as_slice() {
+            [] => {
+                let time = self
+                    .time_columns
+                    .iter()
+                    .find(|t| input_schema.fields().iter().any(|f| f.name() == *t))
+                    .cloned();
+                (time, Keep::FirstArrived)
+            }
+            [Sort {
+                expr: Expr::Column(c),
+                asc,
+                ..
+            }] => (
+                Some(c.name.clone()),
+                if *asc { Keep::Earliest } else { Keep::Latest },
+            ),
+            _ => return None,
+        };
+        Some(DedupeNode {
+            input: LogicalPlan::Window(w.clone()),
+            keys,
+            time_column,
+            keep,
+            horizon_ms: self.horizon_ms,
+        })
+    }
 }

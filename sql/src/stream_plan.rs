@@ -21,8 +21,17 @@ use crate::rewrite::{
     exists_in_select_lists, expression_depth, hide_metadata_columns, MAX_EXPRESSION_DEPTH,
 };
 use crate::spark_windows::rewrite_spark_windows;
-use crate::steps::{mark_window_steps, StepError};
+use crate::steps::{mark_dedupe_steps, mark_window_steps, StepError};
 use crate::windows::{rewrite_window_functions, WindowSpec};
+
+/// What the sources say about event time, for steps that need it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EventTimes {
+    /// The sources' watermark columns.
+    pub columns: Vec<String>,
+    /// The longest watermark delay: how long a dedupe remembers a key after its event time.
+    pub horizon_ms: i64,
+}
 
 /// Plans `st`'s query against the pipeline's streams; `hidden` are each source's metadata
 /// columns (left out of `SELECT *`), `known` the column names it may use.
@@ -32,6 +41,7 @@ pub(crate) async fn plan_stream(
     st: &StreamStatement,
     hidden: &HashMap<String, Vec<String>>,
     known: &KnownNames,
+    event_time: &EventTimes,
 ) -> Result<(LogicalPlan, SchemaRef, Vec<WindowSpec>), SqlError> {
     let depth = expression_depth(&st.query);
     if depth > MAX_EXPRESSION_DEPTH {
@@ -75,6 +85,12 @@ pub(crate) async fn plan_stream(
                 .with_hint("give one of them another name with AS"));
         }
     }
+    let plan = mark_dedupe_steps(plan, event_time.horizon_ms, &event_time.columns).map_err(
+        |e| match e {
+            StepError::DataFusion(e) => datafusion_error(file, st, e),
+            other => file.error(st.query.body_span(), other.to_string()),
+        },
+    )?;
     let plan = mark_window_steps(plan, &windows).map_err(|e| {
         let hint = match e {
             StepError::DataFusion(e) => return datafusion_error(file, st, e),

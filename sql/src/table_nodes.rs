@@ -16,6 +16,8 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::tokenizer::Span;
+use weir_engine::operators::dedupe::node::DedupeNode;
+use weir_engine::operators::dedupe::state::Keep;
 use weir_engine::operators::window::node::WindowNode;
 use weir_engine::operators::{stateful_steps, TableContext};
 use weir_engine::runtime::epoch_table::EpochTable;
@@ -26,10 +28,10 @@ use crate::error::SqlError;
 use crate::identifiers::KnownNames;
 use crate::parser::{PipelineFile, StreamStatement};
 use crate::planner::{dead_letter_stream_name, PlannedNode, PlannedSource, StreamKind};
-use crate::sinks::plan_sink;
+use crate::sinks::{plan_sink, SinkOutput};
 use crate::steps::{definition, split_steps, Step};
 use crate::stream_joins::{find_stream_join, join_span, plan_origins, Origins};
-use crate::stream_plan::{datafusion_error, plan_stream, QuerySpan};
+use crate::stream_plan::{datafusion_error, plan_stream, EventTimes, QuerySpan};
 use crate::windows::WindowSpec;
 
 /// What planning one statement needs from the statements planned before it.
@@ -46,6 +48,10 @@ pub(crate) struct TablePlanning<'a> {
     pub schemas: HashMap<String, SchemaRef>,
     /// Tables in update output mode: their rows are revised, so no node may read them.
     pub update_tables: HashSet<String>,
+    /// The sources' event-time columns and watermark delays.
+    pub event_time: EventTimes,
+    /// What may not do what its author expects (printed, not refused).
+    pub warnings: Vec<SqlError>,
 }
 
 impl<'a> TablePlanning<'a> {
@@ -73,6 +79,18 @@ impl<'a> TablePlanning<'a> {
             origins,
             schemas,
             update_tables: HashSet::new(),
+            event_time: EventTimes {
+                columns: sources
+                    .iter()
+                    .filter_map(|s| s.watermark.as_ref().map(|(c, _)| c.clone()))
+                    .collect(),
+                horizon_ms: sources
+                    .iter()
+                    .filter_map(|s| s.watermark.as_ref().map(|(_, d)| d.as_millis() as i64))
+                    .max()
+                    .unwrap_or(0),
+            },
+            warnings: Vec::new(),
         }
     }
 }
@@ -95,8 +113,15 @@ pub(crate) async fn plan_table(
             known.add_schema(schema);
         }
     }
-    let (plan, schema, windows) =
-        plan_stream(planning.ctx, file, st, planning.hidden, &known).await?;
+    let (plan, schema, windows) = plan_stream(
+        planning.ctx,
+        file,
+        st,
+        planning.hidden,
+        &known,
+        &planning.event_time,
+    )
+    .await?;
     let mut tables: HashMap<String, Arc<EpochTable>> = HashMap::new();
     let ctx = planning.ctx;
     let (plan, steps) = split_steps(&st.name, plan, &mut |name, schema| {
@@ -110,8 +135,10 @@ pub(crate) async fn plan_table(
     let mut nodes = Vec::new();
     let mut candidates: Vec<String> = reads.iter().map(|(n, _)| n.clone()).collect();
     for Step { name, plan } in steps {
+        refuse_update_step(file, st, &plan)?;
+        warn_unbounded_state(planning, file, st, &plan);
         let window = window_of(&plan, &windows);
-        check_node(planning, file, st, &name, &plan, window.is_some()).await?;
+        check_node(planning, file, st, &name, &plan).await?;
         let inputs = inputs_of(&plan, &candidates);
         candidates.push(name.clone());
         let table = tables
@@ -131,10 +158,20 @@ pub(crate) async fn plan_table(
         });
     }
     let window = window_of(&plan, &windows);
-    check_node(planning, file, st, &st.name, &plan, window.is_some()).await?;
+    check_node(planning, file, st, &st.name, &plan).await?;
+    warn_unbounded_state(planning, file, st, &plan);
+    let step_update_keys = step_update_keys(&plan);
+    if step_update_keys.is_some() {
+        planning.update_tables.insert(st.name.clone());
+    }
     let sink = match st.kind {
         StreamKind::Table => {
-            match plan_sink(file, st, &schema, &plan, window.as_ref(), planning.sinks) {
+            let output = SinkOutput {
+                plan: &plan,
+                window: window.as_ref(),
+                step_update_keys,
+            };
+            match plan_sink(file, st, &schema, output, planning.sinks) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     errors.push(e);
@@ -171,6 +208,68 @@ pub(crate) async fn plan_table(
         location: file.location(st.name_span),
     });
     Ok(nodes)
+}
+
+/// The keys a step that revises its rows (a keep-last dedupe) MERGEs on, when `plan` runs one.
+fn step_update_keys(plan: &LogicalPlan) -> Option<Vec<String>> {
+    let step = stateful_steps(plan).into_iter().next()?;
+    let node = step.as_extension().as_any().downcast_ref::<DedupeNode>()?;
+    (node.keep == Keep::Latest).then(|| node.keys.clone())
+}
+
+/// Refuses a step that revises its rows below another step of the same query.
+fn refuse_update_step(
+    file: &PipelineFile,
+    st: &StreamStatement,
+    plan: &LogicalPlan,
+) -> Result<(), SqlError> {
+    match step_update_keys(plan) {
+        None => Ok(()),
+        Some(_) => Err(file
+            .error(
+                st.query.body_span(),
+                format!(
+                    "`{}` keeps the latest row per key and then aggregates it again: each \
+                     newer row replaces the earlier one, so the step above would count both",
+                    st.name
+                ),
+            )
+            .with_hint(
+                "keep the first row (ORDER BY the event time ASC) before another step, or store \
+                 the latest rows in their own table",
+            )),
+    }
+}
+
+/// Warns when a dedupe step has no event time: its keys can never be forgotten.
+fn warn_unbounded_state(
+    planning: &mut TablePlanning<'_>,
+    file: &PipelineFile,
+    st: &StreamStatement,
+    plan: &LogicalPlan,
+) {
+    for step in stateful_steps(plan) {
+        let Some(node) = step.as_extension().as_any().downcast_ref::<DedupeNode>() else {
+            continue;
+        };
+        if node.time_column.is_none() || planning.event_time.columns.is_empty() {
+            planning.warnings.push(
+                file.error(
+                    st.query.body_span(),
+                    format!(
+                        "`{}` deduplicates on ({}) without an event time and a watermark: \
+                         every key is kept forever, so its state only grows",
+                        st.name,
+                        node.keys.join(", ")
+                    ),
+                )
+                .with_hint(
+                    "declare WATERMARK FOR <time> AS <time> - INTERVAL '...' on the source and \
+                     keep its time column in the rows, or ORDER BY it in the ROW_NUMBER() window",
+                ),
+            );
+        }
+    }
 }
 
 /// The window of the stateful step `plan` runs, if it runs one.
@@ -220,7 +319,6 @@ async fn check_node(
     st: &StreamStatement,
     name: &str,
     plan: &LogicalPlan,
-    windowed: bool,
 ) -> Result<(), SqlError> {
     if let Some(join) =
         find_stream_join(plan, &planning.origins).map_err(|e| datafusion_error(file, st, e))?
@@ -239,9 +337,20 @@ async fn check_node(
     let Some(step) = steps.first() else {
         return Ok(());
     };
-    if windowed && !planning.has_watermark {
-        return Err(file.error(st.name_span, format!("`{}` aggregates windows, but no source declares a watermark", st.name))
-            .with_hint("add WATERMARK FOR <time column> AS <time column> - INTERVAL '1 minute' to the source, so Weir knows when a window is complete"));
+    if step.node().needs_watermark() && !planning.has_watermark {
+        return Err(file
+            .error(
+                st.name_span,
+                format!(
+                    "`{}` runs {}, which waits for a watermark, but no source declares one",
+                    st.name,
+                    step.node().describe()
+                ),
+            )
+            .with_hint(
+                "add WATERMARK FOR <time column> AS <time column> - INTERVAL '1 minute' to the \
+                 source, so Weir knows when event time has passed",
+            ));
     }
     // The operator keeps the step as state: open it now, as a run will.
     let mut operator = step.node().operator(&TableContext::default());

@@ -10,6 +10,7 @@
 //!
 //! `row_errors` is not an operator: it isolates the rows a stateless query fails on.
 
+pub mod dedupe;
 pub mod registry;
 pub mod row_errors;
 pub mod step_exec;
@@ -128,7 +129,7 @@ pub trait StreamOperator: Send + Sync {
     async fn process_epoch(&mut self, step: EpochStep<'_>) -> Result<OperatorOutput>;
 
     /// The state to store in the checkpoint after the epoch.
-    fn snapshot(&self) -> StateSnapshot;
+    fn snapshot(&self) -> Result<StateSnapshot>;
 
     /// The last epoch's metrics and the state held.
     fn metrics(&self) -> OperatorMetrics;

@@ -19,6 +19,7 @@ use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
+use super::dedupe::node::DedupeNode;
 use super::step_exec::StatefulStepExec;
 use super::window::node::WindowNode;
 use super::StreamOperator;
@@ -30,6 +31,9 @@ pub trait StatefulNode: Send + Sync {
 
     /// What state the step keeps, for `weir explain`.
     fn state(&self) -> &'static str;
+
+    /// Whether the step needs a watermark to ever release its rows.
+    fn needs_watermark(&self) -> bool;
 
     /// How to write the step in SQL, for errors about it.
     fn usage(&self) -> &'static str;
@@ -51,7 +55,7 @@ pub struct TableContext {
 pub type AsStatefulNode = fn(&dyn UserDefinedLogicalNode) -> Option<&dyn StatefulNode>;
 
 /// Every stateful node type: one line per operator.
-pub const STATEFUL_NODES: &[AsStatefulNode] = &[WindowNode::stateful];
+pub const STATEFUL_NODES: &[AsStatefulNode] = &[WindowNode::stateful, DedupeNode::stateful];
 
 /// The extension node as a stateful step, if it is one.
 pub fn stateful_node(node: &dyn UserDefinedLogicalNode) -> Option<&dyn StatefulNode> {

@@ -102,3 +102,24 @@ impl ExecutionPlan for StatefulStepExec {
         self.input.execute(partition, context)
     }
 }
+
+/// `plan` with the node `target` (a step found by [`StatefulStepExec::find`]) replaced by
+/// `replacement`, the rows the step's operator released.
+pub fn replace_step(
+    plan: &Arc<dyn ExecutionPlan>,
+    target: &Arc<dyn ExecutionPlan>,
+    replacement: Arc<dyn ExecutionPlan>,
+) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    if Arc::ptr_eq(plan, target) {
+        return Ok(replacement);
+    }
+    let children: Vec<Arc<dyn ExecutionPlan>> = plan
+        .children()
+        .into_iter()
+        .map(|c| replace_step(c, target, replacement.clone()))
+        .collect::<datafusion::error::Result<_>>()?;
+    if children.is_empty() {
+        return Ok(plan.clone());
+    }
+    datafusion::physical_plan::replace_children_if_necessary(plan.clone(), children)
+}

@@ -66,14 +66,17 @@ impl Pipeline {
 
     /// Stores every operator's state as of `epoch` on a blocking thread.
     fn spawn_state_write(&self, epoch: u64) -> JoinHandle<Result<()>> {
-        let states: Vec<_> = self
+        let states: Result<Vec<_>> = self
             .nodes
             .iter()
-            .filter_map(|n| Some((n.name.clone(), n.operator.as_ref()?.snapshot())))
+            .filter_map(|n| {
+                let operator = n.operator.as_ref()?;
+                Some(operator.snapshot().map(|s| (n.name.clone(), s)))
+            })
             .collect();
         let checkpoint = self.checkpoint.clone();
         tokio::task::spawn_blocking(move || {
-            for (name, snapshot) in &states {
+            for (name, snapshot) in &states? {
                 checkpoint.write_state(name, epoch, snapshot)?;
             }
             Ok(())

@@ -18,6 +18,7 @@ use super::input::{carry_event_time, without_event_time, EVENT_TIME_COLUMN};
 use super::state::{UpdatedRows, WindowAggregateState};
 use super::{WindowConfig, WINDOW_START};
 use crate::error::{EngineError, Result};
+use crate::operators::step_exec::replace_step;
 use crate::operators::EpochStep;
 
 /// What a windowed node produced in one epoch.
@@ -78,7 +79,7 @@ pub(super) async fn execute_windowed(
         let step_node = &step_node;
         async move {
             let input = MemorySourceConfig::try_new_exec(&[aggregated], step_node.schema(), None)?;
-            let rest = replace_plan(physical, step_node, input)?;
+            let rest = replace_step(physical, step_node, input)?;
             collect(rest, ctx.task_ctx()).await
         }
     };
@@ -269,26 +270,6 @@ fn aggregate_and_input(
         return Some((plan.clone(), input));
     }
     plan.children().into_iter().find_map(aggregate_and_input)
-}
-
-/// `plan` with the node `target` replaced by `replacement`.
-fn replace_plan(
-    plan: &Arc<dyn ExecutionPlan>,
-    target: &Arc<dyn ExecutionPlan>,
-    replacement: Arc<dyn ExecutionPlan>,
-) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-    if Arc::ptr_eq(plan, target) {
-        return Ok(replacement);
-    }
-    let children: Vec<Arc<dyn ExecutionPlan>> = plan
-        .children()
-        .into_iter()
-        .map(|c| replace_plan(c, target, replacement.clone()))
-        .collect::<datafusion::error::Result<_>>()?;
-    if children.is_empty() {
-        return Ok(plan.clone());
-    }
-    datafusion::physical_plan::replace_children_if_necessary(plan.clone(), children)
 }
 
 /// A timestamp scalar of `data_type` for an instant in epoch milliseconds.

@@ -181,22 +181,12 @@ impl StreamOperator for WindowOperator {
         })
     }
 
-    fn snapshot(&self) -> StateSnapshot {
-        match self.state() {
-            Ok(state) => StateSnapshot {
-                layout: Self::layout(state),
-                batches: state.state().to_vec(),
-            },
-            // Never opened: nothing to store (the pipeline opens every operator at start).
-            Err(_) => StateSnapshot {
-                layout: StateLayout {
-                    schema: std::sync::Arc::new(arrow::datatypes::Schema::empty()),
-                    definition: String::new(),
-                    format_version: WINDOW_STATE_FORMAT,
-                },
-                batches: Vec::new(),
-            },
-        }
+    fn snapshot(&self) -> Result<StateSnapshot> {
+        let state = self.state()?;
+        Ok(StateSnapshot {
+            layout: Self::layout(state),
+            batches: state.state().to_vec(),
+        })
     }
 
     fn metrics(&self) -> OperatorMetrics {

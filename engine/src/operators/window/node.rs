@@ -113,6 +113,10 @@ impl StatefulNode for WindowNode {
         "one row per open (window, keys) group"
     }
 
+    fn needs_watermark(&self) -> bool {
+        true
+    }
+
     fn usage(&self) -> &'static str {
         "aggregate per window: SELECT window_start, window_end, key, count(*) FROM TUMBLE(...) \
          GROUP BY window_start, window_end, key"

@@ -1,0 +1,312 @@
+//! The dedupe operator: one row per key within the watermark, across epochs and restarts.
+//!
+//! - `node`: the logical plan node the planner puts where SQL deduplicates (`ROW_NUMBER() ...
+//!   WHERE rn = 1`, `SELECT DISTINCT ON (...)`).
+//! - `state`: the keys seen, each with its event time (and for keep-first its row until the
+//!   watermark makes it final), forgotten once the watermark passes the time by the watermark
+//!   delay, as Spark's `dropDuplicatesWithinWatermark` does.
+//!
+//! Each epoch the rows below the step are read, late rows (event time behind the watermark)
+//! split off, the rest offered to the state; the rows the state releases get `rn = 1` and the
+//! rest of the table's plan runs over them.
+
+pub mod node;
+pub mod state;
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt64Array};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::row::{RowConverter, SortField};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::collect;
+use datafusion::prelude::SessionContext;
+
+use self::state::{DedupeState, Keep, Offered};
+use crate::dead_letter::LATE_BEFORE_WATERMARK;
+use crate::error::{EngineError, Result};
+use crate::operators::step_exec::{replace_step, StatefulStepExec};
+use crate::operators::{
+    EpochStep, LateRows, OperatorMetrics, OperatorOutput, StateLayout, StateSnapshot,
+    StreamOperator,
+};
+
+/// The version of the dedupe state format in checkpoints.
+pub const DEDUPE_STATE_FORMAT: u32 = 1;
+
+/// A dedupe as the planner found it.
+#[derive(Debug, Clone)]
+pub struct DedupeConfig {
+    /// The rows to deduplicate (the plan below the step).
+    pub rows: Option<LogicalPlan>,
+    /// Key columns of those rows.
+    pub keys: Vec<String>,
+    /// Their event-time column, if any.
+    pub time_column: Option<String>,
+    /// Which row of a key is kept.
+    pub keep: Keep,
+    /// How long after its event time a key is remembered.
+    pub horizon_ms: i64,
+    /// The dedupe as text; checkpoints refuse state of another definition.
+    pub definition: String,
+    /// The source whose dead-letter table receives late rows, when it asks for them.
+    pub late_rows_to: Option<String>,
+}
+
+/// Where the step's columns are, found by `open`.
+#[derive(Debug)]
+struct Opened {
+    state: DedupeState,
+    converter: RowConverter,
+    key_columns: Vec<usize>,
+    time_column: Option<usize>,
+}
+
+/// A dedupe as a [`StreamOperator`].
+#[derive(Debug)]
+pub struct DedupeOperator {
+    config: DedupeConfig,
+    opened: Option<Opened>,
+    last: OperatorMetrics,
+}
+
+impl DedupeOperator {
+    /// A dedupe operator for `config`; `open` finds its columns in the table's plan.
+    pub fn new(config: DedupeConfig) -> Self {
+        DedupeOperator {
+            config,
+            opened: None,
+            last: OperatorMetrics::default(),
+        }
+    }
+
+    fn rows_plan(&self) -> Result<&LogicalPlan> {
+        self.config
+            .rows
+            .as_ref()
+            .ok_or_else(|| internal("the dedupe step has no ROW_NUMBER() window"))
+    }
+
+    fn layout(&self, state: &DedupeState) -> StateLayout {
+        StateLayout {
+            schema: state.snapshot_schema(),
+            definition: self.config.definition.clone(),
+            format_version: DEDUPE_STATE_FORMAT,
+        }
+    }
+}
+
+fn internal(message: &str) -> EngineError {
+    EngineError::DataFusion(DataFusionError::Internal(message.to_string()))
+}
+
+fn column_index(schema: &SchemaRef, name: &str) -> Result<usize> {
+    schema.index_of(name).map_err(|_| {
+        EngineError::DataFusion(DataFusionError::Plan(format!(
+            "the rows to deduplicate have no column `{name}`"
+        )))
+    })
+}
+
+/// Event times of `column` in epoch milliseconds (`i64::MIN` for NULL).
+fn times_ms(column: &ArrayRef) -> Result<Vec<i64>> {
+    let DataType::Timestamp(_, tz) = column.data_type() else {
+        return Err(EngineError::DataFusion(DataFusionError::Plan(format!(
+            "a dedupe orders by event time, a TIMESTAMP, not {}",
+            column.data_type()
+        ))));
+    };
+    let ms = cast(
+        column,
+        &DataType::Timestamp(TimeUnit::Millisecond, tz.clone()),
+    )?;
+    let ms = cast(&ms, &DataType::Int64)?;
+    let ms = ms
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| internal("timestamps did not cast to Int64"))?;
+    Ok((0..ms.len())
+        .map(|i| if ms.is_null(i) { i64::MIN } else { ms.value(i) })
+        .collect())
+}
+
+/// `rows` with a `ROW_NUMBER()` column of ones, in the step's output schema.
+fn numbered(rows: RecordBatch, schema: SchemaRef) -> Result<RecordBatch> {
+    let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
+    columns.push(Arc::new(UInt64Array::from(vec![1u64; rows.num_rows()])));
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// What one epoch's input did.
+#[derive(Default)]
+struct Offers {
+    rows_in: u64,
+    /// Rows dropped as duplicates of a kept row.
+    duplicates: u64,
+    late: u64,
+    late_rows: Vec<RecordBatch>,
+}
+
+impl DedupeOperator {
+    /// Offers every on-time row of `batches` to the state; late rows are counted (and kept
+    /// when they are dead-lettered).
+    fn offer_rows(&mut self, batches: Vec<RecordBatch>, late_ms: Option<i64>) -> Result<Offers> {
+        let keep_late = self.config.late_rows_to.is_some();
+        let opened = self
+            .opened
+            .as_mut()
+            .ok_or_else(|| internal("the dedupe operator was used before it was opened"))?;
+        let mut offers = Offers::default();
+        for batch in batches {
+            let n = batch.num_rows();
+            offers.rows_in += n as u64;
+            let keys: Vec<ArrayRef> = opened
+                .key_columns
+                .iter()
+                .map(|&i| batch.column(i).clone())
+                .collect();
+            let keys = opened.converter.convert_columns(&keys)?;
+            let times = match opened.time_column {
+                Some(i) => Some(times_ms(batch.column(i))?),
+                None => None,
+            };
+            let index = opened.state.add_batch(batch.clone());
+            let mut late = vec![false; n];
+            for (row, is_late) in late.iter_mut().enumerate() {
+                let time = times.as_ref().map_or(i64::MIN, |t| t[row]);
+                if times.is_some() && late_ms.is_some_and(|wm| time < wm) {
+                    *is_late = true;
+                    offers.late += 1;
+                    continue;
+                }
+                if opened.state.offer(&keys, row, index, time) == Offered::Duplicate {
+                    offers.duplicates += 1;
+                }
+            }
+            if keep_late && late.iter().any(|l| *l) {
+                let mask = BooleanArray::from(late);
+                offers.late_rows.push(filter_record_batch(&batch, &mask)?);
+            }
+        }
+        Ok(offers)
+    }
+}
+
+#[async_trait::async_trait]
+impl StreamOperator for DedupeOperator {
+    fn describe(&self) -> String {
+        let mode = if self.config.keep == Keep::Latest {
+            "update"
+        } else {
+            "append"
+        };
+        format!("{}, {mode} output", self.config.definition)
+    }
+
+    async fn open(&mut self, ctx: &SessionContext, plan: &LogicalPlan) -> Result<StateLayout> {
+        let physical = ctx.state().create_physical_plan(plan).await?;
+        StatefulStepExec::find(&physical).ok_or_else(|| internal("the plan has no dedupe step"))?;
+        let rows = ctx.state().create_physical_plan(self.rows_plan()?).await?;
+        let schema = rows.schema();
+        let key_columns = self
+            .config
+            .keys
+            .iter()
+            .map(|k| column_index(&schema, k))
+            .collect::<Result<Vec<_>>>()?;
+        let time_column = match &self.config.time_column {
+            Some(t) => Some(column_index(&schema, t)?),
+            None => None,
+        };
+        if let Some(i) = time_column {
+            times_ms(&arrow::array::new_empty_array(schema.field(i).data_type()))?;
+        }
+        let fields = key_columns
+            .iter()
+            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+            .collect();
+        let state = DedupeState::new(self.config.keep, self.config.horizon_ms, schema);
+        let layout = self.layout(&state);
+        self.opened = Some(Opened {
+            state,
+            converter: RowConverter::new(fields)?,
+            key_columns,
+            time_column,
+        });
+        Ok(layout)
+    }
+
+    fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
+        let opened = self
+            .opened
+            .as_mut()
+            .ok_or_else(|| internal("the dedupe operator was used before it was opened"))?;
+        Ok(opened.state.restore(batches)?)
+    }
+
+    async fn process_epoch(&mut self, step: EpochStep<'_>) -> Result<OperatorOutput> {
+        let (ctx, plan_error) = (step.ctx, EngineError::plan(step.node, step.epoch));
+        let rows = ctx
+            .state()
+            .create_physical_plan(self.rows_plan()?)
+            .await
+            .map_err(plan_error)?;
+        let batches = collect(rows, ctx.task_ctx()).await.map_err(plan_error)?;
+        let offers = self.offer_rows(batches, step.late_watermark_ms)?;
+        let opened = self
+            .opened
+            .as_mut()
+            .ok_or_else(|| internal("the dedupe operator was used before it was opened"))?;
+        let released = opened.state.finish_epoch(step.watermark_ms)?;
+        // The rest of the table's plan over the released rows.
+        let physical = ctx
+            .state()
+            .create_physical_plan(step.plan)
+            .await
+            .map_err(plan_error)?;
+        let step_node = StatefulStepExec::find(&physical)
+            .ok_or_else(|| internal("the plan has no dedupe step"))?;
+        let released = numbered(released, step_node.schema())?;
+        let rows_out = released.num_rows() as u64;
+        let input = MemorySourceConfig::try_new_exec(&[vec![released]], step_node.schema(), None)
+            .map_err(plan_error)?;
+        let rest = replace_step(&physical, &step_node, input).map_err(plan_error)?;
+        let rows = collect(rest, ctx.task_ctx()).await.map_err(plan_error)?;
+        self.last = OperatorMetrics {
+            rows_in: offers.rows_in,
+            rows_out,
+            late_rows: offers.late,
+            state_rows: opened.state.len() as u64,
+            state_bytes: opened.state.memory_size() as u64,
+        };
+        Ok(OperatorOutput {
+            rows,
+            replaced: Vec::new(),
+            late: LateRows {
+                count: offers.late,
+                rows: offers.late_rows,
+                dead_letter_to: self.config.late_rows_to.clone(),
+                reason: LATE_BEFORE_WATERMARK,
+                time_column: self.config.time_column.clone().unwrap_or_default(),
+            },
+        })
+    }
+
+    fn snapshot(&self) -> Result<StateSnapshot> {
+        let opened = self
+            .opened
+            .as_ref()
+            .ok_or_else(|| internal("the dedupe operator was used before it was opened"))?;
+        Ok(StateSnapshot {
+            layout: self.layout(&opened.state),
+            batches: vec![opened.state.snapshot()?],
+        })
+    }
+
+    fn metrics(&self) -> OperatorMetrics {
+        self.last
+    }
+}

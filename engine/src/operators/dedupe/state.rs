@@ -1,0 +1,310 @@
+//! The keys a dedupe has seen, with each key's event time, and for keep-first the row that
+//! will be emitted once the watermark makes it final.
+//!
+//! Rows are referenced, not copied, while an epoch runs: a candidate is (batch, row) in
+//! `batches` (the last epoch's compacted candidates, then this epoch's input). After each
+//! epoch the candidates still waiting are compacted into one batch, so old input batches are
+//! released.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    new_null_array, Array, ArrayRef, BinaryArray, BooleanArray, Int64Array, RecordBatch,
+};
+use arrow::compute::interleave_record_batch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::row::Rows;
+
+/// Which row of a key a dedupe keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
+pub enum Keep {
+    /// The first row to arrive (no ORDER BY): emitted at once.
+    FirstArrived,
+    /// The row with the earliest event time (`ORDER BY time ASC`): emitted once the watermark
+    /// passes it, so an earlier row arriving later still wins.
+    Earliest,
+    /// The row with the latest event time (`ORDER BY time DESC`): every newer row is emitted
+    /// and replaces the key's earlier row (update output).
+    Latest,
+}
+
+/// What the state knows of one key.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// The event time (ms) of the key's kept row; `i64::MIN` when the row has none.
+    time_ms: i64,
+    /// The kept row while it waits to be emitted: (batch, row) in `batches`.
+    candidate: Option<(u32, u32)>,
+}
+
+/// What one row did to the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// The key's row now (a candidate or, for [`Keep::FirstArrived`], emitted).
+    Kept,
+    /// A duplicate of a kept row: dropped.
+    Duplicate,
+}
+
+/// Seen keys and waiting candidates.
+#[derive(Debug)]
+pub struct DedupeState {
+    keep: Keep,
+    /// A key is forgotten once the watermark passes its time by this much (Spark keeps a key
+    /// until the watermark passes its event time plus the watermark delay).
+    horizon_ms: i64,
+    keys: HashMap<Box<[u8]>, Seen>,
+    batches: Vec<RecordBatch>,
+    input_schema: SchemaRef,
+    /// Rows emitted by [`DedupeState::offer`] at once ([`Keep::FirstArrived`]).
+    emitted_now: Vec<(usize, usize)>,
+}
+
+/// The state's columns before the input's: the key, its time, whether its row waits.
+const KEY: &str = "__weir_key";
+const TIME: &str = "__weir_time_ms";
+const WAITING: &str = "__weir_waiting";
+
+impl DedupeState {
+    /// An empty state for rows of `input_schema`.
+    pub fn new(keep: Keep, horizon_ms: i64, input_schema: SchemaRef) -> Self {
+        DedupeState {
+            keep,
+            horizon_ms,
+            keys: HashMap::new(),
+            batches: Vec::new(),
+            input_schema,
+            emitted_now: Vec::new(),
+        }
+    }
+
+    /// Adds one epoch's input batch; returns its index for [`DedupeState::offer`].
+    pub fn add_batch(&mut self, batch: RecordBatch) -> usize {
+        self.batches.push(batch);
+        self.batches.len() - 1
+    }
+
+    /// Offers row `row` of batch `batch` (its key in `keys`, its event time) to the state.
+    pub fn offer(&mut self, keys: &Rows, row: usize, batch: usize, time_ms: i64) -> Offered {
+        let key = keys.row(row);
+        let at = Some((batch as u32, row as u32));
+        match (self.keep, self.keys.get_mut(key.as_ref())) {
+            (Keep::FirstArrived, Some(_)) => Offered::Duplicate,
+            (Keep::FirstArrived, None) => {
+                self.insert(key.as_ref(), time_ms, None);
+                self.emitted_now.push((batch, row));
+                Offered::Kept
+            }
+            (Keep::Earliest, Some(seen)) => match seen.candidate {
+                Some(_) if time_ms < seen.time_ms => {
+                    *seen = Seen {
+                        time_ms,
+                        candidate: at,
+                    };
+                    Offered::Kept
+                }
+                _ => Offered::Duplicate,
+            },
+            (Keep::Latest, Some(seen)) if time_ms > seen.time_ms => {
+                *seen = Seen {
+                    time_ms,
+                    candidate: at,
+                };
+                Offered::Kept
+            }
+            (Keep::Latest, Some(_)) => Offered::Duplicate,
+            (_, None) => {
+                self.insert(key.as_ref(), time_ms, at);
+                Offered::Kept
+            }
+        }
+    }
+
+    fn insert(&mut self, key: &[u8], time_ms: i64, candidate: Option<(u32, u32)>) {
+        self.keys
+            .insert(key.to_vec().into_boxed_slice(), Seen { time_ms, candidate });
+    }
+
+    /// Ends the epoch at `watermark_ms`: returns the rows to emit (earliest: candidates the
+    /// watermark made final; latest: every key that changed), forgets keys the watermark passed by the horizon, and compacts the rest.
+    pub fn finish_epoch(&mut self, watermark_ms: Option<i64>) -> Result<RecordBatch, ArrowError> {
+        let mut emit: Vec<(usize, usize)> = std::mem::take(&mut self.emitted_now);
+        for seen in self.keys.values_mut() {
+            let Some((b, r)) = seen.candidate else {
+                continue;
+            };
+            // The earliest row is final once the watermark passes it; before any watermark
+            // (the first epoch) nothing is.
+            let ready = match self.keep {
+                Keep::Earliest => watermark_ms.is_some_and(|wm| seen.time_ms < wm),
+                _ => true,
+            };
+            if ready {
+                emit.push((b as usize, r as usize));
+                seen.candidate = None;
+            }
+        }
+        let rows = self.take_rows(&emit)?;
+        if let Some(wm) = watermark_ms {
+            let horizon = self.horizon_ms;
+            self.keys.retain(|_, seen| {
+                seen.candidate.is_some() || seen.time_ms.saturating_add(horizon) >= wm
+            });
+        }
+        self.compact()?;
+        Ok(rows)
+    }
+
+    fn take_rows(&self, at: &[(usize, usize)]) -> Result<RecordBatch, ArrowError> {
+        if at.is_empty() || self.batches.is_empty() {
+            return Ok(RecordBatch::new_empty(self.input_schema.clone()));
+        }
+        let batches: Vec<&RecordBatch> = self.batches.iter().collect();
+        interleave_record_batch(&batches, at)
+    }
+
+    /// Moves the waiting candidates into one batch and drops every other batch.
+    fn compact(&mut self) -> Result<(), ArrowError> {
+        let mut at = Vec::new();
+        for seen in self.keys.values_mut() {
+            if let Some((b, r)) = seen.candidate {
+                seen.candidate = Some((0, at.len() as u32));
+                at.push((b as usize, r as usize));
+            }
+        }
+        let waiting = self.take_rows(&at)?;
+        self.batches = vec![waiting];
+        Ok(())
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Approximate bytes held: keys, the map's slots and the waiting rows.
+    pub fn memory_size(&self) -> usize {
+        let keys: usize = self.keys.keys().map(|k| k.len()).sum();
+        let slots = self.keys.capacity()
+            * (std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<Seen>() + 1);
+        let rows: usize = self.batches.iter().map(|b| b.get_array_memory_size()).sum();
+        keys + slots + rows
+    }
+
+    /// The state's schema in checkpoints: key, time, waiting flag, then the input's columns
+    /// (null for keys whose row was already emitted).
+    pub fn snapshot_schema(&self) -> SchemaRef {
+        let mut fields = vec![
+            Field::new(KEY, DataType::Binary, false),
+            Field::new(TIME, DataType::Int64, false),
+            Field::new(WAITING, DataType::Boolean, false),
+        ];
+        fields.extend(
+            self.input_schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true)),
+        );
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The state as one batch of [`DedupeState::snapshot_schema`] (after `finish_epoch`).
+    pub fn snapshot(&self) -> Result<RecordBatch, ArrowError> {
+        let schema = self.snapshot_schema();
+        let mut keys = Vec::with_capacity(self.keys.len());
+        let mut times = Vec::with_capacity(self.keys.len());
+        let mut waiting = Vec::with_capacity(self.keys.len());
+        let mut at = Vec::with_capacity(self.keys.len());
+        // Row 0 of the extra batch is all nulls, for keys without a waiting row.
+        let nulls = self.null_row()?;
+        let null_batch = self.batches.len();
+        for (key, seen) in &self.keys {
+            keys.push(key.as_ref());
+            times.push(seen.time_ms);
+            waiting.push(seen.candidate.is_some());
+            at.push(match seen.candidate {
+                Some((b, r)) => (b as usize, r as usize),
+                None => (null_batch, 0),
+            });
+        }
+        let mut batches: Vec<RecordBatch> = self.batches.clone();
+        batches.push(nulls);
+        let nullable = Arc::new(Schema::new(schema.fields()[3..].to_vec()));
+        let batches: Vec<RecordBatch> = batches
+            .into_iter()
+            .map(|b| RecordBatch::try_new(nullable.clone(), b.columns().to_vec()))
+            .collect::<Result<_, _>>()?;
+        let refs: Vec<&RecordBatch> = batches.iter().collect();
+        let rows = interleave_record_batch(&refs, &at)?;
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(BinaryArray::from(keys)),
+            Arc::new(Int64Array::from(times)),
+            Arc::new(BooleanArray::from(waiting)),
+        ];
+        columns.extend(rows.columns().iter().cloned());
+        RecordBatch::try_new(schema, columns)
+    }
+
+    fn null_row(&self) -> Result<RecordBatch, ArrowError> {
+        let columns = self
+            .input_schema
+            .fields()
+            .iter()
+            .map(|f| new_null_array(f.data_type(), 1))
+            .collect();
+        let nullable = Arc::new(Schema::new(
+            self.input_schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        RecordBatch::try_new(nullable, columns)
+    }
+
+    /// Puts back a snapshot's batches.
+    pub fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<(), ArrowError> {
+        self.keys.clear();
+        let mut waiting_rows = Vec::new();
+        for batch in &batches {
+            let column = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .ok_or_else(|| ArrowError::SchemaError(format!("state has no `{name}`")))
+            };
+            let keys = column(KEY)?.as_any().downcast_ref::<BinaryArray>().cloned();
+            let times = column(TIME)?.as_any().downcast_ref::<Int64Array>().cloned();
+            let waiting = column(WAITING)?
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .cloned();
+            let (Some(keys), Some(times), Some(waiting)) = (keys, times, waiting) else {
+                return Err(ArrowError::SchemaError(
+                    "state columns of the wrong type".into(),
+                ));
+            };
+            let rows =
+                RecordBatch::try_new(self.input_schema.clone(), batch.columns()[3..].to_vec())
+                    .or_else(|_| {
+                        // Waiting rows are stored nullable; the input may declare NOT NULL.
+                        let nullable = Arc::new(Schema::new(batch.schema().fields()[3..].to_vec()));
+                        RecordBatch::try_new(nullable, batch.columns()[3..].to_vec())
+                    })?;
+            let index = waiting_rows.len();
+            waiting_rows.push(rows);
+            for i in 0..keys.len() {
+                let candidate = waiting.value(i).then_some((index as u32, i as u32));
+                self.insert(keys.value(i), times.value(i), candidate);
+            }
+        }
+        self.batches = waiting_rows;
+        self.compact()
+    }
+}
