@@ -15,7 +15,9 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::ScalarValue;
 use datafusion::common::{Column, DFSchemaRef, TableReference};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::expr::WindowFunctionDefinition;
+use datafusion::logical_expr::{col, lit, Distinct, ExprFunctionExt};
 use datafusion::logical_expr::{
     BinaryExpr, Expr, Extension, Filter, LogicalPlan, LogicalPlanBuilder, Operator, Projection,
     SortExpr as Sort, SubqueryAlias, TableSource, UserDefinedLogicalNode, Window,
@@ -380,3 +382,45 @@ impl Dedupe<'_> {
         })
     }
 }
+
+/// Rewrites every `SELECT DISTINCT ON (keys) ... ORDER BY keys, time` into the
+/// `ROW_NUMBER() ... WHERE rn = 1` form, so both deduplicate through the same step. The rest
+/// of `ORDER BY` after the keys (at most one column) picks the row kept.
+pub fn distinct_on_as_row_number(plan: LogicalPlan) -> Result<LogicalPlan> {
+    let plan = plan.transform_up(|node| {
+        let LogicalPlan::Distinct(Distinct::On(on)) = &node else {
+            return Ok(Transformed::no(node));
+        };
+        let keys = on.on_expr.len();
+        let order: Vec<Sort> = match &on.sort_expr {
+            Some(sorts) if sorts.len() >= keys => sorts[keys..].to_vec(),
+            _ => Vec::new(),
+        };
+        let row_number = row_number()
+            .partition_by(on.on_expr.clone())
+            .order_by(order)
+            .build()?
+            .alias(DISTINCT_ON_ROW_NUMBER);
+        let numbered = LogicalPlanBuilder::from(on.input.as_ref().clone())
+            .window(vec![row_number])?
+            .filter(col(DISTINCT_ON_ROW_NUMBER).eq(lit(1u64)))?
+            .build()?;
+        let columns =
+            on.select_expr
+                .iter()
+                .zip(on.schema.iter())
+                .map(|(expr, (qualifier, field))| {
+                    expr.clone()
+                        .unalias()
+                        .alias_qualified(qualifier.cloned(), field.name())
+                });
+        let projected = LogicalPlanBuilder::from(numbered)
+            .project(columns)?
+            .build()?;
+        Ok(Transformed::yes(projected))
+    })?;
+    Ok(plan.data)
+}
+
+/// The row-number column a rewritten `DISTINCT ON` filters on.
+const DISTINCT_ON_ROW_NUMBER: &str = "__weir_distinct_on_rn";

@@ -21,7 +21,7 @@ use crate::rewrite::{
     exists_in_select_lists, expression_depth, hide_metadata_columns, MAX_EXPRESSION_DEPTH,
 };
 use crate::spark_windows::rewrite_spark_windows;
-use crate::steps::{mark_dedupe_steps, mark_window_steps, StepError};
+use crate::steps::{distinct_on_as_row_number, mark_dedupe_steps, mark_window_steps, StepError};
 use crate::windows::{rewrite_window_functions, WindowSpec};
 
 /// What the sources say about event time, for steps that need it.
@@ -85,6 +85,7 @@ pub(crate) async fn plan_stream(
                 .with_hint("give one of them another name with AS"));
         }
     }
+    let plan = distinct_on_as_row_number(plan).map_err(|e| datafusion_error(file, st, e))?;
     let plan = mark_dedupe_steps(plan, event_time.horizon_ms, &event_time.columns).map_err(
         |e| match e {
             StepError::DataFusion(e) => datafusion_error(file, st, e),

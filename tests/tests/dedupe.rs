@@ -22,6 +22,11 @@ CREATE TABLE last_rows AS
 SELECT seq, id, u, ts
 FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY id ORDER BY ts DESC) AS rn FROM ev) WHERE rn = 1;
 
+-- The same two in PostgreSQL's form.
+CREATE TABLE first_distinct_on AS SELECT DISTINCT ON (id) seq, id, u, ts FROM ev ORDER BY id, ts;
+CREATE TABLE last_distinct_on AS
+SELECT DISTINCT ON (id) seq, id, u, ts FROM ev ORDER BY id, ts DESC;
+
 -- Several keys, no ORDER BY: the first row to arrive (kept until the watermark passes it).
 CREATE TABLE first_arrived AS
 SELECT id, u
@@ -148,8 +153,17 @@ async fn dedupe_equals_row_number_over_on_time_rows() -> Result<(), TestError> {
         sorted_rows(&ctx, &oracle("ORDER BY ts", "id", "seq, id, u, ts")).await?
     );
     assert_eq!(
-        sorted_rows(&ctx, "SELECT * FROM last_rows").await?,
+        sorted_rows(&ctx, "SELECT * FROM first_distinct_on").await?,
+        first
+    );
+    let last = sorted_rows(&ctx, "SELECT * FROM last_rows").await?;
+    assert_eq!(
+        last,
         sorted_rows(&ctx, &oracle("ORDER BY ts DESC", "id", "seq, id, u, ts")).await?
+    );
+    assert_eq!(
+        sorted_rows(&ctx, "SELECT * FROM last_distinct_on").await?,
+        last
     );
     assert_eq!(
         sorted_rows(&ctx, "SELECT * FROM first_arrived").await?,
