@@ -182,3 +182,55 @@ async fn dedupe_equals_row_number_over_on_time_rows() -> Result<(), TestError> {
     assert_eq!(per_user, batch_per_user);
     Ok(())
 }
+
+/// Over a long generated stream (1% duplicates, 1% late) the dedupe keeps only the keys inside
+/// the watermark horizon: its state stays flat while the stream grows, and no duplicate event
+/// id reaches the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedupe_state_stays_bounded_over_a_long_stream() -> Result<(), TestError> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("p.sql"),
+        "CREATE SOURCE ev (event_id TEXT NOT NULL, user_id TEXT, event_time TIMESTAMP NOT NULL,
+             WATERMARK FOR event_time AS event_time - INTERVAL '2 minutes')
+         WITH (connector = 'generator', events = 60000, max_events_per_trigger = 1000,
+               late_ratio = 0.01, malformed_ratio = 0);
+         CREATE TABLE unique_events AS
+         SELECT event_id, user_id, event_time
+         FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY event_time) AS rn
+               FROM ev)
+         WHERE rn = 1;",
+    )?;
+    let lake = dir.path().join("lake");
+    let run = run_pipeline_with(&dir.path().join("p.sql"), &lake, &[], true).await?;
+    let held: Vec<u64> = run
+        .epochs
+        .iter()
+        .map(|e| e.open_windows.get("unique_events").copied().unwrap_or(0))
+        .collect();
+    let first_half = held[5..30].iter().max().copied().unwrap_or(0);
+    let second_half = held[30..held.len() - 1].iter().max().copied().unwrap_or(0);
+    assert!(first_half > 0, "no state at all: {held:?}");
+    assert!(
+        second_half as f64 <= first_half as f64 * 1.5,
+        "state grows with the stream: {held:?}"
+    );
+    let rows = run
+        .summary
+        .rows_out
+        .get("unique_events")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        rows > 20 * second_half,
+        "{rows} rows, {second_half} keys held"
+    );
+    let ctx = lake_context(&lake).await?;
+    let duplicated = sorted_rows(
+        &ctx,
+        "SELECT event_id FROM unique_events GROUP BY event_id HAVING count(*) > 1",
+    )
+    .await?;
+    assert!(duplicated.is_empty(), "{duplicated:?}");
+    Ok(())
+}
