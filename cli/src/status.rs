@@ -96,10 +96,10 @@ pub async fn status(
     print_lag(pipeline, &offsets, last.epoch).await;
     let state = checkpoint.state_sizes(last.epoch)?;
     if !state.is_empty() {
-        outln!("window state:");
+        outln!("operator state (windows, dedupes):");
         for (node, (bytes, rows)) in &state {
             outln!(
-                "  {node}: {rows} open groups, {:.1} KiB; {} late rows so far",
+                "  {node}: {rows} rows held, {:.1} KiB; {} late rows so far",
                 *bytes as f64 / 1024.0,
                 late.get(node).copied().unwrap_or(0)
             );

@@ -198,7 +198,7 @@ fn status_reports_epoch_watermark_positions_and_state() {
         "{report}"
     );
     assert!(report.contains("\"files\":[\"a.json\"]"), "{report}");
-    assert!(report.contains("per_minute: 2 open groups"), "{report}");
+    assert!(report.contains("per_minute: 2 rows held"), "{report}");
 }
 
 /// `weir` with stdout and stderr going to pipes whose readers are already gone (as with
