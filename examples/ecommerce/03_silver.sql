@@ -1,4 +1,6 @@
--- Silver: typed and cleaned events, partitioned by day.
+-- Silver: typed, cleaned and deduplicated events, partitioned by day. The generator re-sends
+-- 1% of events unchanged (an at-least-once producer); ROW_NUMBER() ... WHERE rn = 1 keeps the
+-- first copy of each event_id and remembers the ids within the watermark.
 CREATE TABLE silver.events WITH (partition_by = 'event_date') AS
 SELECT
     event_id,
@@ -23,5 +25,5 @@ SELECT
         WHEN amount < 1000 THEN 'large'
         ELSE 'xl'
     END                         AS amount_bucket
-FROM bronze.events
-WHERE amount > 0;
+FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id) AS rn FROM bronze.events)
+WHERE amount > 0 AND rn = 1;

@@ -17,6 +17,7 @@ use datafusion::common::{Column, DFSchemaRef, TableReference};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::expr::WindowFunctionDefinition;
+use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{col, lit, Distinct, ExprFunctionExt};
 use datafusion::logical_expr::{
     BinaryExpr, Expr, Extension, Filter, LogicalPlan, LogicalPlanBuilder, Operator, Projection,
@@ -245,20 +246,23 @@ pub fn mark_dedupe_steps(
         let LogicalPlan::Filter(filter) = &node else {
             return Ok(Transformed::no(node));
         };
-        let Some(column) = row_number_is_one(&filter.predicate) else {
-            return Ok(Transformed::no(node));
-        };
         let dedupe = Dedupe {
             horizon_ms,
             time_columns,
         };
-        match dedupe.wrap(filter.input.as_ref(), &column)? {
-            Some(input) => Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(
-                filter.predicate.clone(),
-                Arc::new(input),
-            )?))),
-            None => Ok(Transformed::no(node)),
+        // `rn = 1` alone or as one conjunct (`WHERE amount > 0 AND rn = 1`).
+        for conjunct in split_conjunction(&filter.predicate) {
+            let Some(column) = row_number_is_one(conjunct) else {
+                continue;
+            };
+            if let Some(input) = dedupe.wrap(filter.input.as_ref(), &column)? {
+                return Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(
+                    filter.predicate.clone(),
+                    Arc::new(input),
+                )?)));
+            }
         }
+        Ok(Transformed::no(node))
     })?;
     Ok(plan.data)
 }

@@ -61,6 +61,11 @@ async fn example_tables_equal_the_batch_answer() -> Result<(), TestError> {
         "dead letters keep the raw text and the reason"
     );
 
+    // The generator re-sends 1% of events: bronze keeps the copies, silver does not.
+    let copies = "SELECT count(*) - count(DISTINCT event_id) FROM";
+    assert!(scalar(&ctx, &format!("{copies} bronze.events")).await? > 0);
+    assert_eq!(scalar(&ctx, &format!("{copies} silver.events")).await?, 0);
+
     // Silver and fraud equal their own SQL run as batch queries over the lake.
     assert_equals_oracle(&ctx, "silver.events").await?;
     ctx.sql(&format!(

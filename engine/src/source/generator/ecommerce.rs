@@ -124,39 +124,38 @@ impl EcommerceGenerator {
 
     /// Appends event `index` as one line of JSON text (no trailing newline) to `out`.
     pub fn write_event(&self, index: u64, out: &mut Vec<u8>) {
-        let c = &self.config;
-        let mut rng = self.rng_for(index);
-        if rng.random_bool(c.malformed_ratio) {
-            // Truncated JSON, as a crashed producer would leave it.
-            let _ = write!(out, r#"{{"event_id":"evt-{index:010}","event_type":"purch"#);
-            return;
-        }
-        // A duplicate re-sends an event from shortly before, unchanged.
-        let source_index = if index > 10 && rng.random_bool(c.duplicate_ratio) {
-            index - rng.random_range(1..=10)
-        } else {
-            index
-        };
-        if source_index != index {
-            let mut inner = self.rng_for(source_index);
-            if inner.random_bool(c.malformed_ratio) {
-                let _ = write!(out, r#"{{"event_id":"evt-{index:010}""#);
+        // A duplicate re-sends an event from shortly before, unchanged: the same line the
+        // original was, as an at-least-once producer would send it twice.
+        let (original, mut rng) = match self.original_of(index) {
+            Some(found) => found,
+            None => {
+                // Truncated JSON, as a crashed producer would leave it.
+                let _ = write!(out, r#"{{"event_id":"evt-{index:010}","event_type":"purch"#);
                 return;
             }
-            // A late arrival of the original stays with the original; the copy is on time.
-            self.write_payload(source_index, &mut inner, false, out);
-        } else {
-            self.write_payload(index, &mut rng, true, out);
+        };
+        self.write_payload(original, &mut rng, out);
+    }
+
+    /// The event `index` repeats (itself, unless it is a duplicate) and the random state its
+    /// payload is drawn from; `None` when that event is malformed.
+    fn original_of(&self, index: u64) -> Option<(u64, ChaCha8Rng)> {
+        let c = &self.config;
+        let mut at = index;
+        loop {
+            let mut rng = self.rng_for(at);
+            if rng.random_bool(c.malformed_ratio) {
+                return None;
+            }
+            if at > 10 && rng.random_bool(c.duplicate_ratio) {
+                at -= rng.random_range(1..=10);
+                continue;
+            }
+            return Some((at, rng));
         }
     }
 
-    fn write_payload(
-        &self,
-        index: u64,
-        rng: &mut ChaCha8Rng,
-        may_be_late: bool,
-        out: &mut Vec<u8>,
-    ) {
+    fn write_payload(&self, index: u64, rng: &mut ChaCha8Rng, out: &mut Vec<u8>) {
         let c = &self.config;
         // Card testing: the first 8 of every 1000 events are one fraudster's burst of purchases
         // within seconds (what fraud velocity rules look for).
@@ -200,7 +199,7 @@ impl EcommerceGenerator {
         let mut event_time = c.start_time_ms + index as i64 * c.spacing_ms;
         // Out of order within a few seconds, some minutes late.
         event_time -= rng.random_range(0..3_000);
-        if may_be_late && rng.random_bool(c.late_ratio) {
+        if rng.random_bool(c.late_ratio) {
             event_time -= rng.random_range(120_000..600_000);
         }
         let session = (c.start_time_ms + index as i64 * c.spacing_ms) / 1_800_000;
@@ -303,5 +302,32 @@ mod tests {
         let before = ids.len();
         ids.dedup();
         assert!(ids.len() < before, "duplicates expected");
+    }
+
+    #[test]
+    fn a_duplicate_is_the_same_line_as_its_original() {
+        let g = EcommerceGenerator::new(EcommerceConfig {
+            duplicate_ratio: 0.2,
+            ..EcommerceConfig::default()
+        });
+        let evs = events(&g, 0..2000);
+        let mut by_id: std::collections::HashMap<String, &String> = Default::default();
+        let mut repeated = 0;
+        for e in &evs {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(e) else {
+                continue;
+            };
+            let id = v["event_id"].as_str().unwrap_or_default().to_string();
+            match by_id.get(&id) {
+                Some(first) => {
+                    repeated += 1;
+                    assert_eq!(*first, e, "a copy of {id} differs from the original");
+                }
+                None => {
+                    by_id.insert(id, e);
+                }
+            }
+        }
+        assert!(repeated > 200, "{repeated}");
     }
 }
