@@ -1,0 +1,1 @@
+../dedupe/01_sources.sql
