@@ -234,3 +234,35 @@ async fn dedupe_state_stays_bounded_over_a_long_stream() -> Result<(), TestError
     assert!(duplicated.is_empty(), "{duplicated:?}");
     Ok(())
 }
+
+/// A restart remembers the ids it has seen: an event sent again after the pipeline stopped
+/// and started is not written a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_sent_again_after_a_restart_is_not_written_twice() -> Result<(), TestError> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let pipeline = dir.path().join("p.sql");
+    std::fs::write(
+        &pipeline,
+        PIPELINE.replace("{data}", &data.display().to_string()),
+    )?;
+    let lake = dir.path().join("lake");
+    let event = r#"{"seq":1,"id":"order-1","u":"ann","ts":1709287200000}"#;
+    std::fs::write(data.join("0.json"), event)?;
+    run_pipeline_with(&pipeline, &lake, &[], false).await?;
+    std::fs::write(data.join("1.json"), event)?;
+    run_pipeline_with(&pipeline, &lake, &[], true).await?;
+    let ctx = lake_context(&lake).await?;
+    assert_eq!(sorted_rows(&ctx, "SELECT * FROM bronze").await?.len(), 2);
+    for table in [
+        "first_rows",
+        "last_rows",
+        "first_arrived",
+        "first_distinct_on",
+    ] {
+        let rows = sorted_rows(&ctx, &format!("SELECT id FROM {table}")).await?;
+        assert_eq!(rows, vec!["order-1".to_string()], "{table}");
+    }
+    Ok(())
+}
