@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::provider_as_source;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
@@ -52,6 +52,9 @@ pub(crate) struct TablePlanning<'a> {
     pub event_time: EventTimes,
     /// What may not do what its author expects (printed, not refused).
     pub warnings: Vec<SqlError>,
+    /// Nodes that run a window: each epoch they emit whole windows, so per-epoch SQL over
+    /// their rows (a rank within a window) sees every row it needs.
+    pub window_nodes: HashSet<String>,
 }
 
 impl<'a> TablePlanning<'a> {
@@ -91,6 +94,7 @@ impl<'a> TablePlanning<'a> {
                     .unwrap_or(0),
             },
             warnings: Vec::new(),
+            window_nodes: HashSet::new(),
         }
     }
 }
@@ -141,6 +145,9 @@ pub(crate) async fn plan_table(
         check_node(planning, file, st, &name, &plan).await?;
         let inputs = inputs_of(&plan, &candidates);
         candidates.push(name.clone());
+        if window.is_some() {
+            planning.window_nodes.insert(name.clone());
+        }
         let table = tables
             .remove(&name)
             .ok_or_else(|| file.error(st.name_span, format!("step `{name}` was not registered")))?;
@@ -160,6 +167,10 @@ pub(crate) async fn plan_table(
     let window = window_of(&plan, &windows);
     check_node(planning, file, st, &st.name, &plan).await?;
     warn_unbounded_state(planning, file, st, &plan);
+    warn_per_epoch_combining(planning, file, st, &plan);
+    if window.is_some() {
+        planning.window_nodes.insert(st.name.clone());
+    }
     let step_update_keys = step_update_keys(&plan);
     if step_update_keys.is_some() {
         planning.update_tables.insert(st.name.clone());
@@ -270,6 +281,51 @@ fn warn_unbounded_state(
             );
         }
     }
+}
+
+/// Warns when a node without a stateful step groups, ranks or deduplicates rows that come
+/// from sources (not from a window's whole groups): it does so within each epoch alone, so its
+/// numbers are per epoch, not over the stream.
+fn warn_per_epoch_combining(
+    planning: &mut TablePlanning<'_>,
+    file: &PipelineFile,
+    st: &StreamStatement,
+    plan: &LogicalPlan,
+) {
+    if !stateful_steps(plan).is_empty() {
+        return;
+    }
+    let combines = plan.exists(|node| {
+        Ok(matches!(
+            node,
+            LogicalPlan::Aggregate(_) | LogicalPlan::Window(_) | LogicalPlan::Distinct(_)
+        ))
+    });
+    if !combines.unwrap_or(false) {
+        return;
+    }
+    let from_windows = planning.origins.get(&st.name).is_some_and(|o| {
+        o.iter()
+            .all(|origin| planning.window_nodes.contains(origin))
+    });
+    if from_windows {
+        return;
+    }
+    planning.warnings.push(
+        file.error(
+            st.query.body_span(),
+            format!(
+                "`{}` groups, ranks or deduplicates rows within each epoch alone (GROUP BY, \
+                 OVER or DISTINCT without a window): its results are per epoch, not over the \
+                 whole stream",
+                st.name
+            ),
+        )
+        .with_hint(
+            "aggregate per window (TUMBLE / HOP / SESSION), deduplicate with ROW_NUMBER() OVER \
+             (PARTITION BY key) ... WHERE rn = 1, or keep it if per-epoch results are meant",
+        ),
+    );
 }
 
 /// The window of the stateful step `plan` runs, if it runs one.

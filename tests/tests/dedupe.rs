@@ -266,3 +266,48 @@ async fn an_event_sent_again_after_a_restart_is_not_written_twice() -> Result<()
     }
     Ok(())
 }
+
+/// `weir validate` warns where results or state may not be what the author expects: a GROUP
+/// BY over a source without a window (per-epoch numbers) and a dedupe with no event time
+/// (state that only grows); per-epoch SQL over a window's output is not warned about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_warns_about_per_epoch_groups_and_unbounded_dedupes() -> Result<(), TestError> {
+    // No watermark anywhere: per-epoch groups and a dedupe whose keys are never forgotten.
+    let planned = weir_tests::plan_sql(
+        "CREATE SOURCE ev (id TEXT NOT NULL, u TEXT, ts TIMESTAMP NOT NULL)
+         WITH (connector = 'files', path = '/nonexistent', format = 'json');
+         CREATE TABLE per_user AS SELECT u, count(*) AS n FROM ev GROUP BY u;
+         CREATE TABLE unique_ids AS SELECT id, u
+         FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY id) AS rn FROM ev) WHERE rn = 1;",
+    )
+    .await?;
+    let warnings: Vec<String> = planned
+        .warnings
+        .iter()
+        .map(|w| w.as_warning().to_string())
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
+    assert!(
+        warnings[0].contains("`per_user` groups, ranks or deduplicates rows within each epoch"),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings[1].contains("`unique_ids` deduplicates on (id) without an event time"),
+        "{warnings:#?}"
+    );
+    assert!(warnings.iter().all(|w| w.contains(": warning: ")));
+
+    // A rank within each window of a windowed view: whole windows arrive together.
+    let planned = weir_tests::plan_sql(
+        "CREATE SOURCE timed (id TEXT NOT NULL, u TEXT, ts TIMESTAMP NOT NULL,
+             WATERMARK FOR ts AS ts - INTERVAL '1 minute')
+         WITH (connector = 'files', path = '/nonexistent', format = 'json');
+         CREATE VIEW minutes AS SELECT window_start, u, count(*) AS n
+         FROM TUMBLE(timed, ts, INTERVAL '1 minute') GROUP BY window_start, window_end, u;
+         CREATE TABLE ranked AS SELECT window_start, u,
+             rank() OVER (PARTITION BY window_start ORDER BY n DESC) AS r FROM minutes;",
+    )
+    .await?;
+    assert!(planned.warnings.is_empty(), "{:?}", planned.warnings);
+    Ok(())
+}
