@@ -398,7 +398,7 @@ async fn check_node(
             .error(
                 st.name_span,
                 format!(
-                    "`{}` runs {}, which waits for a watermark, but no source declares one",
+                    "`{}` runs {}, which waits for a watermark, but no source declares a watermark",
                     st.name,
                     step.node().describe()
                 ),
