@@ -60,6 +60,10 @@ pub struct DedupeState {
     input_schema: SchemaRef,
     /// Rows emitted by [`DedupeState::offer`] at once ([`Keep::FirstArrived`]).
     emitted_now: Vec<(usize, usize)>,
+    /// Keys whose row waits to be emitted (so an epoch without any skips the scan for them).
+    waiting: usize,
+    /// The watermark keys were last forgotten at (the scan is skipped until it moves).
+    evicted_at: Option<i64>,
 }
 
 /// The state's columns before the input's: the key, its time, whether its row waits.
@@ -77,6 +81,8 @@ impl DedupeState {
             batches: Vec::new(),
             input_schema,
             emitted_now: Vec::new(),
+            waiting: 0,
+            evicted_at: None,
         }
     }
 
@@ -108,6 +114,9 @@ impl DedupeState {
                 _ => Offered::Duplicate,
             },
             (Keep::Latest, Some(seen)) if time_ms > seen.time_ms => {
+                if seen.candidate.is_none() {
+                    self.waiting += 1;
+                }
                 *seen = Seen {
                     time_ms,
                     candidate: at,
@@ -123,35 +132,43 @@ impl DedupeState {
     }
 
     fn insert(&mut self, key: &[u8], time_ms: i64, candidate: Option<(u32, u32)>) {
+        if candidate.is_some() {
+            self.waiting += 1;
+        }
         self.keys
             .insert(key.to_vec().into_boxed_slice(), Seen { time_ms, candidate });
     }
 
     /// Ends the epoch at `watermark_ms`: returns the rows to emit (earliest: candidates the
-    /// watermark made final; latest: every key that changed), forgets keys the watermark passed by the horizon, and compacts the rest.
+    /// watermark made final; latest: every key that changed), forgets keys the watermark
+    /// passed by the horizon, and compacts the rest.
     pub fn finish_epoch(&mut self, watermark_ms: Option<i64>) -> Result<RecordBatch, ArrowError> {
         let mut emit: Vec<(usize, usize)> = std::mem::take(&mut self.emitted_now);
-        for seen in self.keys.values_mut() {
-            let Some((b, r)) = seen.candidate else {
-                continue;
-            };
-            // The earliest row is final once the watermark passes it; before any watermark
-            // (the first epoch) nothing is.
-            let ready = match self.keep {
-                Keep::Earliest => watermark_ms.is_some_and(|wm| seen.time_ms < wm),
-                _ => true,
-            };
-            if ready {
-                emit.push((b as usize, r as usize));
-                seen.candidate = None;
+        if self.waiting > 0 {
+            for seen in self.keys.values_mut() {
+                let Some((b, r)) = seen.candidate else {
+                    continue;
+                };
+                // The earliest row is final once the watermark passes it; before any
+                // watermark (the first epoch) nothing is.
+                let ready = match self.keep {
+                    Keep::Earliest => watermark_ms.is_some_and(|wm| seen.time_ms < wm),
+                    _ => true,
+                };
+                if ready {
+                    emit.push((b as usize, r as usize));
+                    seen.candidate = None;
+                    self.waiting -= 1;
+                }
             }
         }
         let rows = self.take_rows(&emit)?;
-        if let Some(wm) = watermark_ms {
+        if let Some(wm) = watermark_ms.filter(|wm| self.evicted_at != Some(*wm)) {
             let horizon = self.horizon_ms;
             self.keys.retain(|_, seen| {
                 seen.candidate.is_some() || seen.time_ms.saturating_add(horizon) >= wm
             });
+            self.evicted_at = Some(wm);
         }
         self.compact()?;
         Ok(rows)
@@ -167,6 +184,10 @@ impl DedupeState {
 
     /// Moves the waiting candidates into one batch and drops every other batch.
     fn compact(&mut self) -> Result<(), ArrowError> {
+        if self.waiting == 0 {
+            self.batches.clear();
+            return Ok(());
+        }
         let mut at = Vec::new();
         for seen in self.keys.values_mut() {
             if let Some((b, r)) = seen.candidate {
@@ -198,14 +219,22 @@ impl DedupeState {
         keys + slots + rows
     }
 
-    /// The state's schema in checkpoints: key, time, waiting flag, then the input's columns
-    /// (null for keys whose row was already emitted).
+    /// Whether rows wait in the state (keep-earliest): only then does a snapshot hold them.
+    fn holds_rows(&self) -> bool {
+        self.keep == Keep::Earliest
+    }
+
+    /// The state's schema in checkpoints: key, time, waiting flag, then for keep-earliest the
+    /// input's columns (null for keys whose row was already emitted).
     pub fn snapshot_schema(&self) -> SchemaRef {
         let mut fields = vec![
             Field::new(KEY, DataType::Binary, false),
             Field::new(TIME, DataType::Int64, false),
             Field::new(WAITING, DataType::Boolean, false),
         ];
+        if !self.holds_rows() {
+            return Arc::new(Schema::new(fields));
+        }
         fields.extend(
             self.input_schema
                 .fields()
@@ -223,7 +252,6 @@ impl DedupeState {
         let mut waiting = Vec::with_capacity(self.keys.len());
         let mut at = Vec::with_capacity(self.keys.len());
         // Row 0 of the extra batch is all nulls, for keys without a waiting row.
-        let nulls = self.null_row()?;
         let null_batch = self.batches.len();
         for (key, seen) in &self.keys {
             keys.push(key.as_ref());
@@ -234,6 +262,15 @@ impl DedupeState {
                 None => (null_batch, 0),
             });
         }
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(BinaryArray::from(keys)),
+            Arc::new(Int64Array::from(times)),
+            Arc::new(BooleanArray::from(waiting)),
+        ];
+        if !self.holds_rows() {
+            return RecordBatch::try_new(schema, columns);
+        }
+        let nulls = self.null_row()?;
         let mut batches: Vec<RecordBatch> = self.batches.clone();
         batches.push(nulls);
         let nullable = Arc::new(Schema::new(schema.fields()[3..].to_vec()));
@@ -243,11 +280,6 @@ impl DedupeState {
             .collect::<Result<_, _>>()?;
         let refs: Vec<&RecordBatch> = batches.iter().collect();
         let rows = interleave_record_batch(&refs, &at)?;
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(BinaryArray::from(keys)),
-            Arc::new(Int64Array::from(times)),
-            Arc::new(BooleanArray::from(waiting)),
-        ];
         columns.extend(rows.columns().iter().cloned());
         RecordBatch::try_new(schema, columns)
     }
@@ -272,6 +304,7 @@ impl DedupeState {
     /// Puts back a snapshot's batches.
     pub fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<(), ArrowError> {
         self.keys.clear();
+        self.waiting = 0;
         let mut waiting_rows = Vec::new();
         for batch in &batches {
             let column = |name: &str| {
@@ -290,6 +323,12 @@ impl DedupeState {
                     "state columns of the wrong type".into(),
                 ));
             };
+            if !self.holds_rows() {
+                for i in 0..keys.len() {
+                    self.insert(keys.value(i), times.value(i), None);
+                }
+                continue;
+            }
             let rows =
                 RecordBatch::try_new(self.input_schema.clone(), batch.columns()[3..].to_vec())
                     .or_else(|_| {
@@ -304,7 +343,9 @@ impl DedupeState {
                 self.insert(keys.value(i), times.value(i), candidate);
             }
         }
-        self.batches = waiting_rows;
+        if self.holds_rows() {
+            self.batches = waiting_rows;
+        }
         self.compact()
     }
 }
