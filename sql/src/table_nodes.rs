@@ -28,6 +28,7 @@ use crate::error::SqlError;
 use crate::identifiers::KnownNames;
 use crate::parser::{PipelineFile, StreamStatement};
 use crate::planner::{dead_letter_stream_name, PlannedNode, PlannedSource, StreamKind};
+use crate::sinks::TableSink;
 use crate::sinks::{plan_sink, SinkOutput};
 use crate::steps::{definition, split_steps, Step};
 use crate::stream_joins::{find_stream_join, join_span, plan_origins, Origins};
@@ -175,31 +176,12 @@ pub(crate) async fn plan_table(
     if step_update_keys.is_some() {
         planning.update_tables.insert(st.name.clone());
     }
-    let sink = match st.kind {
-        StreamKind::Table => {
-            let output = SinkOutput {
-                plan: &plan,
-                window: window.as_ref(),
-                step_update_keys,
-            };
-            match plan_sink(file, st, &schema, output, planning.sinks) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    errors.push(e);
-                    None
-                }
-            }
-        }
-        StreamKind::View => {
-            if let Some(o) = st.options.first() {
-                errors.push(
-                    file.error(o.key_span, "a view has no storage options")
-                        .with_hint("use CREATE TABLE ... WITH (...) AS SELECT to store a stream"),
-                );
-            }
-            None
-        }
+    let output = SinkOutput {
+        plan: &plan,
+        window: window.as_ref(),
+        step_update_keys,
     };
+    let sink = table_sink(planning, file, st, &schema, output, errors);
     if sink.as_ref().is_some_and(|s| s.update_keys.is_some()) {
         planning.update_tables.insert(st.name.clone());
     }
@@ -219,6 +201,36 @@ pub(crate) async fn plan_table(
         location: file.location(st.name_span),
     });
     Ok(nodes)
+}
+
+/// A table's sink, planned from its WITH options (errors go to `errors`, and the table is
+/// planned without one so later statements still are); a view with options is an error.
+fn table_sink(
+    planning: &TablePlanning<'_>,
+    file: &PipelineFile,
+    st: &StreamStatement,
+    schema: &SchemaRef,
+    output: SinkOutput<'_>,
+    errors: &mut Vec<SqlError>,
+) -> Option<TableSink> {
+    match st.kind {
+        StreamKind::Table => match plan_sink(file, st, schema, output, planning.sinks) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+        StreamKind::View => {
+            if let Some(o) = st.options.first() {
+                errors.push(
+                    file.error(o.key_span, "a view has no storage options")
+                        .with_hint("use CREATE TABLE ... WITH (...) AS SELECT to store a stream"),
+                );
+            }
+            None
+        }
+    }
 }
 
 /// The keys a step that revises its rows (a keep-last dedupe) MERGEs on, when `plan` runs one.
