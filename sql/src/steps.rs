@@ -63,7 +63,7 @@ pub fn mark_window_steps(
             let LogicalPlan::Aggregate(_) = &node else {
                 return Ok(Transformed::no(node));
             };
-            let found = markers_below(node.inputs()[0], windows.len());
+            let found = markers_in(node.inputs()[0], windows.len(), false);
             match found.as_slice() {
                 [] => Ok(Transformed::no(node)),
                 [index] => {
@@ -82,7 +82,7 @@ pub fn mark_window_steps(
         return Err(StepError::SharedAggregate(n));
     }
     if wrapped < windows.len() {
-        let in_main_tree = count_markers(&plan, windows.len());
+        let in_main_tree = markers_in(&plan, windows.len(), true).len();
         return Err(if in_main_tree > 0 {
             StepError::NoAggregate
         } else {
@@ -108,11 +108,12 @@ fn extension(node: impl UserDefinedLogicalNode + 'static) -> LogicalPlan {
     })
 }
 
-/// The window markers in `plan` that no step below has taken yet.
-fn markers_below(plan: &LogicalPlan, windows: usize) -> Vec<usize> {
+/// The window markers in `plan`: below its steps too with `through_steps`, otherwise only
+/// those no step below has taken yet.
+fn markers_in(plan: &LogicalPlan, windows: usize, through_steps: bool) -> Vec<usize> {
     let mut found = Vec::new();
     let _ = plan.apply(|node| {
-        if is_step(node) {
+        if !through_steps && is_step(node) {
             return Ok(TreeNodeRecursion::Jump);
         }
         if let LogicalPlan::SubqueryAlias(alias) = node {
@@ -123,19 +124,6 @@ fn markers_below(plan: &LogicalPlan, windows: usize) -> Vec<usize> {
         Ok(TreeNodeRecursion::Continue)
     });
     found
-}
-
-fn count_markers(plan: &LogicalPlan, windows: usize) -> usize {
-    let mut count = 0;
-    let _ = plan.apply(|node| {
-        if let LogicalPlan::SubqueryAlias(alias) = node {
-            if (0..windows).any(|i| alias.alias.table() == window_marker(i)) {
-                count += 1;
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    count
 }
 
 fn is_step(plan: &LogicalPlan) -> bool {

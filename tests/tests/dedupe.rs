@@ -3,6 +3,8 @@
 //! with a restart and a drain, every table equals the batch query over the rows that were on
 //! time (those not dead-lettered as late).
 
+use std::path::{Path, PathBuf};
+
 use weir_tests::{lake_context, run_pipeline_with, sorted_rows, TestError};
 
 const PIPELINE: &str = "
@@ -101,6 +103,18 @@ fn files() -> Vec<String> {
         .collect()
 }
 
+/// Writes [`PIPELINE`] under `dir`; returns its input folder, pipeline file and lake.
+fn setup(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), TestError> {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data)?;
+    let pipeline = dir.join("p.sql");
+    std::fs::write(
+        &pipeline,
+        PIPELINE.replace("{data}", &data.display().to_string()),
+    )?;
+    Ok((data, pipeline, dir.join("lake")))
+}
+
 /// The on-time rows: bronze without the rows dead-lettered as late.
 const ON_TIME: &str = "(SELECT * FROM bronze WHERE seq NOT IN (
     SELECT CAST(regexp_match(raw, '\"seq\":([0-9]+)')[1] AS BIGINT) FROM _dead_letter.ev))";
@@ -108,14 +122,7 @@ const ON_TIME: &str = "(SELECT * FROM bronze WHERE seq NOT IN (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dedupe_equals_row_number_over_on_time_rows() -> Result<(), TestError> {
     let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data)?;
-    let pipeline = dir.path().join("p.sql");
-    std::fs::write(
-        &pipeline,
-        PIPELINE.replace("{data}", &data.display().to_string()),
-    )?;
-    let lake = dir.path().join("lake");
+    let (data, pipeline, lake) = setup(dir.path())?;
     let files = files();
     // Three epochs, a restart, three more and a drain.
     for (i, text) in files.iter().enumerate().take(3) {
@@ -240,14 +247,7 @@ async fn dedupe_state_stays_bounded_over_a_long_stream() -> Result<(), TestError
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_sent_again_after_a_restart_is_not_written_twice() -> Result<(), TestError> {
     let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data)?;
-    let pipeline = dir.path().join("p.sql");
-    std::fs::write(
-        &pipeline,
-        PIPELINE.replace("{data}", &data.display().to_string()),
-    )?;
-    let lake = dir.path().join("lake");
+    let (data, pipeline, lake) = setup(dir.path())?;
     let event = r#"{"seq":1,"id":"order-1","u":"ann","ts":1709287200000}"#;
     std::fs::write(data.join("0.json"), event)?;
     run_pipeline_with(&pipeline, &lake, &[], false).await?;

@@ -54,6 +54,15 @@ pub struct TableContext {
 /// Recognises one node type: the node as a stateful step, if it is of that type.
 pub type AsStatefulNode = fn(&dyn UserDefinedLogicalNode) -> Option<&dyn StatefulNode>;
 
+/// The one input of a stateful node being rebuilt (`with_exprs_and_inputs`); `node` names it
+/// in the error when there is not exactly one.
+pub fn single_input(node: &str, mut inputs: Vec<LogicalPlan>) -> DataFusionResult<LogicalPlan> {
+    match (inputs.pop(), inputs.is_empty()) {
+        (Some(input), true) => Ok(input),
+        _ => Err(DataFusionError::Internal(format!("{node} takes one input"))),
+    }
+}
+
 /// Every stateful node type: one line per operator.
 pub const STATEFUL_NODES: &[AsStatefulNode] = &[WindowNode::stateful, DedupeNode::stateful];
 

@@ -25,7 +25,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::collect;
 use datafusion::prelude::SessionContext;
 
-use self::state::{DedupeState, Keep, Offered};
+use self::state::{DedupeState, Keep};
 use crate::dead_letter::LATE_BEFORE_WATERMARK;
 use crate::error::{EngineError, Result};
 use crate::operators::step_exec::{replace_step, StatefulStepExec};
@@ -144,8 +144,6 @@ fn numbered(rows: RecordBatch, schema: SchemaRef) -> Result<RecordBatch> {
 #[derive(Default)]
 struct Offers {
     rows_in: u64,
-    /// Rows dropped as duplicates of a kept row.
-    duplicates: u64,
     late: u64,
     late_rows: Vec<RecordBatch>,
 }
@@ -182,9 +180,7 @@ impl DedupeOperator {
                     offers.late += 1;
                     continue;
                 }
-                if opened.state.offer(&keys, row, index, time) == Offered::Duplicate {
-                    offers.duplicates += 1;
-                }
+                opened.state.offer(&keys, row, index, time);
             }
             if keep_late && late.iter().any(|l| *l) {
                 let mask = BooleanArray::from(late);

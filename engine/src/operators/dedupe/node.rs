@@ -15,6 +15,7 @@ use datafusion::logical_expr::{
 
 use super::state::Keep;
 use super::{DedupeConfig, DedupeOperator};
+use crate::operators::registry::single_input;
 use crate::operators::{StatefulNode, StreamOperator, TableContext};
 
 /// A deduplication as one step of a table's logical plan: `input` is the `ROW_NUMBER()`
@@ -97,18 +98,13 @@ impl UserDefinedLogicalNodeCore for DedupeNode {
     fn with_exprs_and_inputs(
         &self,
         _exprs: Vec<Expr>,
-        mut inputs: Vec<LogicalPlan>,
+        inputs: Vec<LogicalPlan>,
     ) -> DataFusionResult<Self> {
-        match (inputs.pop(), inputs.is_empty()) {
-            (Some(input), true) => Ok(DedupeNode {
-                input,
-                ..self.clone()
-            }),
-            _ => Err(DataFusionError::Internal(format!(
-                "{} takes one input",
-                Self::NAME
-            ))),
-        }
+        let input = single_input(Self::NAME, inputs)?;
+        Ok(DedupeNode {
+            input,
+            ..self.clone()
+        })
     }
 }
 

@@ -8,12 +8,13 @@
 use std::fmt;
 
 use datafusion::common::DFSchemaRef;
-use datafusion::error::{DataFusionError, Result as DataFusionResult};
+use datafusion::error::Result as DataFusionResult;
 use datafusion::logical_expr::{
     Expr, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
 };
 
 use super::{WindowConfig, WindowOperator};
+use crate::operators::registry::single_input;
 use crate::operators::{StatefulNode, StreamOperator, TableContext};
 
 /// A window over event time, as the planner read it from SQL.
@@ -86,15 +87,10 @@ impl UserDefinedLogicalNodeCore for WindowNode {
     fn with_exprs_and_inputs(
         &self,
         _exprs: Vec<Expr>,
-        mut inputs: Vec<LogicalPlan>,
+        inputs: Vec<LogicalPlan>,
     ) -> DataFusionResult<Self> {
-        match (inputs.pop(), inputs.is_empty()) {
-            (Some(input), true) => Ok(WindowNode::new(input, self.window.clone())),
-            _ => Err(DataFusionError::Internal(format!(
-                "{} takes one input",
-                Self::NAME
-            ))),
-        }
+        let input = single_input(Self::NAME, inputs)?;
+        Ok(WindowNode::new(input, self.window.clone()))
     }
 
     /// The output is the input's columns, so a column the plan above does not use is not
