@@ -122,6 +122,16 @@ impl EngineError {
         }
     }
 
+    /// A bug in Weir: an operator found a plan shape its planner never builds.
+    pub fn internal(message: impl Into<String>) -> Self {
+        EngineError::DataFusion(datafusion::error::DataFusionError::Internal(message.into()))
+    }
+
+    /// A plan an operator cannot run, with why (`weir validate` shows `message`).
+    pub fn plan_refused(message: impl Into<String>) -> Self {
+        EngineError::DataFusion(datafusion::error::DataFusionError::Plan(message.into()))
+    }
+
     /// A function wrapping DataFusion errors of `node`'s plan in `epoch`, for `map_err`.
     pub fn plan(
         node: &str,

@@ -10,6 +10,7 @@ mod explain;
 mod graph;
 pub mod identifiers;
 pub mod interval;
+pub mod interval_joins;
 pub mod parser;
 mod pipeline_files;
 pub mod planner;

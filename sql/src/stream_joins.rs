@@ -1,8 +1,9 @@
-//! Refuses joins between different streams. A node's plan runs over each epoch's rows, so a
-//! join (or a subquery) that combines two streams only ever matches rows that happen to arrive
-//! in the same epoch: a row of one stream never meets a row of the other that arrives later,
-//! and the answer depends on how the streams were cut into epochs. Until stream-stream joins
-//! keep state across epochs, such a query is an error at plan time.
+//! Refuses combinations of different streams that keep no state. A node's plan runs over each
+//! epoch's rows, so a join (or a subquery) that combines two streams only ever matches rows
+//! that happen to arrive in the same epoch: a row of one stream never meets a row of the other
+//! that arrives later, and the answer depends on how the streams were cut into epochs. A join
+//! with keys and a time bound is an interval join that keeps state (`interval_joins`); any
+//! other combination of two streams is an error at plan time.
 //!
 //! What stays allowed: joining views of the *same* source (each epoch holds the same rows on
 //! both sides, so a row-for-row join is complete), and joining a stream with constants
@@ -17,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result;
 use datafusion::logical_expr::LogicalPlan;
+use weir_engine::operators::join::node::JoinNode;
 
 /// The origins of each stream of a pipeline, by stream name.
 pub type Origins = BTreeMap<String, BTreeSet<String>>;
@@ -52,9 +54,22 @@ pub fn plan_origins(plan: &LogicalPlan, origins: &Origins) -> Result<BTreeSet<St
 
 /// The first join of `plan` whose sides come from different streams, if any.
 pub fn find_stream_join(plan: &LogicalPlan, origins: &Origins) -> Result<Option<StreamJoin>> {
+    // Joins the planner made interval joins (see `interval_joins`) keep state across epochs.
+    let mut stateful: Vec<*const LogicalPlan> = Vec::new();
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::Extension(e) = node {
+            if let Some(j) = e.node.as_any().downcast_ref::<JoinNode>() {
+                stateful.push(&j.input as *const LogicalPlan);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
     let mut found = None;
     plan.apply_with_subqueries(|node| {
         let (sides, subquery) = match node {
+            LogicalPlan::Join(_) if stateful.contains(&(node as *const LogicalPlan)) => {
+                return Ok(TreeNodeRecursion::Continue);
+            }
             LogicalPlan::Join(join) => (
                 vec![join.left.as_ref().clone(), join.right.as_ref().clone()],
                 false,
@@ -129,8 +144,8 @@ impl StreamJoin {
 
     /// What to do instead.
     pub fn hint(&self) -> &'static str {
-        "stream-stream joins are not supported yet; join views of the same source, or write \
-         both streams to tables and join them with `weir query`"
+        "join two streams with JOIN ... ON keys and an event-time bound (`AND c.ts BETWEEN \
+         a.ts AND a.ts + INTERVAL '30 minutes'`), not with a subquery or without keys"
     }
 }
 

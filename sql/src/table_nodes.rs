@@ -26,6 +26,7 @@ use weir_engine::sink::SinkRegistry;
 
 use crate::error::SqlError;
 use crate::identifiers::KnownNames;
+use crate::interval_joins::{event_time_columns, mark_join_steps, EventColumns, JoinError};
 use crate::parser::{PipelineFile, StreamStatement};
 use crate::planner::{dead_letter_stream_name, PlannedNode, PlannedSource, StreamKind};
 use crate::sinks::TableSink;
@@ -56,6 +57,8 @@ pub(crate) struct TablePlanning<'a> {
     /// Nodes that run a window: each epoch they emit whole windows, so per-epoch SQL over
     /// their rows (a rank within a window) sees every row it needs.
     pub window_nodes: HashSet<String>,
+    /// The event-time columns of each planned stream (a stream join is bounded on them).
+    pub event_columns: EventColumns,
 }
 
 impl<'a> TablePlanning<'a> {
@@ -96,6 +99,13 @@ impl<'a> TablePlanning<'a> {
             },
             warnings: Vec::new(),
             window_nodes: HashSet::new(),
+            event_columns: sources
+                .iter()
+                .filter_map(|s| {
+                    let (column, _) = s.watermark.as_ref()?;
+                    Some((s.name.clone(), BTreeSet::from([column.clone()])))
+                })
+                .collect(),
         }
     }
 }
@@ -127,6 +137,15 @@ pub(crate) async fn plan_table(
         &planning.event_time,
     )
     .await?;
+    let plan = mark_join_steps(plan, &planning.origins, &planning.event_columns).map_err(|e| {
+        let span = join_span(&st.query, false).unwrap_or_else(|| st.query.body_span());
+        match e {
+            JoinError::DataFusion(e) => datafusion_error(file, st, e),
+            other => file
+                .error(span, format!("`{}` {other}", st.name))
+                .with_hint(other.hint()),
+        }
+    })?;
     let mut tables: HashMap<String, Arc<EpochTable>> = HashMap::new();
     let ctx = planning.ctx;
     let (plan, steps) = split_steps(&st.name, plan, &mut |name, schema| {
@@ -153,6 +172,8 @@ pub(crate) async fn plan_table(
             .remove(&name)
             .ok_or_else(|| file.error(st.name_span, format!("step `{name}` was not registered")))?;
         planning.schemas.insert(name.clone(), table.schema_ref());
+        let events = event_time_columns(&plan, &planning.event_columns);
+        planning.event_columns.insert(name.clone(), events);
         nodes.push(PlannedNode {
             name,
             kind: StreamKind::View,
@@ -186,6 +207,8 @@ pub(crate) async fn plan_table(
         planning.update_tables.insert(st.name.clone());
     }
     planning.schemas.insert(st.name.clone(), schema.clone());
+    let events = event_time_columns(&plan, &planning.event_columns);
+    planning.event_columns.insert(st.name.clone(), events);
     let table = register_stream(planning.ctx, &st.name, schema)
         .map_err(|e| file.error(st.name_span, format!("cannot register `{}`: {e}", st.name)))?;
     let inputs = inputs_of(&plan, &candidates);

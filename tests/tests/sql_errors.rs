@@ -189,7 +189,8 @@ async fn update_output_mode_needs_a_windowed_aggregate() {
 
 const TWO_STREAMS: &str = "CREATE SOURCE orders (id TEXT, user_id TEXT, ts TIMESTAMP) WITH (connector = 'generator', events = 10);\nCREATE SOURCE payments (order_id TEXT, amount DOUBLE) WITH (connector = 'generator', events = 10);\n";
 
-/// A join of two different streams would only match rows of the same epoch: refused.
+/// A join of two streams without a time bound would keep every row forever: refused, with
+/// what to add.
 #[tokio::test]
 async fn a_join_of_two_streams_is_refused() {
     let sql = format!("{TWO_STREAMS}CREATE TABLE paid AS\nSELECT o.id, p.amount FROM orders AS o\nJOIN payments AS p ON p.order_id = o.id;\n");
@@ -199,8 +200,8 @@ async fn a_join_of_two_streams_is_refused() {
         3,
         &[
             "`paid` joins `orders` with `payments`",
-            "later epoch",
-            "stream-stream joins are not supported yet",
+            "without a bound on how far apart their event times may be",
+            "WATERMARK FOR ts",
         ],
     )
     .await;

@@ -6,11 +6,13 @@
 //! mode, the rows they replace) to the table's sink, routes its late rows to dead letters,
 //! snapshots its state into the checkpoint, and reports its metrics. One folder per operator,
 //! holding the operator and its logical plan node; [`registry`] lists the node types (one line
-//! each) and finds the steps of a plan. [`window`] (TUMBLE, HOP, SESSION) is the first.
+//! each) and finds the steps of a plan. [`window`] (TUMBLE, HOP, SESSION) is the first;
+//! [`dedupe`] and [`join`] (interval joins of two streams) follow.
 //!
 //! `row_errors` is not an operator: it isolates the rows a stateless query fails on.
 
 pub mod dedupe;
+pub mod join;
 pub mod registry;
 pub mod row_errors;
 pub mod step_exec;
@@ -133,4 +135,11 @@ pub trait StreamOperator: Send + Sync {
 
     /// The last epoch's metrics and the state held.
     fn metrics(&self) -> OperatorMetrics;
+
+    /// How far behind the watermark the event times of the rows it emits can be (ms): a join
+    /// emits a pair as late as its time bound after the earlier row. Steps downstream judge
+    /// lateness and close their state by a watermark held back by this much.
+    fn output_delay_ms(&self) -> i64 {
+        0
+    }
 }

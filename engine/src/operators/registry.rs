@@ -20,6 +20,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
 use super::dedupe::node::DedupeNode;
+use super::join::node::JoinNode;
 use super::step_exec::StatefulStepExec;
 use super::window::node::WindowNode;
 use super::StreamOperator;
@@ -64,7 +65,11 @@ pub fn single_input(node: &str, mut inputs: Vec<LogicalPlan>) -> DataFusionResul
 }
 
 /// Every stateful node type: one line per operator.
-pub const STATEFUL_NODES: &[AsStatefulNode] = &[WindowNode::stateful, DedupeNode::stateful];
+pub const STATEFUL_NODES: &[AsStatefulNode] = &[
+    WindowNode::stateful,
+    DedupeNode::stateful,
+    JoinNode::stateful,
+];
 
 /// The extension node as a stateful step, if it is one.
 pub fn stateful_node(node: &dyn UserDefinedLogicalNode) -> Option<&dyn StatefulNode> {

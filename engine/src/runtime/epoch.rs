@@ -160,12 +160,15 @@ async fn compute_nodes(
             stream.set(dead_letters.get(source).cloned().unwrap_or_default());
         }
         let (rows, replaced) = if node.operator.is_some() {
-            let late_watermark = if pipeline.fed_by_operator.contains(&node.name) {
-                pipeline.previous_watermark_ms
-            } else {
-                watermark
+            // Fed by another operator: judge lateness by the previous epoch's watermark, and
+            // hold both back by how far the rows read can lag it (Spark's rules).
+            let watermarks = match pipeline.fed_by_operator.get(&node.name) {
+                Some(&delay) => (
+                    held_back(watermark, delay),
+                    held_back(pipeline.previous_watermark_ms, delay),
+                ),
+                None => (watermark, watermark),
             };
-            let watermarks = (watermark, late_watermark);
             run_operator(ctx, node, epoch, watermarks, dead_letters, report).await?
         } else {
             let (rows, failed) = execute_node(ctx, node, epoch).await?;
@@ -181,6 +184,17 @@ async fn compute_nodes(
         }
     }
     Ok(outputs)
+}
+
+/// `watermark` held back by `delay_ms` (a drain's stays the end of time).
+fn held_back(watermark: Option<i64>, delay_ms: i64) -> Option<i64> {
+    watermark.map(|wm| {
+        if wm == i64::MAX {
+            wm
+        } else {
+            wm.saturating_sub(delay_ms)
+        }
+    })
 }
 
 /// Runs a stateful node's operator for the epoch; its late rows become dead letters where

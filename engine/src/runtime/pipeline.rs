@@ -2,7 +2,7 @@
 //! decode, run every node in DAG order, commit, log the commit (see `epoch` and `commit`).
 //! One `Pipeline` is one set of SQL files.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,8 +44,9 @@ pub struct Pipeline {
     /// lateness by it, so the rows an upstream operator releases at the current watermark
     /// are not late downstream (Spark's rule for stateful operators in sequence).
     pub(super) previous_watermark_ms: Option<i64>,
-    /// Nodes that read, directly or through views, the output of a node with an operator.
-    pub(super) fed_by_operator: BTreeSet<String>,
+    /// Nodes that read, directly or through views, the output of a node with an operator,
+    /// with how far behind the watermark the event times they read can be.
+    pub(super) fed_by_operator: BTreeMap<String, i64>,
     /// When this run started (idle timeouts of partitions not yet seen count from here).
     pub(super) started: Instant,
     /// The checkpoint's run lock, held while the pipeline runs (taken by `run` if the caller
@@ -373,17 +374,26 @@ impl Pipeline {
 }
 
 /// The nodes that read the output of a node with an operator, directly or through other
-/// nodes (`nodes` are in dependency order).
-fn fed_by_operator(nodes: &[QueryNode]) -> BTreeSet<String> {
-    let mut stateful_upstream: BTreeSet<String> = BTreeSet::new();
-    let mut fed = BTreeSet::new();
+/// nodes (`nodes` are in dependency order), each with how far the event times of what it
+/// reads can lag the watermark (the sum of the operators' output delays on the way: a join
+/// emits pairs up to its time bound behind it).
+fn fed_by_operator(nodes: &[QueryNode]) -> BTreeMap<String, i64> {
+    let mut stateful_upstream: BTreeMap<String, i64> = BTreeMap::new();
+    let mut fed = BTreeMap::new();
     for node in nodes {
-        if node.inputs.iter().any(|i| stateful_upstream.contains(i)) {
-            fed.insert(node.name.clone());
-            stateful_upstream.insert(node.name.clone());
+        let input_delay = node
+            .inputs
+            .iter()
+            .filter_map(|i| stateful_upstream.get(i))
+            .max()
+            .copied();
+        if let Some(delay) = input_delay {
+            fed.insert(node.name.clone(), delay);
         }
-        if node.operator.is_some() {
-            stateful_upstream.insert(node.name.clone());
+        let own_delay = node.operator.as_ref().map(|o| o.output_delay_ms());
+        if input_delay.is_some() || own_delay.is_some() {
+            let delay = input_delay.unwrap_or(0) + own_delay.unwrap_or(0);
+            stateful_upstream.insert(node.name.clone(), delay);
         }
     }
     fed

@@ -112,7 +112,7 @@ fn column_index(schema: &SchemaRef, name: &str) -> Result<usize> {
 }
 
 /// Event times of `column` in epoch milliseconds (`i64::MIN` for NULL).
-fn times_ms(column: &ArrayRef) -> Result<Vec<i64>> {
+pub(crate) fn times_ms(column: &ArrayRef) -> Result<Vec<i64>> {
     let DataType::Timestamp(_, tz) = column.data_type() else {
         return Err(EngineError::DataFusion(DataFusionError::Plan(format!(
             "a dedupe orders by event time, a TIMESTAMP, not {}",

@@ -1,0 +1,248 @@
+//! Interval joins of two streams (Flink's interval join, Spark's stream-stream join with a
+//! time range): over random, out-of-order events with late rows, cut into several epochs with
+//! a restart and a drain, every table equals the batch join over the rows that were on time.
+//! Outer joins emit every unmatched row exactly once, with NULLs; a window over a join's
+//! output loses nothing to lateness.
+
+use std::path::{Path, PathBuf};
+
+use weir_tests::{lake_context, plan_sql, run_pipeline_with, sorted_rows, TestError};
+
+const PIPELINE: &str = "
+CREATE SOURCE added (seq BIGINT NOT NULL, u TEXT NOT NULL, ts TIMESTAMP NOT NULL,
+    WATERMARK FOR ts AS ts - INTERVAL '5 minutes')
+WITH (connector = 'files', path = '{data}/added', max_files_per_trigger = 1,
+      settle_time = '0s', late_data = 'dead_letter');
+CREATE SOURCE checkouts (seq BIGINT NOT NULL, u TEXT NOT NULL, ts TIMESTAMP NOT NULL,
+    WATERMARK FOR ts AS ts - INTERVAL '5 minutes')
+WITH (connector = 'files', path = '{data}/checkouts', max_files_per_trigger = 1,
+      settle_time = '0s', late_data = 'dead_letter');
+CREATE TABLE bronze_added AS SELECT * FROM added;
+CREATE TABLE bronze_checkouts AS SELECT * FROM checkouts;
+
+{joins}
+
+-- A window over a join's output: pairs per 10 minutes of the add, per user. A pair can be
+-- found 40 minutes after its add, when that add's window would long be closed at the
+-- watermark; the window downstream holds back by the join's bound, so none is late.
+CREATE VIEW pairs AS
+SELECT a.u AS u, a.ts AS added_ts, c.seq AS c_seq
+FROM added a JOIN checkouts c ON a.u = c.u AND c.ts BETWEEN a.ts AND a.ts + INTERVAL '40 minutes';
+CREATE TABLE pairs_per_10m AS
+SELECT window_start, u, count(*) AS pairs
+FROM TUMBLE(pairs, added_ts, INTERVAL '10 minutes') GROUP BY window_start, window_end, u;
+";
+
+/// `{kind}` joins of the two streams, as tables named after the kind; also in the batch oracle.
+fn join_sql(kind: &str, added: &str, checkouts: &str) -> String {
+    join_within(kind, added, checkouts, 15)
+}
+
+/// [`join_sql`] with a bound of `minutes`.
+fn join_within(kind: &str, added: &str, checkouts: &str, minutes: u32) -> String {
+    format!(
+        "SELECT a.seq AS a_seq, a.u AS u, a.ts AS added_ts, c.seq AS c_seq, c.ts AS checkout_ts
+         FROM {added} a {kind} JOIN {checkouts} c
+           ON a.u = c.u AND c.ts BETWEEN a.ts AND a.ts + INTERVAL '{minutes} minutes'"
+    )
+}
+
+const KINDS: [(&str, &str); 4] = [
+    ("inner_pairs", "INNER"),
+    ("left_pairs", "LEFT"),
+    ("right_pairs", "RIGHT"),
+    ("full_pairs", "FULL OUTER"),
+];
+
+/// A small deterministic generator (no dependency for a test).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Six files per stream, one per epoch, each covering about ten minutes of 2024-03-01 from
+/// 10:00 (overlapping the one before), out of order; from the third file on, a few rows per file are 20 minutes behind (late).
+/// Sequence numbers are unique across both streams.
+fn files(rng: &mut Lcg, seq: &mut u64) -> Vec<String> {
+    (0..6)
+        .map(|f| {
+            let mut rows: Vec<(String, i64)> = (0..30)
+                .map(|_| {
+                    let u = format!("u{}", rng.next(6));
+                    // Up to 280 s before the file's ten minutes: still on time, but after
+                    // rows of earlier files that a join must still hold.
+                    (u, (f * 600 - 280).max(0) + rng.next(880) as i64)
+                })
+                .collect();
+            if f >= 2 {
+                for _ in 0..3 {
+                    rows.push(("u1".to_string(), f * 600 - 1200 + rng.next(300) as i64));
+                }
+            }
+            for i in (1..rows.len()).rev() {
+                rows.swap(i, rng.next(i as u64 + 1) as usize);
+            }
+            rows.into_iter()
+                .map(|(u, t)| {
+                    *seq += 1;
+                    let ts = (1_709_287_200 + t) * 1000;
+                    format!(r#"{{"seq":{seq},"u":"{u}","ts":{ts}}}"#)
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect()
+}
+
+/// Writes the pipeline under `dir`; returns its data folder, pipeline file and lake.
+fn setup(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf), TestError> {
+    let data = dir.join("data");
+    std::fs::create_dir_all(data.join("added"))?;
+    std::fs::create_dir_all(data.join("checkouts"))?;
+    let joins: Vec<String> = KINDS
+        .iter()
+        .map(|(table, kind)| {
+            format!(
+                "CREATE TABLE {table} AS {};",
+                join_sql(kind, "added", "checkouts")
+            )
+        })
+        .chain(std::iter::once(
+            "-- Cart abandonment: adds with no checkout within 15 minutes.
+             CREATE TABLE abandoned AS
+             SELECT a.seq AS a_seq, a.u AS u, a.ts AS added_ts
+             FROM added a LEFT JOIN checkouts c
+               ON a.u = c.u AND c.ts BETWEEN a.ts AND a.ts + INTERVAL '15 minutes'
+             WHERE c.seq IS NULL;"
+                .to_string(),
+        ))
+        .collect();
+    let pipeline = dir.join("p.sql");
+    std::fs::write(
+        &pipeline,
+        PIPELINE
+            .replace("{data}", &data.display().to_string())
+            .replace("{joins}", &joins.join("\n")),
+    )?;
+    Ok((data, pipeline, dir.join("lake")))
+}
+
+/// The rows of `bronze` that no operator dead-lettered as late.
+fn on_time(bronze: &str) -> String {
+    format!(
+        "(SELECT * FROM {bronze} WHERE seq NOT IN (
+            SELECT CAST(regexp_match(raw, '\"seq\":([0-9]+)')[1] AS BIGINT) FROM _dead_letter.added
+            UNION ALL
+            SELECT CAST(regexp_match(raw, '\"seq\":([0-9]+)')[1] AS BIGINT)
+            FROM _dead_letter.checkouts))"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interval_joins_equal_the_batch_join_over_on_time_rows() -> Result<(), TestError> {
+    let dir = tempfile::tempdir()?;
+    let (data, pipeline, lake) = setup(dir.path())?;
+    let (mut rng, mut seq) = (Lcg(7), 0);
+    let added = files(&mut rng, &mut seq);
+    let checkouts = files(&mut rng, &mut seq);
+    let write = |i: usize| -> Result<(), TestError> {
+        std::fs::write(data.join(format!("added/{i}.json")), &added[i])?;
+        std::fs::write(data.join(format!("checkouts/{i}.json")), &checkouts[i])?;
+        Ok(())
+    };
+    // Three epochs, a restart, three more and a drain.
+    for i in 0..3 {
+        write(i)?;
+    }
+    run_pipeline_with(&pipeline, &lake, &[], false).await?;
+    for i in 3..6 {
+        write(i)?;
+    }
+    let last = run_pipeline_with(&pipeline, &lake, &[], true).await?;
+    assert!(last
+        .epochs
+        .last()
+        .is_some_and(|e| e.watermark_ms == Some(i64::MAX)));
+
+    let ctx = lake_context(&lake).await?;
+    let late = sorted_rows(
+        &ctx,
+        &format!(
+            "SELECT seq FROM bronze_added WHERE seq NOT IN (SELECT seq FROM {})",
+            on_time("bronze_added")
+        ),
+    )
+    .await?;
+    assert!(!late.is_empty(), "some rows were late");
+    let (on_time_added, on_time_checkouts) = (on_time("bronze_added"), on_time("bronze_checkouts"));
+    for (table, kind) in KINDS {
+        let streamed = sorted_rows(&ctx, &format!("SELECT * FROM {table}")).await?;
+        let batch = sorted_rows(&ctx, &join_sql(kind, &on_time_added, &on_time_checkouts)).await?;
+        assert!(!batch.is_empty());
+        assert_eq!(streamed, batch, "{table}");
+    }
+    let abandoned = sorted_rows(&ctx, "SELECT * FROM abandoned").await?;
+    let batch_abandoned = sorted_rows(
+        &ctx,
+        &format!(
+            "SELECT a_seq, u, added_ts FROM ({}) WHERE c_seq IS NULL",
+            join_sql("LEFT", &on_time_added, &on_time_checkouts)
+        ),
+    )
+    .await?;
+    assert!(!batch_abandoned.is_empty());
+    assert_eq!(abandoned, batch_abandoned);
+    let per_10m = sorted_rows(&ctx, "SELECT * FROM pairs_per_10m").await?;
+    let batch_per_10m = sorted_rows(
+        &ctx,
+        &format!(
+            "SELECT date_bin(INTERVAL '10 minutes', added_ts, TIMESTAMP '1970-01-01T00:00:00Z'), \
+                    u, count(*) FROM ({}) GROUP BY 1, 2",
+            join_within("INNER", &on_time_added, &on_time_checkouts, 40)
+        ),
+    )
+    .await?;
+    assert_eq!(per_10m, batch_per_10m);
+    Ok(())
+}
+
+/// `weir explain` shows the join as a stateful step with its bound, and a join without a
+/// bound names the columns to bound.
+#[tokio::test]
+async fn explain_shows_the_join_and_a_join_without_a_bound_says_what_to_add(
+) -> Result<(), TestError> {
+    let sources = "CREATE SOURCE added (u TEXT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1 minute')
+                   WITH (connector = 'generator', events = 10);
+                   CREATE SOURCE checkouts (u TEXT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1 minute')
+                   WITH (connector = 'generator', events = 10);";
+    let planned = plan_sql(&format!(
+        "{sources} CREATE TABLE t AS SELECT a.u, c.ts FROM added a LEFT JOIN checkouts c
+         ON a.u = c.u AND c.ts BETWEEN a.ts AND a.ts + INTERVAL '30 minutes';"
+    ))
+    .await?;
+    let explained = planned.explain().await?;
+    assert!(
+        explained.contains("LEFT OUTER interval join: c.ts - a.ts within [0s, 30m]"),
+        "{explained}"
+    );
+    let refused = plan_sql(&format!(
+        "{sources} CREATE TABLE t AS SELECT a.u, c.ts FROM added a JOIN checkouts c ON a.u = c.u;"
+    ))
+    .await
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(
+        refused.contains("without a bound")
+            && refused.contains("AND c.ts BETWEEN a.ts AND a.ts + INTERVAL '30 minutes'"),
+        "{refused}"
+    );
+    Ok(())
+}
