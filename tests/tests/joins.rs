@@ -70,7 +70,7 @@ impl Lcg {
 /// Six files per stream, one per epoch, each covering about ten minutes of 2024-03-01 from
 /// 10:00 (overlapping the one before), out of order; from the third file on, a few rows per file are 20 minutes behind (late).
 /// Sequence numbers are unique across both streams.
-fn files(rng: &mut Lcg, seq: &mut u64) -> Vec<String> {
+fn files(rng: &mut Lcg, seq: &mut u64, with_late_rows: bool) -> Vec<String> {
     (0..6)
         .map(|f| {
             let mut rows: Vec<(String, i64)> = (0..30)
@@ -81,7 +81,7 @@ fn files(rng: &mut Lcg, seq: &mut u64) -> Vec<String> {
                     (u, (f * 600 - 280).max(0) + rng.next(880) as i64)
                 })
                 .collect();
-            if f >= 2 {
+            if f >= 2 && with_late_rows {
                 for _ in 0..3 {
                     rows.push(("u1".to_string(), f * 600 - 1200 + rng.next(300) as i64));
                 }
@@ -150,8 +150,8 @@ async fn interval_joins_equal_the_batch_join_over_on_time_rows() -> Result<(), T
     let dir = tempfile::tempdir()?;
     let (data, pipeline, lake) = setup(dir.path())?;
     let (mut rng, mut seq) = (Lcg(7), 0);
-    let added = files(&mut rng, &mut seq);
-    let checkouts = files(&mut rng, &mut seq);
+    let added = files(&mut rng, &mut seq, true);
+    let checkouts = files(&mut rng, &mut seq, true);
     let write = |i: usize| -> Result<(), TestError> {
         std::fs::write(data.join(format!("added/{i}.json")), &added[i])?;
         std::fs::write(data.join(format!("checkouts/{i}.json")), &checkouts[i])?;
@@ -210,6 +210,72 @@ async fn interval_joins_equal_the_batch_join_over_on_time_rows() -> Result<(), T
     )
     .await?;
     assert_eq!(per_10m, batch_per_10m);
+    Ok(())
+}
+
+/// Two windowed aggregates of the same sliding windows joined on the window and a key
+/// (orders against checkouts per user per 10-minute window every 5 minutes): each window
+/// pair meets in the epoch both windows close; a FULL join keeps the windows of one side
+/// alone. Equal to the batch join of the two windows' tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_of_two_windowed_streams_equals_the_join_of_their_tables() -> Result<(), TestError> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("added"))?;
+    std::fs::create_dir_all(data.join("checkouts"))?;
+    let counts = |name: &str, source: &str| {
+        format!(
+            "CREATE TABLE {name} AS SELECT window_start, window_end, u, count(*) AS n
+             FROM HOP({source}, ts, INTERVAL '5 minutes', INTERVAL '10 minutes')
+             GROUP BY window_start, window_end, u;"
+        )
+    };
+    let joined = |kind: &str, added: &str, checkouts: &str| {
+        format!(
+            "SELECT a.window_end AS a_end, c.window_end AS c_end, a.u AS a_u, c.u AS c_u,
+                    a.n AS added, c.n AS checkouts
+             FROM {added} a {kind} JOIN {checkouts} c
+               ON a.window_start = c.window_start AND a.window_end = c.window_end AND a.u = c.u"
+        )
+    };
+    let sql = PIPELINE
+        .split("CREATE TABLE bronze_added")
+        .next()
+        .unwrap_or_default()
+        .replace("{data}", &data.display().to_string())
+        + &counts("added_counts", "added")
+        + &counts("checkout_counts", "checkouts")
+        + &format!(
+            "CREATE TABLE per_window AS {};\nCREATE TABLE per_window_full AS {};",
+            joined("INNER", "added_counts", "checkout_counts"),
+            joined("FULL OUTER", "added_counts", "checkout_counts")
+        );
+    let pipeline = dir.path().join("p.sql");
+    std::fs::write(&pipeline, sql)?;
+    let lake = dir.path().join("lake");
+    let (mut rng, mut seq) = (Lcg(11), 0);
+    let added = files(&mut rng, &mut seq, false);
+    let checkouts = files(&mut rng, &mut seq, false);
+    for i in 0..6 {
+        std::fs::write(data.join(format!("added/{i}.json")), &added[i])?;
+        std::fs::write(data.join(format!("checkouts/{i}.json")), &checkouts[i])?;
+        if i == 2 {
+            run_pipeline_with(&pipeline, &lake, &[], false).await?;
+        }
+    }
+    run_pipeline_with(&pipeline, &lake, &[], true).await?;
+    let ctx = lake_context(&lake).await?;
+    let mut sizes = Vec::new();
+    for (table, kind) in [("per_window", "INNER"), ("per_window_full", "FULL OUTER")] {
+        let streamed = sorted_rows(&ctx, &format!("SELECT * FROM {table}")).await?;
+        let batch = sorted_rows(&ctx, &joined(kind, "added_counts", "checkout_counts")).await?;
+        assert_eq!(streamed, batch, "{table}");
+        sizes.push(batch.len());
+    }
+    assert!(
+        sizes[0] > 20 && sizes[1] > sizes[0],
+        "windows on both sides, and some on one side only: {sizes:?}"
+    );
     Ok(())
 }
 
