@@ -10,13 +10,14 @@ use weir_engine::connectors::Connectors;
 use weir_engine::format::json::decode::JsonDecoder;
 use weir_engine::operators::row_errors::{splittable, RowInput};
 use weir_engine::operators::{stateful_steps, TableContext};
+use weir_engine::reference::ReferenceRegistry;
 use weir_engine::runtime::checkpoint::Checkpoint;
 use weir_engine::runtime::epoch_table::EpochTable;
-use weir_engine::runtime::{EventTime, Pipeline, QueryNode, SourceNode};
+use weir_engine::runtime::{EventTime, Pipeline, QueryNode, ReferenceNode, SourceNode};
 use weir_engine::sink::kafka::KafkaSinkConnector;
 use weir_engine::sink::{Sink, SinkPlace, SinkRegistry};
 use weir_engine::source::SourceRegistry;
-use weir_lakehouse::{DeltaConnector, DeltaSink, LakehouseError};
+use weir_lakehouse::{DeltaConnector, DeltaReferenceConnector, DeltaSink, LakehouseError};
 
 pub use weir_lakehouse::table_location;
 use weir_sql::{PlannedNode, PlannedPipeline, PlannedSource};
@@ -37,15 +38,19 @@ pub fn pipeline_name(path: &Path) -> String {
         .unwrap_or_else(|| "pipeline".to_string())
 }
 
-/// Every connector this build has: the engine's sources, and the Delta (the default) and
-/// Kafka sinks. Adding a sink connector is one `register` line here.
+/// Every connector this build has: the engine's sources and file references, the Delta (the
+/// default) and Kafka sinks, and Delta references. Adding a sink or reference connector from
+/// outside the engine is one `register` line here.
 pub fn connectors() -> Connectors {
     let mut sinks = SinkRegistry::new("delta");
     sinks.register("delta", Arc::new(DeltaConnector));
     sinks.register("kafka", Arc::new(KafkaSinkConnector));
+    let mut references = ReferenceRegistry::builtin();
+    references.register("delta", Arc::new(DeltaReferenceConnector));
     Connectors {
         sources: SourceRegistry::builtin(),
         sinks,
+        references,
     }
 }
 
@@ -90,13 +95,16 @@ pub async fn assemble(
             operator,
         });
     }
-    Ok(Pipeline::new(
-        &name,
-        planned.ctx,
-        sources,
-        nodes,
-        checkpoint,
-    ))
+    let references = planned
+        .references
+        .into_iter()
+        .map(|r| ReferenceNode {
+            name: r.name,
+            table: r.table,
+            rows: r.rows,
+        })
+        .collect();
+    Ok(Pipeline::new(&name, planned.ctx, sources, nodes, checkpoint).with_references(references))
 }
 
 /// Each planned source with its decoder, watermark and dead-letter table.

@@ -3,6 +3,7 @@
 //! planner checks options through them and the runtime opens through them; the full set
 //! (with Delta, from `weir-lakehouse`) is assembled by `weir_cli::connectors`.
 
+use crate::reference::ReferenceRegistry;
 use crate::sink::SinkRegistry;
 use crate::source::SourceRegistry;
 
@@ -13,4 +14,6 @@ pub struct Connectors {
     pub sources: SourceRegistry,
     /// Sink connectors, with the default for tables that name none.
     pub sinks: SinkRegistry,
+    /// Reference-table connectors (`CREATE REFERENCE TABLE`).
+    pub references: ReferenceRegistry,
 }

@@ -38,6 +38,17 @@ pub enum EngineError {
         cause: Option<std::io::Error>,
     },
 
+    /// A reference table could not be read, or its data does not fit its declaration.
+    #[error("reference table `{table}` ({location}): {message}")]
+    Reference {
+        /// The table as named in `CREATE REFERENCE TABLE`.
+        table: String,
+        /// Where it was read (`parquet files at /data/users`).
+        location: String,
+        /// What went wrong.
+        message: String,
+    },
+
     /// A sink failed to commit an epoch.
     #[error("sink `{sink}` failed to commit epoch {epoch}: {cause}")]
     Sink {
@@ -156,6 +167,10 @@ impl EngineError {
                 "the table could not be written (disk space, permissions, a table changed by \
                  hand): fix the cause and run again; the epoch is replayed and no table takes \
                  it twice"
+            }
+            EngineError::Reference { .. } => {
+                "fix the reference table's files (or its declared columns) and run again; a \
+                 replayed epoch uses the version saved in the checkpoint"
             }
             EngineError::Source { .. } | EngineError::Option { .. } => {
                 "fix what the error names (the input, or the source's options) and run again"

@@ -13,6 +13,7 @@ pub mod event_time;
 pub mod format;
 pub mod operators;
 pub mod options;
+pub mod reference;
 pub mod runtime;
 pub mod sink;
 pub mod source;

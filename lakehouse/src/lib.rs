@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod delta_connector;
+pub mod delta_reference;
 pub mod delta_sink;
 pub mod error;
 pub mod normalize;
@@ -10,5 +11,6 @@ pub mod parquet_layout;
 
 pub use catalog::{find_delta_tables, register_lake};
 pub use delta_connector::{table_location, DeltaConnector, PlannedDeltaTable};
+pub use delta_reference::DeltaReferenceConnector;
 pub use delta_sink::DeltaSink;
 pub use error::LakehouseError;

@@ -14,6 +14,7 @@ pub mod interval_joins;
 pub mod parser;
 mod pipeline_files;
 pub mod planner;
+mod reference_plan;
 pub mod rewrite;
 pub mod sinks;
 mod source_plan;
@@ -28,5 +29,6 @@ pub mod windows;
 pub use error::{SqlError, SqlErrors};
 pub use parser::{load_pipeline_files, load_pipeline_files_with_env, PipelineFile};
 pub use planner::{
-    plan_pipeline, PlannedNode, PlannedPipeline, PlannedSource, StreamKind, TableSink,
+    plan_pipeline, PlannedNode, PlannedPipeline, PlannedReference, PlannedSource, StreamKind,
+    TableSink,
 };

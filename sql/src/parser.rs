@@ -13,7 +13,8 @@ use weir_engine::types::SqlType;
 
 pub use crate::pipeline_files::{load_pipeline_files, load_pipeline_files_with_env, PipelineFile};
 pub use crate::statements::{
-    ColumnSpec, OptionSpec, SourceStatement, Statement, StreamKind, StreamStatement, WatermarkSpec,
+    ColumnSpec, OptionSpec, ReferenceStatement, SourceStatement, Statement, StreamKind,
+    StreamStatement, WatermarkSpec,
 };
 
 /// Parses one file into statements.
@@ -148,6 +149,9 @@ impl StatementParser<'_> {
         };
         match word.as_str() {
             "SOURCE" => self.source(start.span).map(|s| Statement::Source(Box::new(s))),
+            "REFERENCE" if self.parser.parse_keyword(Keyword::TABLE) => self
+                .reference(start.span)
+                .map(|r| Statement::Reference(Box::new(r))),
             "TABLE" => self.stream(StreamKind::Table, start.span).map(Statement::Stream),
             "VIEW" | "STREAM" => self.stream(StreamKind::View, start.span).map(Statement::Stream),
             "MATERIALIZED" if self.parser.parse_keyword(Keyword::VIEW) => {
@@ -155,8 +159,8 @@ impl StatementParser<'_> {
             }
             _ => Err(self
                 .file
-                .error(what.span, format!("expected SOURCE, TABLE or VIEW after CREATE, found `{}`", what.token))
-                .with_hint("CREATE SOURCE name (...) WITH (connector = ...), CREATE TABLE name AS SELECT ..., CREATE VIEW name AS SELECT ...")),
+                .error(what.span, format!("expected SOURCE, TABLE, VIEW or REFERENCE TABLE after CREATE, found `{}`", what.token))
+                .with_hint("CREATE SOURCE name (...) WITH (connector = ...), CREATE TABLE name AS SELECT ..., CREATE VIEW name AS SELECT ..., CREATE REFERENCE TABLE name WITH (connector = ...)")),
         }
     }
 
@@ -364,8 +368,6 @@ impl StatementParser<'_> {
 
     fn source(&mut self, span: Span) -> Result<SourceStatement, SqlError> {
         let (name, name_span) = self.name()?;
-        let mut columns = Vec::new();
-        let mut watermark = None;
         let open = self.parser.peek_token();
         if !self.parser.consume_token(&Token::LParen) {
             return Err(self
@@ -373,6 +375,46 @@ impl StatementParser<'_> {
                 .error(open.span, format!("expected `(` and the source's columns, found `{}`", open.token))
                 .with_hint("CREATE SOURCE events (event_id TEXT NOT NULL, amount DOUBLE, event_time TIMESTAMP) WITH (...)"));
         }
+        let (columns, watermark) = self.column_list()?;
+        let options = self.options()?;
+        Ok(SourceStatement {
+            name,
+            name_span,
+            columns,
+            watermark,
+            options,
+            span,
+        })
+    }
+
+    /// `CREATE REFERENCE TABLE name [(columns)] WITH (...)`, after `REFERENCE TABLE`.
+    fn reference(&mut self, span: Span) -> Result<ReferenceStatement, SqlError> {
+        let (name, name_span) = self.name()?;
+        let mut columns = Vec::new();
+        if self.parser.consume_token(&Token::LParen) {
+            let (declared, watermark) = self.column_list()?;
+            if let Some(w) = watermark {
+                return Err(self
+                    .file
+                    .error(w.span, "a reference table has no watermark")
+                    .with_hint("declare the watermark on the stream it is joined with"));
+            }
+            columns = declared;
+        }
+        let options = self.options()?;
+        Ok(ReferenceStatement {
+            name,
+            name_span,
+            columns,
+            options,
+            span,
+        })
+    }
+
+    /// The columns (and watermark) of a column list, after its `(`, through its `)`.
+    fn column_list(&mut self) -> Result<(Vec<ColumnSpec>, Option<WatermarkSpec>), SqlError> {
+        let mut columns = Vec::new();
+        let mut watermark = None;
         loop {
             let next = self.parser.peek_token();
             let is_watermark =
@@ -433,15 +475,7 @@ impl StatementParser<'_> {
                 )
                 .with_hint("separate columns with commas and close the list with `)`"));
         }
-        let options = self.options()?;
-        Ok(SourceStatement {
-            name,
-            name_span,
-            columns,
-            watermark,
-            options,
-            span,
-        })
+        Ok((columns, watermark))
     }
 
     fn stream(&mut self, kind: StreamKind, span: Span) -> Result<StreamStatement, SqlError> {

@@ -19,6 +19,8 @@ use crate::error::{Location, SqlErrors};
 use crate::graph::{after_dead_letter_writers, dependency_order, stream_reads};
 pub use crate::parser::StreamKind;
 use crate::parser::{parse_file, PipelineFile, Statement, StreamStatement};
+use crate::reference_plan::plan_reference;
+pub use crate::reference_plan::PlannedReference;
 use crate::sinks::overlapping_table_paths;
 pub use crate::sinks::TableSink;
 use crate::source_plan::plan_source;
@@ -91,6 +93,8 @@ pub struct PlannedPipeline {
     pub sources: Vec<PlannedSource>,
     /// Tables and views in dependency order (inputs first).
     pub nodes: Vec<PlannedNode>,
+    /// Reference tables in declaration order.
+    pub references: Vec<PlannedReference>,
     /// What runs but may not do what its author expects (unbounded state, ...).
     pub warnings: Vec<crate::error::SqlError>,
 }
@@ -132,6 +136,16 @@ pub async fn plan_pipeline(
         }
     }
 
+    let mut references = Vec::new();
+    for (file, stmt) in &statements {
+        if let Statement::Reference(r) = stmt {
+            match plan_reference(&ctx, file, r, &connectors.references).await {
+                Ok(planned) => references.push(planned),
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+
     let streams: Vec<(&PipelineFile, &StreamStatement)> = statements
         .iter()
         .filter_map(|(f, s)| match s {
@@ -160,7 +174,7 @@ pub async fn plan_pipeline(
         Err(e) => return Err(e.into()),
     };
 
-    let mut planning = TablePlanning::new(&ctx, &sources, &hidden, &connectors.sinks);
+    let mut planning = TablePlanning::new(&ctx, &sources, &references, &hidden, &connectors.sinks);
     let mut nodes = Vec::new();
     for idx in order {
         let (file, st) = streams[idx];
@@ -184,6 +198,7 @@ pub async fn plan_pipeline(
         ctx,
         sources,
         nodes,
+        references,
         warnings: planning_warnings,
     })
 }
@@ -204,6 +219,7 @@ fn declared_names(
         let (name, span) = match stmt {
             Statement::Source(s) => (&s.name, s.name_span),
             Statement::Stream(s) => (&s.name, s.name_span),
+            Statement::Reference(r) => (&r.name, r.name_span),
         };
         let here = file.location(span);
         if let Some(first) = declared_at.get(name) {

@@ -18,7 +18,7 @@ use weir_engine::EngineError;
 
 use crate::error::SqlError;
 use crate::interval::expr_duration;
-use crate::parser::{OptionSpec, PipelineFile, SourceStatement, WatermarkSpec};
+use crate::parser::{ColumnSpec, OptionSpec, PipelineFile, SourceStatement, WatermarkSpec};
 use crate::planner::{dead_letter_stream_name, PlannedSource};
 
 /// Turns an option error of the engine into a positioned SQL error with its hint.
@@ -60,12 +60,15 @@ pub(crate) fn option_error(
     }
 }
 
-/// The columns `s` declares, as an Arrow schema; a repeated or reserved name, an unknown
-/// type or no column at all is an error at the column.
-fn declared_schema(file: &PipelineFile, s: &SourceStatement) -> Result<SchemaRef, SqlError> {
+/// Arrow fields of declared `columns`; a repeated name or an unknown type is an error at the
+/// column.
+pub(crate) fn column_fields(
+    file: &PipelineFile,
+    columns: &[ColumnSpec],
+) -> Result<Vec<Field>, SqlError> {
     let mut fields = Vec::new();
     let mut seen = HashSet::new();
-    for c in &s.columns {
+    for c in columns {
         if !seen.insert(c.name.to_lowercase()) {
             return Err(file
                 .error(c.span, format!("column `{}` is declared twice", c.name))
@@ -78,6 +81,16 @@ fn declared_schema(file: &PipelineFile, s: &SourceStatement) -> Result<SchemaRef
             )
             .with_hint(format!("use one of {SUPPORTED_TYPES}"))
         })?;
+        fields.push(Field::new(&c.name, data_type, !c.not_null));
+    }
+    Ok(fields)
+}
+
+/// The columns `s` declares, as an Arrow schema; a reserved name or no column at all is an
+/// error at the column (see also [`column_fields`]).
+fn declared_schema(file: &PipelineFile, s: &SourceStatement) -> Result<SchemaRef, SqlError> {
+    let fields = column_fields(file, &s.columns)?;
+    for c in &s.columns {
         if COMMON_METADATA
             .iter()
             .any(|m| m.eq_ignore_ascii_case(&c.name))
@@ -89,7 +102,6 @@ fn declared_schema(file: &PipelineFile, s: &SourceStatement) -> Result<SchemaRef
                 )
                 .with_hint("rename the column"));
         }
-        fields.push(Field::new(&c.name, data_type, !c.not_null));
     }
     if fields.is_empty() {
         return Err(file

@@ -59,6 +59,22 @@ pub struct SourceStatement {
     pub span: Span,
 }
 
+/// `CREATE REFERENCE TABLE name [(columns)] WITH (connector = ..., ...)`: a table the
+/// pipeline reads but does not produce (users, products), joined with streams.
+#[derive(Debug, Clone)]
+pub struct ReferenceStatement {
+    /// Table name.
+    pub name: String,
+    /// Position of the name.
+    pub name_span: Span,
+    /// Declared columns (the data's own when empty).
+    pub columns: Vec<ColumnSpec>,
+    /// WITH options.
+    pub options: Vec<OptionSpec>,
+    /// Position of CREATE.
+    pub span: Span,
+}
+
 /// Whether a stream statement writes a table or only names a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamKind {
@@ -92,4 +108,6 @@ pub enum Statement {
     Source(Box<SourceStatement>),
     /// A table or view.
     Stream(StreamStatement),
+    /// A reference table.
+    Reference(Box<ReferenceStatement>),
 }

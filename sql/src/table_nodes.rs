@@ -28,7 +28,9 @@ use crate::error::SqlError;
 use crate::identifiers::KnownNames;
 use crate::interval_joins::{event_time_columns, mark_join_steps, EventColumns, JoinError};
 use crate::parser::{PipelineFile, StreamStatement};
-use crate::planner::{dead_letter_stream_name, PlannedNode, PlannedSource, StreamKind};
+use crate::planner::{
+    dead_letter_stream_name, PlannedNode, PlannedReference, PlannedSource, StreamKind,
+};
 use crate::sinks::TableSink;
 use crate::sinks::{plan_sink, SinkOutput};
 use crate::steps::{definition, split_steps, Step};
@@ -59,6 +61,8 @@ pub(crate) struct TablePlanning<'a> {
     pub window_nodes: HashSet<String>,
     /// The event-time columns of each planned stream (a stream join is bounded on them).
     pub event_columns: EventColumns,
+    /// The reference tables (`CREATE REFERENCE TABLE`).
+    pub references: HashSet<String>,
 }
 
 impl<'a> TablePlanning<'a> {
@@ -66,11 +70,17 @@ impl<'a> TablePlanning<'a> {
     pub fn new(
         ctx: &'a SessionContext,
         sources: &[PlannedSource],
+        references: &[PlannedReference],
         hidden: &'a HashMap<String, Vec<String>>,
         sinks: &'a SinkRegistry,
     ) -> Self {
         let mut origins = Origins::new();
         let mut schemas = HashMap::new();
+        // A reference table is no stream: joining it combines nothing across epochs.
+        for r in references {
+            origins.insert(r.name.clone(), BTreeSet::new());
+            schemas.insert(r.name.clone(), r.rows.schema_ref());
+        }
         for s in sources {
             let dead_letters = dead_letter_stream_name(&s.name);
             origins.insert(s.name.clone(), BTreeSet::from([s.name.clone()]));
@@ -99,6 +109,7 @@ impl<'a> TablePlanning<'a> {
             },
             warnings: Vec::new(),
             window_nodes: HashSet::new(),
+            references: references.iter().map(|r| r.name.clone()).collect(),
             event_columns: sources
                 .iter()
                 .filter_map(|s| {
@@ -424,6 +435,9 @@ async fn check_node(
         Some(_) => BTreeSet::from([name.to_string()]),
         None => plan_origins(plan, &planning.origins).map_err(|e| datafusion_error(file, st, e))?,
     };
+    if origins.is_empty() {
+        refuse_reference_only(planning, file, st, plan)?;
+    }
     planning.origins.insert(name.to_string(), origins);
     let Some(step) = steps.first() else {
         return Ok(());
@@ -463,6 +477,36 @@ async fn check_node(
         .with_hint(step.node().usage())
     })?;
     Ok(())
+}
+
+/// Refuses a node that reads reference tables and no stream: it would write the whole
+/// reference again every epoch.
+fn refuse_reference_only(
+    planning: &TablePlanning<'_>,
+    file: &PipelineFile,
+    st: &StreamStatement,
+    plan: &LogicalPlan,
+) -> Result<(), SqlError> {
+    let scanned = inputs_of(
+        plan,
+        &planning.references.iter().cloned().collect::<Vec<_>>(),
+    );
+    match scanned.first() {
+        None => Ok(()),
+        Some(reference) => Err(file
+            .error(
+                st.query.body_span(),
+                format!(
+                    "`{}` reads the reference table `{reference}` and no stream: it would write \
+                     the whole reference again every epoch",
+                    st.name
+                ),
+            )
+            .with_hint(format!(
+                "join `{reference}` with a stream (SELECT ... FROM events e JOIN {reference} r \
+                 ON ...), or query it directly with `weir query`"
+            ))),
+    }
 }
 
 /// The `candidates` (streams and earlier steps) that `plan` scans, in their order.

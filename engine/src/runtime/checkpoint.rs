@@ -38,6 +38,9 @@ pub struct OffsetEntry {
     /// window (`weir run --once --drain`).
     #[serde(default)]
     pub drain: bool,
+    /// The version of each reference table the epoch joins (a replay joins the same rows).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub references: BTreeMap<String, String>,
 }
 
 /// What an epoch produced, written once every sink committed it.
@@ -525,6 +528,7 @@ mod tests {
                 sources: BTreeMap::new(),
                 planned_at: now_rfc3339(),
                 drain: false,
+                references: BTreeMap::new(),
             })
             .unwrap();
         }

@@ -25,6 +25,7 @@ pub mod partition;
 mod pipeline;
 mod prefetch;
 pub mod progress;
+mod references;
 mod session;
 mod watermark;
 
@@ -32,4 +33,5 @@ pub use handle::{PipelineHandle, RunState, RunningPipeline};
 pub use nodes::{EventTime, QueryNode, SourceNode};
 pub use options::{EpochCallback, RunOptions, RunSummary};
 pub use pipeline::Pipeline;
+pub use references::ReferenceNode;
 pub use session::{register_stream, session_context, source_schema};

@@ -22,6 +22,7 @@ use super::options::{RunOptions, RunSummary};
 use super::partition::MaxEventTimes;
 use super::prefetch::{prefetch_due, Prefetched};
 use super::progress::EpochReport;
+use super::references::{ReferenceNode, RunningReference};
 use crate::error::{EngineError, Result};
 use crate::sink::Sink;
 
@@ -54,6 +55,8 @@ pub struct Pipeline {
     pub(super) run_lock: Option<RunLock>,
     /// The epoch being planned, read or committed (for the failure record).
     pub(super) epoch_in_progress: Option<u64>,
+    /// The reference tables queries join, each at the version the current epoch pinned.
+    pub(super) references: Vec<RunningReference>,
 }
 
 impl Pipeline {
@@ -98,7 +101,17 @@ impl Pipeline {
             started: Instant::now(),
             run_lock: None,
             epoch_in_progress: None,
+            references: Vec::new(),
         }
+    }
+
+    /// Gives the pipeline its reference tables (`CREATE REFERENCE TABLE`).
+    pub fn with_references(mut self, references: Vec<ReferenceNode>) -> Self {
+        self.references = references
+            .into_iter()
+            .map(|node| RunningReference { node, loaded: None })
+            .collect();
+        self
     }
 
     /// Holds `lock` (see [`Checkpoint::lock`]) for as long as the pipeline lives.
@@ -142,6 +155,7 @@ impl Pipeline {
             cursor.drained |= entry.drain;
             self.epoch_in_progress = Some(entry.epoch);
             cursor.last_start = Some(Instant::now());
+            self.use_references(&entry.references).await?;
             let input = self.ingest(entry.epoch, &entry.sources).await?;
             self.run_and_advance(&entry, input, true, options, &mut cursor, &mut summary)
                 .await?;
@@ -151,11 +165,13 @@ impl Pipeline {
                 break;
             }
             self.epoch_in_progress = Some(cursor.next_epoch);
-            let (entry, input) = match self.next_epoch(options, &mut cursor).await? {
+            let (mut entry, input) = match self.next_epoch(options, &mut cursor).await? {
                 NextEpoch::Stop => break,
                 NextEpoch::Idle => continue,
                 NextEpoch::Run(entry, input) => (entry, input),
             };
+            // Reference versions are pinned (and new ones saved) before the epoch is logged.
+            entry.references = self.pin_references().await?;
             // A prefetched input was read before its offsets were logged. That is safe: nothing
             // of this epoch is committed anywhere before the log entry exists, and a crash in
             // between replans the epoch from the last commit.
@@ -186,6 +202,7 @@ impl Pipeline {
         let (report, next) = self.run_epoch(entry, input, replayed, prefetch).await?;
         cursor.prefetched = next;
         self.finish_epoch(report, options, summary);
+        self.prune_reference_copies();
         cursor.next_epoch += 1;
         Ok(())
     }
@@ -284,6 +301,7 @@ impl Pipeline {
             sources: ranges,
             planned_at: now_rfc3339(),
             drain,
+            references: BTreeMap::new(),
         };
         Ok(NextEpoch::Run(entry, input))
     }
