@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use weir_engine::runtime::checkpoint::Checkpoint;
 use weir_engine::runtime::{session_context, RunOptions};
 use weir_engine::source::generator::ecommerce::{EcommerceConfig, EcommerceGenerator};
+use weir_engine::source::generator::reference_data::{write_products_csv, write_users_csv};
 use weir_engine::EngineError;
 use weir_lakehouse::{register_lake, LakehouseError};
 use weir_sql::{load_pipeline_files, plan_pipeline, PlannedPipeline, SqlErrors};
@@ -198,7 +199,7 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
 pub async fn validate(path: &Path) -> Result<(), CliError> {
     let planned = plan(path, 1).await?;
     outln!(
-        "ok: pipeline `{}` with {} source(s), {} table(s), {} view(s)",
+        "ok: pipeline `{}` with {} source(s), {} table(s), {} view(s), {} reference table(s)",
         planned.name,
         planned.sources.len(),
         planned.nodes.iter().filter(|n| n.sink.is_some()).count(),
@@ -206,7 +207,8 @@ pub async fn validate(path: &Path) -> Result<(), CliError> {
             .nodes
             .iter()
             .filter(|n| n.sink.is_none() && n.step_of.is_none())
-            .count()
+            .count(),
+        planned.references.len()
     );
     Ok(())
 }
@@ -338,7 +340,19 @@ pub fn generate(
         std::fs::File::create(&path)?.write_all(&buf)?;
         written += end - start;
     }
-    errln!("wrote {written} events to {}", out.display());
+    let config = EcommerceConfig {
+        seed,
+        ..EcommerceConfig::default()
+    };
+    write_users_csv(&config, &mut std::fs::File::create(out.join("users.csv"))?)?;
+    write_products_csv(
+        &config,
+        &mut std::fs::File::create(out.join("products.csv"))?,
+    )?;
+    errln!(
+        "wrote {written} events to {}, with users.csv and products.csv (reference tables)",
+        out.display()
+    );
     Ok(())
 }
 

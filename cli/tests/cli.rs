@@ -114,7 +114,7 @@ fn validate_and_explain_the_example() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = weir(&["validate", "examples/ecommerce"], &root);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("1 source(s), 11 table(s), 2 view(s)"));
+    assert!(text(&out.stdout).contains("1 source(s), 15 table(s), 7 view(s), 2 reference table(s)"));
     let out = weir(&["explain", "examples/ecommerce"], &root);
     let plan = text(&out.stdout);
     assert!(plan.contains("silver.events <- [bronze.events] -> delta table 'silver/events' partitioned by event_date"), "{plan}");

@@ -1,7 +1,8 @@
 //! Exactly-once across hard crashes: `weir run` is killed with SIGKILL at seeded-random moments
 //! (while reading, writing Delta files, committing, or writing the checkpoint), restarted each
 //! time, and at the end every table equals one uninterrupted run over the same events,
-//! including the windowed gold tables, whose open windows live in checkpointed state.
+//! including the windowed gold tables, whose open windows live in checkpointed state, and the
+//! tables of its dedupe, stream joins and reference-table lookups.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
 
@@ -11,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{assert_same_tables, weir, ECOMMERCE_TABLES};
+use common::{assert_same_tables, weir, ECOMMERCE_JOIN_TABLES, ECOMMERCE_TABLES};
 
 const ENV: [(&str, &str); 2] = [("EVENTS", "40000"), ("EVENTS_PER_TRIGGER", "1000")];
 
@@ -64,4 +65,5 @@ fn killed_and_restarted_run_equals_uninterrupted_run() {
     );
 
     assert_same_tables(reference.path(), crashed.path(), &ECOMMERCE_TABLES, 1);
+    assert_same_tables(reference.path(), crashed.path(), &ECOMMERCE_JOIN_TABLES, 1);
 }

@@ -1,4 +1,5 @@
-//! An I/O error while writing tables (a full disk, here a file-size limit) ends the run with
+//! An I/O error while writing (a full disk, here a file-size limit hit by the first large file:
+//! the saved copy of a reference table, or a table file) ends the run with
 //! exit 1 and the error, without panic output, and the next run recovers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic

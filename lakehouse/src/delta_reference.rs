@@ -37,9 +37,10 @@ impl ReferenceConnector for DeltaReferenceConnector {
         args: ReferenceArgs<'_>,
         options: &mut Options,
     ) -> Result<Arc<dyn ReferenceTable>> {
-        let location = PathBuf::from(options.require_str(
+        let location = args.resolve(&options.require_str(
             "path",
-            "write path = '/lake/dim/users' (the folder holding _delta_log)",
+            "write path = '/lake/dim/users' (the folder holding _delta_log; a relative path is \
+             relative to the pipeline file)",
         )?);
         let described = format!("Delta table at {}", location.display());
         if !location.join("_delta_log").is_dir() {

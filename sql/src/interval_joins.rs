@@ -84,13 +84,25 @@ impl JoinError {
     }
 }
 
-/// Wraps every join of two different streams in `plan` (innermost first) in a [`JoinNode`].
+/// A plan with its stream joins marked.
+pub struct MarkedJoins {
+    /// The plan, each interval join wrapped in a [`JoinNode`].
+    pub plan: LogicalPlan,
+    /// Joins of a stream with itself that have no time bound and stay per epoch (a row
+    /// meets only rows of its own epoch), by the streams they read.
+    pub per_epoch_self_joins: Vec<String>,
+}
+
+/// Wraps every join of two different streams in `plan` (innermost first) in a [`JoinNode`],
+/// and every join of a stream with itself that has a time bound (an add and a later checkout
+/// of the same events); a self-join without one stays per epoch and is reported.
 pub fn mark_join_steps(
     plan: LogicalPlan,
     origins: &Origins,
     events: &EventColumns,
-) -> Result<LogicalPlan, JoinError> {
+) -> Result<MarkedJoins, JoinError> {
     let mut failed = None;
+    let mut per_epoch_self_joins = Vec::new();
     let plan = plan
         .transform_up(|node| {
             let LogicalPlan::Join(join) = &node else {
@@ -98,14 +110,18 @@ pub fn mark_join_steps(
             };
             let left = plan_origins(&join.left, origins)?;
             let right = plan_origins(&join.right, origins)?;
-            if left.is_empty() || right.is_empty() || left == right {
+            if left.is_empty() || right.is_empty() {
                 return Ok(Transformed::no(node));
             }
-            match join_node(join, events, (&left, &right)) {
-                Ok(step) => Ok(Transformed::yes(LogicalPlan::Extension(Extension {
+            match (join_node(join, events, (&left, &right)), left == right) {
+                (Ok(step), _) => Ok(Transformed::yes(LogicalPlan::Extension(Extension {
                     node: Arc::new(step),
                 }))),
-                Err(e) => {
+                (Err(_), true) => {
+                    per_epoch_self_joins.push(names(&left));
+                    Ok(Transformed::no(node))
+                }
+                (Err(e), false) => {
                     failed = Some(e);
                     Ok(Transformed::no(node))
                 }
@@ -114,8 +130,20 @@ pub fn mark_join_steps(
         .data;
     match failed {
         Some(e) => Err(e),
-        None => Ok(plan),
+        None => Ok(MarkedJoins {
+            plan,
+            per_epoch_self_joins,
+        }),
     }
+}
+
+/// `` `a` and `b` ``.
+fn names(streams: &BTreeSet<String>) -> String {
+    streams
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 /// The join node for `join`, or why it cannot be one.
@@ -140,12 +168,6 @@ fn join_node(
                 .flat_map(|f| split_conjunction(f).into_iter().cloned()),
         )
         .collect();
-    let names = |o: &BTreeSet<String>| {
-        o.iter()
-            .map(|n| format!("`{n}`"))
-            .collect::<Vec<_>>()
-            .join(" and ")
-    };
     let sides = Sides { join, events };
     if !conjuncts.iter().any(|c| sides.is_key_equality(c)) {
         return Err(JoinError::NoKeys {

@@ -58,6 +58,7 @@ pub(crate) async fn plan_reference(
     let args = ReferenceArgs {
         table: &r.name,
         declared,
+        base_dir: file.path.parent(),
     };
     let table = registry
         .open(&connector.to_ascii_lowercase(), args, options)

@@ -148,15 +148,33 @@ pub(crate) async fn plan_table(
         &planning.event_time,
     )
     .await?;
-    let plan = mark_join_steps(plan, &planning.origins, &planning.event_columns).map_err(|e| {
-        let span = join_span(&st.query, false).unwrap_or_else(|| st.query.body_span());
-        match e {
+    let join_at = join_span(&st.query, false).unwrap_or_else(|| st.query.body_span());
+    let marked =
+        mark_join_steps(plan, &planning.origins, &planning.event_columns).map_err(|e| match e {
             JoinError::DataFusion(e) => datafusion_error(file, st, e),
             other => file
-                .error(span, format!("`{}` {other}", st.name))
+                .error(join_at, format!("`{}` {other}", st.name))
                 .with_hint(other.hint()),
-        }
-    })?;
+        })?;
+    for streams in &marked.per_epoch_self_joins {
+        planning.warnings.push(
+            file.error(
+                join_at,
+                format!(
+                    "`{}` joins rows of {streams} with rows of {streams} within each epoch: a \
+                     row meets only rows of its own epoch, so pairs that arrive in different \
+                     epochs are missed",
+                    st.name
+                ),
+            )
+            .with_hint(
+                "bound the join by event time to keep rows across epochs (AND b.ts BETWEEN \
+                 a.ts AND a.ts + INTERVAL '30 minutes'); a join of each row with itself (on a \
+                 unique id) is complete as it is",
+            ),
+        );
+    }
+    let plan = marked.plan;
     let mut tables: HashMap<String, Arc<EpochTable>> = HashMap::new();
     let ctx = planning.ctx;
     let (plan, steps) = split_steps(&st.name, plan, &mut |name, schema| {

@@ -60,6 +60,15 @@ pub const ECOMMERCE_TABLES: [&str; 12] = [
     "gold.sessions",
 ];
 
+/// The tables only the ecommerce example writes: its stream joins, the window after its
+/// dedupe, and its enrichment from reference tables.
+pub const ECOMMERCE_JOIN_TABLES: [&str; 4] = [
+    "gold.cart_abandonment",
+    "gold.purchase_zscores",
+    "gold.user_activity_10m",
+    "gold.segment_brand_hourly",
+];
+
 /// A table's rows sorted by every column (floating-point ones last), without the columns that
 /// differ by run (`ingested_at`, the wall-clock time a row was taken).
 async fn sorted_rows(lake: &Path, table: &str) -> arrow::array::RecordBatch {

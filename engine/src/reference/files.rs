@@ -1,6 +1,6 @@
 //! Reference tables in files: `connector = 'parquet' | 'csv' | 'json'` with `path` a file or
 //! a folder of such files (newline-delimited JSON; CSV with a header row unless `header =
-//! false`). The version is a fingerprint of every file's name, size and modification time, so
+//! false`); a relative path is relative to the pipeline file that declares the table. The version is a fingerprint of every file's name, size and modification time, so
 //! a changed, added or removed file is a new version.
 
 use std::hash::{Hash, Hasher};
@@ -13,7 +13,7 @@ use datafusion::datasource::file_format::options::JsonReadOptions;
 use datafusion::prelude::SessionContext;
 use datafusion::prelude::{CsvReadOptions, DataFrame, ParquetReadOptions};
 
-use super::{conform, reference_error, ReferenceTable};
+use super::{conform, reference_error, ReferenceArgs, ReferenceTable};
 use crate::error::{EngineError, Result};
 use crate::options::Options;
 
@@ -56,14 +56,15 @@ impl FilesReference {
     /// Opens the reference from its WITH options; without declared columns the files'
     /// own schema is used. A missing path is an error naming it.
     pub async fn open(
-        table: &str,
+        args: &ReferenceArgs<'_>,
         format: FileFormat,
         options: &mut Options,
-        declared: Option<SchemaRef>,
     ) -> Result<Self> {
-        let path = PathBuf::from(options.require_str(
+        let (table, declared) = (args.table, args.declared.clone());
+        let path = args.resolve(&options.require_str(
             "path",
-            "write path = '/data/users.parquet' (a file or a folder of files)",
+            "write path = 'users.parquet' (a file or a folder of files; a relative path is \
+             relative to the pipeline file)",
         )?);
         let csv_header = options
             .take_choice("header", &["true", "false"])?

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -21,6 +22,19 @@ pub struct ReferenceArgs<'a> {
     pub table: &'a str,
     /// Its declared columns, if the statement lists them.
     pub declared: Option<SchemaRef>,
+    /// The folder of the pipeline file that declares it: a relative `path` is relative to it.
+    pub base_dir: Option<&'a Path>,
+}
+
+impl ReferenceArgs<'_> {
+    /// `path` as written, resolved against the declaring file's folder when relative.
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        let p = Path::new(path);
+        match self.base_dir {
+            Some(base) if p.is_relative() => base.join(p),
+            _ => p.to_path_buf(),
+        }
+    }
 }
 
 /// Opens reference tables of one connector.
@@ -46,7 +60,7 @@ impl ReferenceConnector for FilesConnector {
         args: ReferenceArgs<'_>,
         options: &mut Options,
     ) -> Result<Arc<dyn ReferenceTable>> {
-        let table = FilesReference::open(args.table, self.0, options, args.declared).await?;
+        let table = FilesReference::open(&args, self.0, options).await?;
         Ok(Arc::new(table))
     }
 }

@@ -151,30 +151,23 @@ fn write_copy(path: &Path, table: &Arc<dyn ReferenceTable>, rows: &[RecordBatch]
     if path.exists() {
         return Ok(());
     }
-    let fail = |what: &'static str| {
-        move |e: arrow::error::ArrowError| EngineError::checkpoint(path, what, e)
+    let failed = |e: &dyn std::fmt::Display| EngineError::Checkpoint {
+        path: path.to_path_buf(),
+        message: format!("cannot save a version of the reference table: {e}"),
+        cause: None,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| EngineError::checkpoint(dir, "cannot create folder", e))?;
+        std::fs::create_dir_all(dir).map_err(|e| failed(&e))?;
     }
     let tmp = path.with_extension("tmp");
-    let file = std::fs::File::create(&tmp)
-        .map_err(|e| EngineError::checkpoint(&tmp, "cannot create", e))?;
-    let mut writer =
-        FileWriter::try_new(file, &table.schema()).map_err(fail("cannot save a reference"))?;
+    let file = std::fs::File::create(&tmp).map_err(|e| failed(&e))?;
+    let mut writer = FileWriter::try_new(file, &table.schema()).map_err(|e| failed(&e))?;
     for batch in rows {
-        writer
-            .write(batch)
-            .map_err(fail("cannot save a reference"))?;
+        writer.write(batch).map_err(|e| failed(&e))?;
     }
-    let file = writer
-        .into_inner()
-        .map_err(fail("cannot save a reference"))?;
-    file.sync_all()
-        .map_err(|e| EngineError::checkpoint(&tmp, "cannot save a reference", e))?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| EngineError::checkpoint(path, "cannot rename into place", e))
+    let file = writer.into_inner().map_err(|e| failed(&e))?;
+    file.sync_all().map_err(|e| failed(&e))?;
+    std::fs::rename(&tmp, path).map_err(|e| failed(&e))
 }
 
 /// A saved version's rows, if saved.

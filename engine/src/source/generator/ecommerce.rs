@@ -99,6 +99,20 @@ pub struct EcommerceGenerator {
     config: EcommerceConfig,
 }
 
+/// The category of `product` (the same in every event and in `products.csv`).
+pub fn product_category(product: u64) -> &'static str {
+    CATEGORIES[(product % CATEGORIES.len() as u64) as usize]
+}
+
+fn home_country_index(user: u64) -> usize {
+    (splitmix(user) % COUNTRIES.len() as u64) as usize
+}
+
+/// The country code `user`'s events come from (its signup country in `users.csv`).
+pub fn home_country(user: u64) -> &'static str {
+    COUNTRIES[home_country_index(user)].0
+}
+
 /// A stable 0.5% of users are known fraudsters.
 fn is_fraudster(user: u64) -> bool {
     splitmix(user ^ 0x5eed).is_multiple_of(200)
@@ -172,7 +186,7 @@ impl EcommerceGenerator {
             weighted(rng, &EVENT_TYPES)
         };
         let product = rng.random_range(0..c.products);
-        let category = CATEGORIES[(product % CATEGORIES.len() as u64) as usize];
+        let category = product_category(product);
         let merchant = splitmix(product) % c.merchants;
         // Prices: mostly tens to hundreds, a long tail into the thousands.
         let base = 5.0 + (splitmix(product ^ 0xabc) % 40_000) as f64 / 100.0;
@@ -187,8 +201,7 @@ impl EcommerceGenerator {
             amount
         };
         let payment = weighted(rng, &PAYMENT_METHODS);
-        let (country, currency, cities) =
-            COUNTRIES[(splitmix(user) % COUNTRIES.len() as u64) as usize];
+        let (country, currency, cities) = COUNTRIES[home_country_index(user)];
         let city = cities[rng.random_range(0..cities.len())];
         let country_text = match rng.random_range(0..20) {
             0 => country.to_ascii_lowercase(),

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::error::{EngineError, Result};
 pub mod ecommerce;
+pub mod reference_data;
 
 use crate::options::Options;
 use crate::source::raw::RawBatch;
