@@ -312,3 +312,41 @@ async fn explain_shows_the_join_and_a_join_without_a_bound_says_what_to_add(
     );
     Ok(())
 }
+
+/// Over a long generated stream the join keeps only the rows inside its bound and the
+/// watermark: its state stays flat while the stream grows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_state_stays_bounded_over_a_long_stream() -> Result<(), TestError> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("p.sql"),
+        "CREATE SOURCE ev (event_type TEXT, user_id TEXT, event_time TIMESTAMP NOT NULL,
+             WATERMARK FOR event_time AS event_time - INTERVAL '2 minutes')
+         WITH (connector = 'generator', events = 60000, max_events_per_trigger = 1000,
+               late_ratio = 0.01, malformed_ratio = 0);
+         CREATE VIEW adds AS SELECT user_id, event_time FROM ev WHERE event_type = 'add_to_cart';
+         CREATE VIEW orders AS SELECT user_id, event_time FROM ev WHERE event_type = 'purchase';
+         CREATE TABLE abandoned AS
+         SELECT a.user_id, a.event_time FROM adds a LEFT JOIN orders o
+           ON a.user_id = o.user_id
+          AND o.event_time BETWEEN a.event_time AND a.event_time + INTERVAL '5 minutes'
+         WHERE o.user_id IS NULL;",
+    )?;
+    let lake = dir.path().join("lake");
+    let run = run_pipeline_with(&dir.path().join("p.sql"), &lake, &[], true).await?;
+    let held: Vec<u64> = run
+        .epochs
+        .iter()
+        .map(|e| e.open_windows.get("abandoned").copied().unwrap_or(0))
+        .collect();
+    let first_half = held[5..30].iter().max().copied().unwrap_or(0);
+    let second_half = held[30..held.len() - 1].iter().max().copied().unwrap_or(0);
+    assert!(first_half > 0, "no state at all: {held:?}");
+    assert!(
+        second_half as f64 <= first_half as f64 * 1.5,
+        "state grows with the stream: {held:?}"
+    );
+    let rows = run.summary.rows_out.get("abandoned").copied().unwrap_or(0);
+    assert!(rows > 5 * second_half, "{rows} rows, {second_half} held");
+    Ok(())
+}
