@@ -1,6 +1,7 @@
--- Silver: typed, cleaned and deduplicated events, partitioned by day. The generator re-sends
--- 1% of events unchanged (an at-least-once producer); ROW_NUMBER() ... WHERE rn = 1 keeps the
--- first copy of each event_id and remembers the ids within the watermark.
+-- Silver: typed, cleaned and deduplicated events, partitioned by day: events with a positive
+-- amount, and refunds (negative amounts). The generator re-sends 1% of events unchanged (an
+-- at-least-once producer); ROW_NUMBER() ... WHERE rn = 1 keeps the first copy of each
+-- event_id and remembers the ids within the watermark.
 CREATE TABLE silver.events WITH (partition_by = 'event_date') AS
 SELECT
     event_id,
@@ -26,4 +27,4 @@ SELECT
         ELSE 'xl'
     END                         AS amount_bucket
 FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY event_id) AS rn FROM bronze.events)
-WHERE amount > 0 AND rn = 1;
+WHERE (amount > 0 OR event_type = 'refund') AND rn = 1;

@@ -100,8 +100,9 @@ FROM TUMBLE(silver.events, event_time, INTERVAL '1 hour')
 WHERE event_type = 'purchase'
 GROUP BY window_start, window_end, product_id;
 
--- ...and the top 10 per hour. An hour's rows are all emitted in the same epoch (when the
--- watermark passes its end), so the ranking sees the whole hour.
+-- ...and the top 10 per hour (ties broken by revenue, then product id, so exactly 10). An
+-- hour's rows are all emitted in the same epoch (when the watermark passes its end), so the
+-- ranking sees the whole hour.
 CREATE TABLE gold.top_products_hourly AS
 SELECT * FROM (
     SELECT
@@ -110,7 +111,8 @@ SELECT * FROM (
         product_id,
         units,
         revenue,
-        DENSE_RANK() OVER (PARTITION BY window_start ORDER BY units DESC) AS units_rank
+        ROW_NUMBER() OVER (PARTITION BY window_start
+                           ORDER BY units DESC, revenue DESC, product_id) AS units_rank
     FROM product_units_hourly
 ) AS ranked
 WHERE units_rank <= 10;

@@ -132,7 +132,7 @@ async fn gold_tables_equal_the_batch_answer() -> Result<(), TestError> {
     )
     .await?;
 
-    // Top 10 products per hour by units, DENSE_RANK over the emitted hour.
+    // Top 10 products per hour by units (then revenue, then id), over the emitted hour.
     assert_same(
         &ctx,
         "gold.top_products_hourly",
@@ -140,12 +140,25 @@ async fn gold_tables_equal_the_batch_answer() -> Result<(), TestError> {
         &format!(
             "SELECT ws, product_id, units, r FROM \
                (SELECT ws, product_id, count(*) AS units, \
-                       DENSE_RANK() OVER (PARTITION BY ws ORDER BY count(*) DESC) AS r \
+                       ROW_NUMBER() OVER (PARTITION BY ws \
+                           ORDER BY count(*) DESC, sum(amount) DESC, product_id) AS r \
                 FROM {} AS h GROUP BY ws, product_id) AS ranked WHERE r <= 10",
             hourly(PURCHASES)
         ),
     )
     .await?;
+    let per_hour = scalar(
+        &ctx,
+        "SELECT max(n) FROM (SELECT count(*) AS n FROM gold.top_products_hourly \
+         GROUP BY window_start) AS h",
+    )
+    .await?;
+    assert_eq!(per_hour, 10, "a top 10 holds 10 products an hour");
+    let refunds = scalar(&ctx, "SELECT sum(refunds) FROM gold.hourly_summary").await?;
+    assert!(
+        refunds > 0,
+        "silver keeps refunds, so the summary counts them"
+    );
 
     // Sessions: a new session where the user's previous event is 30 minutes or more before.
     let gap = "INTERVAL '30 minutes'";

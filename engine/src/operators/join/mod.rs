@@ -24,7 +24,7 @@ use arrow::array::{new_null_array, Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
 use arrow::row::RowConverter;
-use datafusion::common::{Column, JoinType};
+use datafusion::common::{Column, JoinType, NullEquality};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{collect, PhysicalExpr};
@@ -267,6 +267,11 @@ impl StreamOperator for JoinOperator {
                 "a join of two streams needs at least one equality of keys (a.id = b.id)",
             ));
         }
+        if join.null_equality == NullEquality::NullEqualsNull {
+            return Err(EngineError::plan_refused(
+                "a join of two streams on IS NOT DISTINCT FROM is not supported: join on `=`",
+            ));
+        }
         let (left_keys, right_keys): (Vec<_>, Vec<_>) = join.on.iter().cloned().unzip();
         let state = ctx.state();
         let left = SidePlan::new(
@@ -275,12 +280,14 @@ impl StreamOperator for JoinOperator {
             &left_keys,
             &self.config.left_time,
         )?;
-        let right = SidePlan::new(
+        let mut right = SidePlan::new(
             &state,
             join.right.as_ref().clone(),
             &right_keys,
             &self.config.right_time,
         )?;
+        // Both sides' keys are encoded as the left's types, so equal values compare equal.
+        right.key_types = left.key_types.clone();
         let converter = RowConverter::new(left.sort_fields())?;
         let filter = match &join.filter {
             Some(f) => Some(state.create_physical_expr(f.clone(), &join.schema)?),
