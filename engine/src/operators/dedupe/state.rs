@@ -6,13 +6,14 @@
 //! epoch the candidates still waiting are compacted into one batch, so old input batches are
 //! released.
 
-use std::collections::HashMap;
+// DataFusion's hash map (hashbrown with foldhash): much faster than SipHash on short keys.
+use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
     new_null_array, Array, ArrayRef, BinaryArray, BooleanArray, Int64Array, RecordBatch,
 };
-use arrow::compute::interleave_record_batch;
+use arrow::compute::{concat_batches, filter_record_batch, interleave_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::row::Rows;
@@ -77,7 +78,7 @@ impl DedupeState {
         DedupeState {
             keep,
             horizon_ms,
-            keys: HashMap::new(),
+            keys: HashMap::default(),
             batches: Vec::new(),
             input_schema,
             emitted_now: Vec::new(),
@@ -178,8 +179,30 @@ impl DedupeState {
         if at.is_empty() || self.batches.is_empty() {
             return Ok(RecordBatch::new_empty(self.input_schema.clone()));
         }
+        if at.is_sorted() {
+            return self.filter_rows(at);
+        }
         let batches: Vec<&RecordBatch> = self.batches.iter().collect();
         interleave_record_batch(&batches, at)
+    }
+
+    /// [`DedupeState::take_rows`] for rows in batch and row order (what keep-first emits at
+    /// once): each batch filtered by a mask, which copies runs of rows rather than one row at
+    /// a time.
+    fn filter_rows(&self, at: &[(usize, usize)]) -> Result<RecordBatch, ArrowError> {
+        let mut parts = Vec::new();
+        let mut rest = at;
+        while let Some(&(batch, _)) = rest.first() {
+            let n = rest.iter().take_while(|(b, _)| *b == batch).count();
+            let source = &self.batches[batch];
+            let mut mask = vec![false; source.num_rows()];
+            for &(_, row) in &rest[..n] {
+                mask[row] = true;
+            }
+            parts.push(filter_record_batch(source, &BooleanArray::from(mask))?);
+            rest = &rest[n..];
+        }
+        concat_batches(&self.input_schema, &parts)
     }
 
     /// Moves the waiting candidates into one batch and drops every other batch.

@@ -6,7 +6,8 @@
 //! and dropped from the index; when more than half the entries are dead, the live rows are
 //! compacted into one batch so old input batches are released.
 
-use std::collections::HashMap;
+// DataFusion's hash map (hashbrown with foldhash): much faster than SipHash on short keys.
+use datafusion::common::HashMap;
 
 use arrow::array::RecordBatch;
 use arrow::compute::interleave_record_batch;
@@ -49,7 +50,7 @@ impl JoinSide {
             batches: Vec::new(),
             keys: Vec::new(),
             entries: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             live: 0,
         }
     }
