@@ -120,13 +120,28 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         .await?
         .with_run_lock(lock);
 
+    // On a terminal the status line is rewritten in place; in a log, one line per epoch.
+    let in_place = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let options = RunOptions {
         once: args.once,
         trigger_interval: Duration::from_secs_f64(args.trigger_interval.max(0.01)),
         on_epoch: match args.progress {
             // Progress lines are best effort: when their reader goes away (`| head -2`) the
             // pipeline keeps running and committing instead of panicking on a closed pipe.
+            ProgressFormat::Text if in_place => Some(Arc::new(
+                |r: &weir_engine::runtime::progress::EpochReport| {
+                    // Back to the line's start, the new status, the rest of the line cleared.
+                    let mut err = std::io::stderr().lock();
+                    let _ = write!(err, "\r{}\x1b[K", r.status_line());
+                    let _ = err.flush();
+                },
+            )),
             ProgressFormat::Text => Some(Arc::new(
+                |r: &weir_engine::runtime::progress::EpochReport| {
+                    let _ = writeln!(std::io::stderr().lock(), "{}", r.status_line());
+                },
+            )),
+            ProgressFormat::Verbose => Some(Arc::new(
                 |r: &weir_engine::runtime::progress::EpochReport| {
                     let _ = writeln!(std::io::stderr().lock(), "{r}");
                 },
@@ -163,7 +178,10 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         stop_signal().await;
         std::process::exit(130);
     });
-    if args.progress == ProgressFormat::Text {
+    if matches!(
+        args.progress,
+        ProgressFormat::Text | ProgressFormat::Verbose
+    ) {
         errln!(
             "weir: running pipeline `{name}` into {} (checkpoint {})",
             args.lake.display(),
@@ -171,7 +189,12 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         );
     }
     let started = Instant::now();
-    let summary = pipeline.run(&options).await?;
+    let result = pipeline.run(&options).await;
+    if in_place && args.progress == ProgressFormat::Text {
+        // End the status line before anything else is printed.
+        errln!("");
+    }
+    let summary = result?;
     let secs = started.elapsed().as_secs_f64();
     let rows_in: u64 = summary.rows_in.values().sum();
     let dead: u64 = summary.dead_letters.values().sum();

@@ -54,8 +54,10 @@ struct Cli {
 /// How progress is reported while a pipeline runs.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq)]
 pub enum ProgressFormat {
-    /// One line per epoch on stderr.
+    /// A short status line per epoch on stderr (updated in place on a terminal).
     Text,
+    /// One line per epoch on stderr with every table's rows and every operator's state.
+    Verbose,
     /// One JSON record per epoch on stdout.
     Json,
     /// Nothing but the final summary.

@@ -57,6 +57,14 @@ fn files_pipeline_runs_once_and_resumes_with_new_files_only() {
     let log = text(&out.stderr);
     assert!(log.contains("epoch    1"), "{log}");
     assert!(log.contains("epoch    2"), "one file per epoch: {log}");
+    // Not a terminal: one short status line per epoch, no escape codes.
+    assert!(!log.contains('\x1b'), "{log}");
+    for line in log.lines().filter(|l| l.starts_with("epoch")) {
+        assert!(
+            line.len() < 160 && !line.contains(" +"),
+            "a status line: {line}"
+        );
+    }
 
     let q = weir(
         &[
@@ -79,14 +87,18 @@ fn files_pipeline_runs_once_and_resumes_with_new_files_only() {
     assert!(dead.contains("_file=b.json _line=2"), "{dead}");
     assert!(dead.contains("_file=b.json _line=3"), "{dead}");
 
-    // A new file arrives; a second run reads only it.
+    // A new file arrives; a second run reads only it (verbose: every table's rows).
     std::fs::write(incoming.join("c.json"), "{\"id\":4,\"amount\":11}\n").unwrap();
-    let again = weir(&["run", "orders.sql", "--once"], dir.path());
+    let again = weir(
+        &["run", "orders.sql", "--once", "--progress", "verbose"],
+        dir.path(),
+    );
     let log = text(&again.stderr);
     assert!(
         log.contains("epoch    3") && !log.contains("epoch    4"),
         "{log}"
     );
+    assert!(log.contains("big_orders +1"), "{log}");
     let q = weir(
         &[
             "query",

@@ -44,6 +44,45 @@ impl EpochReport {
     }
 }
 
+impl EpochReport {
+    /// One short line for a terminal: epoch, records and rate, dead letters, watermark, how
+    /// far each source is, and the state held and late rows over every operator. The
+    /// per-table detail is the `Display` form (`--progress verbose`).
+    pub fn status_line(&self) -> String {
+        let secs = self.duration.as_secs_f64().max(1e-9);
+        let mut line = format!(
+            "epoch {:>4}{} | in {:>8} | {:>9.0} ev/s | dead {:>5}",
+            self.epoch,
+            if self.replayed { " (replay)" } else { "" },
+            self.total_in(),
+            self.total_in() as f64 / secs,
+            self.dead_letters.values().sum::<u64>(),
+        );
+        if let Some(wm) = self.watermark_ms {
+            line.push_str(&format!(" | watermark {}", watermark_text(wm)));
+        }
+        if !self.open_windows.is_empty() {
+            line.push_str(&format!(
+                " | state {} rows | late {}",
+                self.open_windows.values().sum::<u64>(),
+                self.late_rows.values().sum::<u64>()
+            ));
+        }
+        for (source, pos) in &self.positions {
+            line.push_str(&format!(" | {source}: {pos}"));
+        }
+        line
+    }
+}
+
+/// A watermark as a person reads it.
+fn watermark_text(wm: i64) -> String {
+    match chrono::DateTime::from_timestamp_millis(wm) {
+        Some(t) if wm < i64::MAX => t.format("%Y-%m-%dT%H:%M:%S").to_string(),
+        _ => "end of input".to_string(),
+    }
+}
+
 impl fmt::Display for EpochReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.duration.as_secs_f64().max(1e-9);
@@ -68,12 +107,7 @@ impl fmt::Display for EpochReport {
             }
         }
         if let Some(wm) = self.watermark_ms {
-            match chrono::DateTime::from_timestamp_millis(wm) {
-                Some(t) if wm < i64::MAX => {
-                    write!(f, " | watermark {}", t.format("%Y-%m-%dT%H:%M:%S"))?
-                }
-                _ => write!(f, " | watermark end of input")?,
-            }
+            write!(f, " | watermark {}", watermark_text(wm))?;
         }
         for (node, open) in &self.open_windows {
             let late = self.late_rows.get(node).copied().unwrap_or(0);
