@@ -276,6 +276,39 @@ pub async fn query(sql: &str, lake: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `weir tables`: each table of the lake with its rows, Delta version and last epoch.
+pub async fn tables(lake: &Path) -> Result<(), CliError> {
+    let tables = weir_lakehouse::catalog::summarize_lake(lake).await?;
+    if tables.is_empty() {
+        errln!("note: no Delta tables found under {}", lake.display());
+        return Ok(());
+    }
+    let width = tables
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut text = format!(
+        "{:<width$}  {:>12}  {:>7}  last epoch",
+        "table", "rows", "version"
+    );
+    for t in &tables {
+        let known = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
+        let epoch = t
+            .last_epoch
+            .as_ref()
+            .map_or("-".to_string(), |(pipeline, e)| format!("{e} ({pipeline})"));
+        text.push_str(&format!(
+            "\n{:<width$}  {:>12}  {:>7}  {epoch}",
+            t.name,
+            known(t.rows),
+            known(t.version)
+        ));
+    }
+    print_stdout(&text)
+}
+
 /// The plan of a batch query: column names resolve case-insensitively to the lake's columns
 /// (`eventId` finds `eventId`, as in pipelines), and EXISTS in SELECT lists is rewritten into
 /// a form DataFusion can run (see `weir_sql::rewrite::exists_in_select_lists`).

@@ -86,6 +86,12 @@ enum Command {
         #[arg(long, default_value = "lake", env = "WEIR_LAKE")]
         lake: PathBuf,
     },
+    /// List the lake's tables with their rows, Delta version and last committed epoch.
+    Tables {
+        /// Folder that holds the tables.
+        #[arg(long, default_value = "lake", env = "WEIR_LAKE")]
+        lake: PathBuf,
+    },
     /// Where a pipeline is: last committed epoch, source positions, watermark, window state.
     Status {
         /// Pipeline file or folder.
@@ -213,6 +219,7 @@ fn run_command(cli: Cli) -> ExitCode {
             Command::Validate { pipeline } => commands::validate(&pipeline).await,
             Command::Explain { pipeline } => commands::explain(&pipeline).await,
             Command::Query { sql, lake } => commands::query(&sql, &lake).await,
+            Command::Tables { lake } => commands::tables(&lake).await,
             Command::Status {
                 pipeline,
                 lake,

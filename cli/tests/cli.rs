@@ -85,6 +85,17 @@ fn files_pipeline_runs_once_and_resumes_with_new_files_only() {
     );
     let dead = text(&dead.stdout);
     assert!(dead.contains("_file=b.json _line=2"), "{dead}");
+    // `weir tables`: rows, Delta version and the last epoch of each table.
+    let listed = text(&weir(&["tables"], dir.path()).stdout);
+    let raw = listed
+        .lines()
+        .find(|l| l.starts_with("raw.orders"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "));
+    assert_eq!(
+        raw.as_deref(),
+        Some("raw.orders 3 2 2 (orders)"),
+        "{listed}"
+    );
     assert!(dead.contains("_file=b.json _line=3"), "{dead}");
 
     // A new file arrives; a second run reads only it (verbose: every table's rows).

@@ -99,3 +99,68 @@ pub async fn register_lake(
     }
     Ok(names)
 }
+
+/// One table of a lake as `weir tables` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableSummary {
+    /// Dotted name (`gold.sessions`).
+    pub name: String,
+    /// Rows in its latest version (from the Delta log's file statistics).
+    pub rows: Option<u64>,
+    /// Its latest Delta version.
+    pub version: Option<u64>,
+    /// The last epoch a pipeline committed to it, with that pipeline, when one did.
+    pub last_epoch: Option<(String, i64)>,
+}
+
+/// Every Delta table of `lake` with its rows, version and last committed epoch (of the
+/// pipelines whose checkpoints are under `<lake>/_checkpoints`).
+pub async fn summarize_lake(lake: &Path) -> Result<Vec<TableSummary>, LakehouseError> {
+    let pipelines: Vec<String> = std::fs::read_dir(lake.join("_checkpoints"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (name, path) in find_delta_tables(lake)? {
+        let delta_err = |source| LakehouseError::Delta {
+            table: path.display().to_string(),
+            epoch: None,
+            source: Box::new(source),
+        };
+        let url = deltalake::ensure_table_uri(path.to_string_lossy()).map_err(delta_err)?;
+        let mut table = DeltaTable::try_from_url(url).await.map_err(delta_err)?;
+        table.load().await.map_err(delta_err)?;
+        let mut summary = TableSummary {
+            name: name.clone(),
+            rows: None,
+            version: table.version(),
+            last_epoch: None,
+        };
+        if let Ok(state) = table.snapshot() {
+            summary.rows = state
+                .snapshot()
+                .log_data()
+                .iter()
+                .map(|file| file.num_records().map(|n| n as u64))
+                .sum::<Option<u64>>();
+            for pipeline in &pipelines {
+                let app_id = format!("weir:{pipeline}:{name}");
+                if let Some(epoch) = state
+                    .transaction_version(table.log_store().as_ref(), &app_id)
+                    .await
+                    .map_err(delta_err)?
+                {
+                    if summary.last_epoch.as_ref().is_none_or(|(_, e)| *e < epoch) {
+                        summary.last_epoch = Some((pipeline.clone(), epoch));
+                    }
+                }
+            }
+        }
+        out.push(summary);
+    }
+    Ok(out)
+}
