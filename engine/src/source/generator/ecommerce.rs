@@ -62,7 +62,7 @@ pub struct EcommerceConfig {
     pub start_time_ms: i64,
     /// Event-time distance between consecutive events, milliseconds.
     pub spacing_ms: i64,
-    /// Fraction of events that arrive minutes late.
+    /// Fraction of events that arrive 12-30 minutes after their event time.
     pub late_ratio: f64,
     /// Fraction of events that repeat an earlier event (same event_id and payload).
     pub duplicate_ratio: f64,
@@ -210,10 +210,12 @@ impl EcommerceGenerator {
         };
         let device = splitmix(user ^ 0xdef) % 3;
         let mut event_time = c.start_time_ms + index as i64 * c.spacing_ms;
-        // Out of order within a few seconds, some minutes late.
+        // Out of order within a few seconds; some 12-30 minutes late, more than the example's
+        // 10-minute watermark delay, so they are late whenever the watermark of the epoch
+        // they arrive in has passed them.
         event_time -= rng.random_range(0..3_000);
         if rng.random_bool(c.late_ratio) {
-            event_time -= rng.random_range(120_000..600_000);
+            event_time -= rng.random_range(720_000..1_800_000);
         }
         let session = (c.start_time_ms + index as i64 * c.spacing_ms) / 1_800_000;
         let ts = chrono::DateTime::from_timestamp_millis(event_time)
