@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weir_engine::runtime::checkpoint::Checkpoint;
-use weir_engine::runtime::{session_context, RunOptions};
+use weir_engine::runtime::{session_context, EpochCallback, RunOptions};
 use weir_engine::source::generator::ecommerce::{EcommerceConfig, EcommerceGenerator};
 use weir_engine::source::generator::reference_data::{write_products_csv, write_users_csv};
 use weir_engine::EngineError;
@@ -102,6 +102,40 @@ async fn plan(path: &Path, threads: usize) -> Result<PlannedPipeline, CliError> 
     Ok(planned)
 }
 
+/// What `weir run` prints after each epoch in `format` (`in_place`: stderr is a terminal).
+fn progress_callback(format: ProgressFormat, in_place: bool) -> Option<EpochCallback> {
+    match format {
+        // Progress lines are best effort: when their reader goes away (`| head -2`) the
+        // pipeline keeps running and committing instead of panicking on a closed pipe.
+        ProgressFormat::Text if in_place => Some(Arc::new(
+            |r: &weir_engine::runtime::progress::EpochReport| {
+                // Back to the line's start, the new status, the rest of the line cleared.
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "\r{}\x1b[K", r.status_line());
+                let _ = err.flush();
+            },
+        )),
+        ProgressFormat::Text => Some(Arc::new(
+            |r: &weir_engine::runtime::progress::EpochReport| {
+                let _ = writeln!(std::io::stderr().lock(), "{}", r.status_line());
+            },
+        )),
+        ProgressFormat::Verbose => Some(Arc::new(
+            |r: &weir_engine::runtime::progress::EpochReport| {
+                let _ = writeln!(std::io::stderr().lock(), "{r}");
+            },
+        )),
+        ProgressFormat::Json => Some(Arc::new(
+            |r: &weir_engine::runtime::progress::EpochReport| {
+                if let Ok(line) = serde_json::to_string(r) {
+                    let _ = writeln!(std::io::stdout().lock(), "{line}");
+                }
+            },
+        )),
+        ProgressFormat::Quiet => None,
+    }
+}
+
 /// `weir run`.
 pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let threads = args.threads.unwrap_or_else(default_threads);
@@ -125,36 +159,7 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let options = RunOptions {
         once: args.once,
         trigger_interval: Duration::from_secs_f64(args.trigger_interval.max(0.01)),
-        on_epoch: match args.progress {
-            // Progress lines are best effort: when their reader goes away (`| head -2`) the
-            // pipeline keeps running and committing instead of panicking on a closed pipe.
-            ProgressFormat::Text if in_place => Some(Arc::new(
-                |r: &weir_engine::runtime::progress::EpochReport| {
-                    // Back to the line's start, the new status, the rest of the line cleared.
-                    let mut err = std::io::stderr().lock();
-                    let _ = write!(err, "\r{}\x1b[K", r.status_line());
-                    let _ = err.flush();
-                },
-            )),
-            ProgressFormat::Text => Some(Arc::new(
-                |r: &weir_engine::runtime::progress::EpochReport| {
-                    let _ = writeln!(std::io::stderr().lock(), "{}", r.status_line());
-                },
-            )),
-            ProgressFormat::Verbose => Some(Arc::new(
-                |r: &weir_engine::runtime::progress::EpochReport| {
-                    let _ = writeln!(std::io::stderr().lock(), "{r}");
-                },
-            )),
-            ProgressFormat::Json => Some(Arc::new(
-                |r: &weir_engine::runtime::progress::EpochReport| {
-                    if let Ok(line) = serde_json::to_string(r) {
-                        let _ = writeln!(std::io::stdout().lock(), "{line}");
-                    }
-                },
-            )),
-            ProgressFormat::Quiet => None,
-        },
+        on_epoch: progress_callback(args.progress, in_place),
         drain: args.drain,
         ..RunOptions::default()
     };

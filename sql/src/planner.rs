@@ -136,15 +136,7 @@ pub async fn plan_pipeline(
         }
     }
 
-    let mut references = Vec::new();
-    for (file, stmt) in &statements {
-        if let Statement::Reference(r) = stmt {
-            match plan_reference(&ctx, file, r, &connectors.references).await {
-                Ok(planned) => references.push(planned),
-                Err(e) => errors.push(e),
-            }
-        }
-    }
+    let references = plan_references(&ctx, &statements, connectors, &mut errors).await;
 
     let streams: Vec<(&PipelineFile, &StreamStatement)> = statements
         .iter()
@@ -201,6 +193,25 @@ pub async fn plan_pipeline(
         references,
         warnings: planning_warnings,
     })
+}
+
+/// Opens every reference table (errors go to `errors`).
+async fn plan_references(
+    ctx: &SessionContext,
+    statements: &[(&PipelineFile, Statement)],
+    connectors: &Connectors,
+    errors: &mut Vec<crate::error::SqlError>,
+) -> Vec<PlannedReference> {
+    let mut references = Vec::new();
+    for (file, stmt) in statements {
+        if let Statement::Reference(r) = stmt {
+            match plan_reference(ctx, file, r, &connectors.references).await {
+                Ok(planned) => references.push(planned),
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    references
 }
 
 /// The stream a pipeline's queries read a source's dead letters from (`_dead_letter.events`,

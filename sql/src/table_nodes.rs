@@ -148,33 +148,7 @@ pub(crate) async fn plan_table(
         &planning.event_time,
     )
     .await?;
-    let join_at = join_span(&st.query, false).unwrap_or_else(|| st.query.body_span());
-    let marked =
-        mark_join_steps(plan, &planning.origins, &planning.event_columns).map_err(|e| match e {
-            JoinError::DataFusion(e) => datafusion_error(file, st, e),
-            other => file
-                .error(join_at, format!("`{}` {other}", st.name))
-                .with_hint(other.hint()),
-        })?;
-    for streams in &marked.per_epoch_self_joins {
-        planning.warnings.push(
-            file.error(
-                join_at,
-                format!(
-                    "`{}` joins rows of {streams} with rows of {streams} within each epoch: a \
-                     row meets only rows of its own epoch, so pairs that arrive in different \
-                     epochs are missed",
-                    st.name
-                ),
-            )
-            .with_hint(
-                "bound the join by event time to keep rows across epochs (AND b.ts BETWEEN \
-                 a.ts AND a.ts + INTERVAL '30 minutes'); a join of each row with itself (on a \
-                 unique id) is complete as it is",
-            ),
-        );
-    }
-    let plan = marked.plan;
+    let plan = mark_joins(planning, file, st, plan)?;
     let mut tables: HashMap<String, Arc<EpochTable>> = HashMap::new();
     let ctx = planning.ctx;
     let (plan, steps) = split_steps(&st.name, plan, &mut |name, schema| {
@@ -185,36 +159,13 @@ pub(crate) async fn plan_table(
     })
     .map_err(|e| datafusion_error(file, st, e))?;
 
-    let mut nodes = Vec::new();
     let mut candidates: Vec<String> = reads.iter().map(|(n, _)| n.clone()).collect();
-    for Step { name, plan } in steps {
-        refuse_update_step(file, st, &plan)?;
-        warn_unbounded_state(planning, file, st, &plan);
-        let window = window_of(&plan, &windows);
-        check_node(planning, file, st, &name, &plan).await?;
-        let inputs = inputs_of(&plan, &candidates);
-        candidates.push(name.clone());
-        if window.is_some() {
-            planning.window_nodes.insert(name.clone());
-        }
-        let table = tables
-            .remove(&name)
-            .ok_or_else(|| file.error(st.name_span, format!("step `{name}` was not registered")))?;
-        planning.schemas.insert(name.clone(), table.schema_ref());
-        let events = event_time_columns(&plan, &planning.event_columns);
-        planning.event_columns.insert(name.clone(), events);
-        nodes.push(PlannedNode {
-            name,
-            kind: StreamKind::View,
-            plan,
-            table,
-            inputs,
-            sink: None,
-            window,
-            step_of: Some(st.name.clone()),
-            location: file.location(st.name_span),
-        });
-    }
+    let context = StepContext {
+        file,
+        st,
+        windows: &windows,
+    };
+    let mut nodes = plan_steps(planning, &context, steps, &mut tables, &mut candidates).await?;
     let window = window_of(&plan, &windows);
     check_node(planning, file, st, &st.name, &plan).await?;
     warn_unbounded_state(planning, file, st, &plan);
@@ -253,6 +204,93 @@ pub(crate) async fn plan_table(
         location: file.location(st.name_span),
     });
     Ok(nodes)
+}
+
+/// The statement being planned, for its hidden step nodes.
+struct StepContext<'a> {
+    file: &'a PipelineFile,
+    st: &'a StreamStatement,
+    windows: &'a [WindowSpec],
+}
+
+/// The hidden nodes of a statement's inner steps, each checked and registered; `candidates`
+/// (the streams the statement may read) gains each step.
+async fn plan_steps(
+    planning: &mut TablePlanning<'_>,
+    context: &StepContext<'_>,
+    steps: Vec<Step>,
+    tables: &mut HashMap<String, Arc<EpochTable>>,
+    candidates: &mut Vec<String>,
+) -> Result<Vec<PlannedNode>, SqlError> {
+    let (file, st, windows) = (context.file, context.st, context.windows);
+    let mut nodes = Vec::new();
+    for Step { name, plan } in steps {
+        refuse_update_step(file, st, &plan)?;
+        warn_unbounded_state(planning, file, st, &plan);
+        let window = window_of(&plan, windows);
+        check_node(planning, file, st, &name, &plan).await?;
+        let inputs = inputs_of(&plan, candidates);
+        candidates.push(name.clone());
+        if window.is_some() {
+            planning.window_nodes.insert(name.clone());
+        }
+        let table = tables
+            .remove(&name)
+            .ok_or_else(|| file.error(st.name_span, format!("step `{name}` was not registered")))?;
+        planning.schemas.insert(name.clone(), table.schema_ref());
+        let events = event_time_columns(&plan, &planning.event_columns);
+        planning.event_columns.insert(name.clone(), events);
+        nodes.push(PlannedNode {
+            name,
+            kind: StreamKind::View,
+            plan,
+            table,
+            inputs,
+            sink: None,
+            window,
+            step_of: Some(st.name.clone()),
+            location: file.location(st.name_span),
+        });
+    }
+    Ok(nodes)
+}
+
+/// Marks the query's joins of two streams as interval joins (`interval_joins`); a join of two
+/// streams that cannot be one is an error at the join, and a join of a stream with itself that
+/// stays per epoch is a warning.
+fn mark_joins(
+    planning: &mut TablePlanning<'_>,
+    file: &PipelineFile,
+    st: &StreamStatement,
+    plan: LogicalPlan,
+) -> Result<LogicalPlan, SqlError> {
+    let join_at = join_span(&st.query, false).unwrap_or_else(|| st.query.body_span());
+    let marked =
+        mark_join_steps(plan, &planning.origins, &planning.event_columns).map_err(|e| match e {
+            JoinError::DataFusion(e) => datafusion_error(file, st, e),
+            other => file
+                .error(join_at, format!("`{}` {other}", st.name))
+                .with_hint(other.hint()),
+        })?;
+    for streams in &marked.per_epoch_self_joins {
+        planning.warnings.push(
+            file.error(
+                join_at,
+                format!(
+                    "`{}` joins rows of {streams} with rows of {streams} within each epoch: a \
+                     row meets only rows of its own epoch, so pairs that arrive in different \
+                     epochs are missed",
+                    st.name
+                ),
+            )
+            .with_hint(
+                "bound the join by event time to keep rows across epochs (AND b.ts BETWEEN \
+                 a.ts AND a.ts + INTERVAL '30 minutes'); a join of each row with itself (on a \
+                 unique id) is complete as it is",
+            ),
+        );
+    }
+    Ok(marked.plan)
 }
 
 /// A table's sink, planned from its WITH options (errors go to `errors`, and the table is
