@@ -96,7 +96,7 @@ pub async fn status(
     print_lag(pipeline, &offsets, last.epoch).await;
     let state = checkpoint.state_sizes(last.epoch)?;
     if !state.is_empty() {
-        outln!("operator state (windows, dedupes):");
+        outln!("operator state (windows, dedupes, joins):");
         for (node, (bytes, rows)) in &state {
             outln!(
                 "  {node}: {rows} rows held, {:.1} KiB; {} late rows so far",

@@ -11,8 +11,8 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, Ident, Query, TableAlias, TableFactor, Visit, VisitMut,
-    Visitor, VisitorMut,
+    visit_expressions_mut, Expr, FunctionArg, FunctionArgExpr, Ident, Query, Spanned, TableAlias,
+    TableFactor, Visit, VisitMut, Visitor, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -147,7 +147,13 @@ impl VisitorMut for Rewriter {
                     columns: Vec::new(),
                 });
                 let subquery = match marked(subquery, self.found.len()) {
-                    Ok(q) => q,
+                    Ok(mut q) => {
+                        // The query was parsed from generated text: point its names at the
+                        // window's time column as written, so an unknown column is reported
+                        // there.
+                        respan(&mut q, time_column_span(&args.args).unwrap_or(span));
+                        q
+                    }
                     Err(message) => {
                         self.error = Some(WindowError {
                             span,
@@ -176,6 +182,26 @@ impl VisitorMut for Rewriter {
             }
         }
     }
+}
+
+/// Where the time column argument (the second) of a window function call is written.
+fn time_column_span(args: &[FunctionArg]) -> Option<Span> {
+    match args.get(1)? {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.span()),
+        _ => None,
+    }
+}
+
+/// Gives every identifier of `query` the position `span`.
+fn respan(query: &mut Query, span: Span) {
+    let _ = visit_expressions_mut(query, |e| {
+        match e {
+            Expr::Identifier(ident) => ident.span = span,
+            Expr::CompoundIdentifier(parts) => parts.iter_mut().for_each(|p| p.span = span),
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 /// The alias that marks the rows of the query's `n`th window function (in the order

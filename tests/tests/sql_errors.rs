@@ -315,3 +315,11 @@ async fn huge_expressions_and_window_counts_are_refused_quickly() {
         started.elapsed()
     );
 }
+
+/// A misspelt time column inside a window function is reported where it is written, not in
+/// the file's first line.
+#[tokio::test]
+async fn a_misspelt_window_time_column_points_at_it() {
+    let sql = "-- gold tables\nCREATE SOURCE events (amount DOUBLE, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1 minute')\nWITH (connector = 'generator', events = 10);\nCREATE TABLE t AS\nSELECT window_start, count(*) AS n\nFROM TUMBLE(events, tss, INTERVAL '1 minute')\nGROUP BY window_start, window_end;\n";
+    assert_error(sql, "tss", 6, &["column 'tss' not found", "events.ts"]).await;
+}
