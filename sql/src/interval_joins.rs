@@ -23,7 +23,7 @@ use weir_engine::operators::dedupe::node::DedupeNode;
 use weir_engine::operators::join::node::{join_kind, JoinNode, TimeBound};
 use weir_engine::operators::window::node::WindowNode;
 
-use crate::stream_joins::{plan_origins, Origins};
+use crate::stream_joins::{names, plan_origins, Origins};
 
 /// The event-time columns of each stream (sources and planned nodes), by stream name.
 pub type EventColumns = HashMap<String, BTreeSet<String>>;
@@ -135,15 +135,6 @@ pub fn mark_join_steps(
             per_epoch_self_joins,
         }),
     }
-}
-
-/// `` `a` and `b` ``.
-fn names(streams: &BTreeSet<String>) -> String {
-    streams
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(" and ")
 }
 
 /// The join node for `join`, or why it cannot be one.

@@ -119,12 +119,6 @@ pub fn find_stream_join(plan: &LogicalPlan, origins: &Origins) -> Result<Option<
 impl StreamJoin {
     /// What is wrong, for the error message.
     pub fn message(&self, node: &str) -> String {
-        let names = |o: &BTreeSet<String>| {
-            o.iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(" and ")
-        };
         let what = if self.subquery {
             "a subquery combines"
         } else {
@@ -147,6 +141,15 @@ impl StreamJoin {
         "join two streams with JOIN ... ON keys and an event-time bound (`AND c.ts BETWEEN \
          a.ts AND a.ts + INTERVAL '30 minutes'`), not with a subquery or without keys"
     }
+}
+
+/// `` `a` and `b` ``: streams as messages name them.
+pub fn names(streams: &BTreeSet<String>) -> String {
+    streams
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 /// Where the first join (or, for `subquery`, the first subquery) of `query` is written.

@@ -20,12 +20,15 @@ pub mod window;
 
 pub use registry::{stateful_node, stateful_steps, StatefulNode, StatefulStep, TableContext};
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch};
+use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, TimeUnit};
+use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 
 /// What an operator is given for one epoch.
 pub struct EpochStep<'a> {
@@ -142,4 +145,27 @@ pub trait StreamOperator: Send + Sync {
     fn output_delay_ms(&self) -> i64 {
         0
     }
+}
+
+/// Event times of `column` in epoch milliseconds (`i64::MIN` for NULL), for the operators that
+/// keep rows by event time (dedupe, join).
+pub(crate) fn times_ms(column: &ArrayRef) -> Result<Vec<i64>> {
+    let DataType::Timestamp(_, tz) = column.data_type() else {
+        return Err(EngineError::DataFusion(DataFusionError::Plan(format!(
+            "an event time (a dedupe's ORDER BY, a join's time bound) must be a TIMESTAMP, not {}",
+            column.data_type()
+        ))));
+    };
+    let ms = cast(
+        column,
+        &DataType::Timestamp(TimeUnit::Millisecond, tz.clone()),
+    )?;
+    let ms = cast(&ms, &DataType::Int64)?;
+    let ms = ms
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| EngineError::internal("timestamps did not cast to Int64"))?;
+    Ok((0..ms.len())
+        .map(|i| if ms.is_null(i) { i64::MIN } else { ms.value(i) })
+        .collect())
 }

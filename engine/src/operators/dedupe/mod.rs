@@ -15,9 +15,9 @@ pub mod state;
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt64Array};
-use arrow::compute::{cast, filter_record_batch};
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt64Array};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::DataFusionError;
@@ -29,6 +29,7 @@ use self::state::{DedupeState, Keep};
 use crate::dead_letter::LATE_BEFORE_WATERMARK;
 use crate::error::{EngineError, Result};
 use crate::operators::step_exec::{replace_step, StatefulStepExec};
+use crate::operators::times_ms;
 use crate::operators::{
     EpochStep, LateRows, OperatorMetrics, OperatorOutput, StateLayout, StateSnapshot,
     StreamOperator,
@@ -87,7 +88,7 @@ impl DedupeOperator {
         self.config
             .rows
             .as_ref()
-            .ok_or_else(|| internal("the dedupe step has no ROW_NUMBER() window"))
+            .ok_or_else(|| EngineError::internal("the dedupe step has no ROW_NUMBER() window"))
     }
 
     fn layout(&self, state: &DedupeState) -> StateLayout {
@@ -99,38 +100,12 @@ impl DedupeOperator {
     }
 }
 
-fn internal(message: &str) -> EngineError {
-    EngineError::DataFusion(DataFusionError::Internal(message.to_string()))
-}
-
 fn column_index(schema: &SchemaRef, name: &str) -> Result<usize> {
     schema.index_of(name).map_err(|_| {
         EngineError::DataFusion(DataFusionError::Plan(format!(
             "the rows to deduplicate have no column `{name}`"
         )))
     })
-}
-
-/// Event times of `column` in epoch milliseconds (`i64::MIN` for NULL).
-pub(crate) fn times_ms(column: &ArrayRef) -> Result<Vec<i64>> {
-    let DataType::Timestamp(_, tz) = column.data_type() else {
-        return Err(EngineError::DataFusion(DataFusionError::Plan(format!(
-            "a dedupe orders by event time, a TIMESTAMP, not {}",
-            column.data_type()
-        ))));
-    };
-    let ms = cast(
-        column,
-        &DataType::Timestamp(TimeUnit::Millisecond, tz.clone()),
-    )?;
-    let ms = cast(&ms, &DataType::Int64)?;
-    let ms = ms
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .ok_or_else(|| internal("timestamps did not cast to Int64"))?;
-    Ok((0..ms.len())
-        .map(|i| if ms.is_null(i) { i64::MIN } else { ms.value(i) })
-        .collect())
 }
 
 /// `rows` with a `ROW_NUMBER()` column of ones, in the step's output schema.
@@ -153,10 +128,9 @@ impl DedupeOperator {
     /// when they are dead-lettered).
     fn offer_rows(&mut self, batches: Vec<RecordBatch>, late_ms: Option<i64>) -> Result<Offers> {
         let keep_late = self.config.late_rows_to.is_some();
-        let opened = self
-            .opened
-            .as_mut()
-            .ok_or_else(|| internal("the dedupe operator was used before it was opened"))?;
+        let opened = self.opened.as_mut().ok_or_else(|| {
+            EngineError::internal("the dedupe operator was used before it was opened")
+        })?;
         let mut offers = Offers::default();
         for batch in batches {
             let n = batch.num_rows();
@@ -204,7 +178,8 @@ impl StreamOperator for DedupeOperator {
 
     async fn open(&mut self, ctx: &SessionContext, plan: &LogicalPlan) -> Result<StateLayout> {
         let physical = ctx.state().create_physical_plan(plan).await?;
-        StatefulStepExec::find(&physical).ok_or_else(|| internal("the plan has no dedupe step"))?;
+        StatefulStepExec::find(&physical)
+            .ok_or_else(|| EngineError::internal("the plan has no dedupe step"))?;
         let rows = ctx.state().create_physical_plan(self.rows_plan()?).await?;
         let schema = rows.schema();
         let key_columns = self
@@ -236,10 +211,9 @@ impl StreamOperator for DedupeOperator {
     }
 
     fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
-        let opened = self
-            .opened
-            .as_mut()
-            .ok_or_else(|| internal("the dedupe operator was used before it was opened"))?;
+        let opened = self.opened.as_mut().ok_or_else(|| {
+            EngineError::internal("the dedupe operator was used before it was opened")
+        })?;
         Ok(opened.state.restore(batches)?)
     }
 
@@ -252,10 +226,9 @@ impl StreamOperator for DedupeOperator {
             .map_err(plan_error)?;
         let batches = collect(rows, ctx.task_ctx()).await.map_err(plan_error)?;
         let offers = self.offer_rows(batches, step.late_watermark_ms)?;
-        let opened = self
-            .opened
-            .as_mut()
-            .ok_or_else(|| internal("the dedupe operator was used before it was opened"))?;
+        let opened = self.opened.as_mut().ok_or_else(|| {
+            EngineError::internal("the dedupe operator was used before it was opened")
+        })?;
         let released = opened.state.finish_epoch(step.watermark_ms)?;
         // The rest of the table's plan over the released rows.
         let physical = ctx
@@ -264,7 +237,7 @@ impl StreamOperator for DedupeOperator {
             .await
             .map_err(plan_error)?;
         let step_node = StatefulStepExec::find(&physical)
-            .ok_or_else(|| internal("the plan has no dedupe step"))?;
+            .ok_or_else(|| EngineError::internal("the plan has no dedupe step"))?;
         let released = numbered(released, step_node.schema())?;
         let rows_out = released.num_rows() as u64;
         let input = MemorySourceConfig::try_new_exec(&[vec![released]], step_node.schema(), None)
@@ -292,10 +265,9 @@ impl StreamOperator for DedupeOperator {
     }
 
     fn snapshot(&self) -> Result<StateSnapshot> {
-        let opened = self
-            .opened
-            .as_ref()
-            .ok_or_else(|| internal("the dedupe operator was used before it was opened"))?;
+        let opened = self.opened.as_ref().ok_or_else(|| {
+            EngineError::internal("the dedupe operator was used before it was opened")
+        })?;
         Ok(StateSnapshot {
             layout: self.layout(&opened.state),
             batches: vec![opened.state.snapshot()?],

@@ -20,8 +20,7 @@ use datafusion::prelude::SessionContext;
 use super::state::{EntryId, JoinSide};
 use super::JOIN_STATE_FORMAT;
 use crate::error::{EngineError, Result};
-use crate::operators::dedupe::times_ms;
-use crate::operators::StateLayout;
+use crate::operators::{times_ms, StateLayout};
 
 /// How to read one side each epoch.
 pub(super) struct SidePlan {
