@@ -68,6 +68,10 @@ pub struct RunArgs {
     /// With --once: treat the end of the input as the end of time and emit every open window.
     #[arg(long, requires = "once")]
     pub drain: bool,
+    /// Stop after this many epochs (a replayed one included); the rest of the input is left
+    /// for the next run.
+    #[arg(long)]
+    pub max_epochs: Option<u64>,
     /// Folder that holds the pipeline's tables.
     #[arg(long, default_value = "lake", env = "WEIR_LAKE")]
     pub lake: PathBuf,
@@ -161,6 +165,7 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         trigger_interval: Duration::from_secs_f64(args.trigger_interval.max(0.01)),
         on_epoch: progress_callback(args.progress, in_place),
         drain: args.drain,
+        max_epochs: args.max_epochs,
         ..RunOptions::default()
     };
     let stop = options.stop.clone();

@@ -24,6 +24,9 @@ pub struct RunOptions {
     /// With `once`: at the end of the input, run one more epoch that treats the input as ended
     /// (the watermark passes every window), so every open window is emitted (backfills).
     pub drain: bool,
+    /// Stop after this many epochs of this run (a replayed one included), leaving the rest of
+    /// the input for the next run: a backfill in steps, or a run stopped at a known epoch.
+    pub max_epochs: Option<u64>,
 }
 
 impl Default for RunOptions {
@@ -34,6 +37,7 @@ impl Default for RunOptions {
             stop: Arc::new(AtomicBool::new(false)),
             on_epoch: None,
             drain: false,
+            max_epochs: None,
         }
     }
 }
@@ -45,6 +49,7 @@ impl std::fmt::Debug for RunOptions {
             .field("trigger_interval", &self.trigger_interval)
             .field("stop", &self.stop)
             .field("drain", &self.drain)
+            .field("max_epochs", &self.max_epochs)
             .finish_non_exhaustive()
     }
 }

@@ -161,7 +161,8 @@ impl Pipeline {
                 .await?;
         }
         loop {
-            if options.stop.load(Ordering::SeqCst) {
+            let enough = options.max_epochs.is_some_and(|max| summary.epochs >= max);
+            if enough || options.stop.load(Ordering::SeqCst) {
                 break;
             }
             self.epoch_in_progress = Some(cursor.next_epoch);
