@@ -8,8 +8,11 @@
 use std::fmt;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::context::SessionState;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
@@ -122,4 +125,40 @@ pub fn replace_step(
         return Ok(plan.clone());
     }
     datafusion::physical_plan::replace_children_if_necessary(plan.clone(), children)
+}
+
+/// The rest of a table's physical plan `plan` over `rows`, the rows the operator of its step
+/// `target` released this epoch.
+///
+/// The rows are cut into batches of the session's batch size and dealt over its target
+/// partitions, so the plan above the step (projections, filters, the sink's encoding) runs on
+/// every core, not over one large batch. The plan above was built for the step's batch plan,
+/// whose partitioning and sort order the released rows do not have: the session's physical
+/// optimizer rules run again over the new plan, adding the repartitions and sorts the nodes
+/// above require (a final aggregate over hash partitions, a window over sorted rows), so a
+/// node never reads rows in a shape it was not planned for.
+pub fn plan_over_released(
+    state: &SessionState,
+    plan: &Arc<dyn ExecutionPlan>,
+    target: &Arc<dyn ExecutionPlan>,
+    rows: Vec<RecordBatch>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let config = state.config();
+    let batch_size = config.batch_size().max(1);
+    let count = config.target_partitions().max(1);
+    let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); count];
+    let slices = rows.iter().flat_map(|batch| {
+        (0..batch.num_rows())
+            .step_by(batch_size)
+            .map(move |start| batch.slice(start, batch_size.min(batch.num_rows() - start)))
+    });
+    for (i, slice) in slices.enumerate() {
+        partitions[i % count].push(slice);
+    }
+    let input = MemorySourceConfig::try_new_exec(&partitions, target.schema(), None)?;
+    let mut plan = replace_step(plan, target, input)?;
+    for rule in state.physical_optimizers() {
+        plan = rule.optimize(plan, state.config_options())?;
+    }
+    Ok(plan)
 }

@@ -19,7 +19,6 @@ use arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt64Array};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::collect;
@@ -28,7 +27,7 @@ use datafusion::prelude::SessionContext;
 use self::state::{DedupeState, Keep};
 use crate::dead_letter::LATE_BEFORE_WATERMARK;
 use crate::error::{EngineError, Result};
-use crate::operators::step_exec::{replace_step, StatefulStepExec};
+use crate::operators::step_exec::{plan_over_released, StatefulStepExec};
 use crate::operators::times_ms;
 use crate::operators::{
     EpochStep, LateRows, OperatorMetrics, OperatorOutput, StateLayout, StateSnapshot,
@@ -240,9 +239,8 @@ impl StreamOperator for DedupeOperator {
             .ok_or_else(|| EngineError::internal("the plan has no dedupe step"))?;
         let released = numbered(released, step_node.schema())?;
         let rows_out = released.num_rows() as u64;
-        let input = MemorySourceConfig::try_new_exec(&[vec![released]], step_node.schema(), None)
+        let rest = plan_over_released(&ctx.state(), &physical, &step_node, vec![released])
             .map_err(plan_error)?;
-        let rest = replace_step(&physical, &step_node, input).map_err(plan_error)?;
         let rows = collect(rest, ctx.task_ctx()).await.map_err(plan_error)?;
         self.last = OperatorMetrics {
             rows_in: offers.rows_in,

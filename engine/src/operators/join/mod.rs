@@ -25,7 +25,6 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
 use arrow::row::RowConverter;
 use datafusion::common::{Column, JoinType, NullEquality};
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{collect, PhysicalExpr};
 use datafusion::prelude::SessionContext;
@@ -35,7 +34,7 @@ use self::sides::{SideInput, SidePlan};
 use self::state::{EntryId, JoinSide};
 use crate::dead_letter::LATE_BEFORE_WATERMARK;
 use crate::error::{EngineError, Result};
-use crate::operators::step_exec::{replace_step, StatefulStepExec};
+use crate::operators::step_exec::{plan_over_released, StatefulStepExec};
 use crate::operators::{
     stateful_steps, EpochStep, LateRows, OperatorMetrics, OperatorOutput, StateLayout,
     StateSnapshot, StreamOperator,
@@ -355,9 +354,8 @@ impl StreamOperator for JoinOperator {
             .map_err(plan_error)?;
         let step_node = StatefulStepExec::find(&physical)
             .ok_or_else(|| EngineError::internal("the plan has no join step"))?;
-        let input = MemorySourceConfig::try_new_exec(&[released], step_node.schema(), None)
+        let rest = plan_over_released(&ctx.state(), &physical, &step_node, released)
             .map_err(plan_error)?;
-        let rest = replace_step(&physical, &step_node, input).map_err(plan_error)?;
         let rows = collect(rest, ctx.task_ctx()).await.map_err(plan_error)?;
         self.last = OperatorMetrics {
             rows_in,

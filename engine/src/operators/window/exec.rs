@@ -9,7 +9,6 @@ use arrow::array::RecordBatch;
 use arrow::compute::filter_record_batch;
 use arrow::compute::kernels::cmp::{gt, gt_eq};
 use datafusion::common::ScalarValue;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::{collect, execute_stream, ExecutionPlan};
 use futures::StreamExt;
@@ -18,7 +17,7 @@ use super::input::{carry_event_time, without_event_time, EVENT_TIME_COLUMN};
 use super::state::{UpdatedRows, WindowAggregateState};
 use super::{WindowConfig, WINDOW_START};
 use crate::error::{EngineError, Result};
-use crate::operators::step_exec::replace_step;
+use crate::operators::step_exec::plan_over_released;
 use crate::operators::EpochStep;
 
 /// What a windowed node produced in one epoch.
@@ -78,8 +77,7 @@ pub(super) async fn execute_windowed(
         let physical = &physical;
         let step_node = &step_node;
         async move {
-            let input = MemorySourceConfig::try_new_exec(&[aggregated], step_node.schema(), None)?;
-            let rest = replace_step(physical, step_node, input)?;
+            let rest = plan_over_released(&ctx.state(), physical, step_node, aggregated)?;
             collect(rest, ctx.task_ctx()).await
         }
     };
