@@ -11,7 +11,6 @@
 //! rest of the table's plan runs over them.
 
 pub mod node;
-pub mod shards;
 pub mod state;
 
 use std::sync::Arc;
@@ -25,8 +24,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::collect;
 use datafusion::prelude::SessionContext;
 
-use self::shards::{OnTimeRows, ShardedState};
-use self::state::Keep;
+use self::state::{DedupeState, Keep};
 use crate::dead_letter::LATE_BEFORE_WATERMARK;
 use crate::error::{EngineError, Result};
 use crate::operators::step_exec::{plan_over_released, StatefulStepExec};
@@ -61,7 +59,7 @@ pub struct DedupeConfig {
 /// Where the step's columns are, found by `open`.
 #[derive(Debug)]
 struct Opened {
-    state: ShardedState,
+    state: DedupeState,
     converter: RowConverter,
     key_columns: Vec<usize>,
     time_column: Option<usize>,
@@ -92,7 +90,7 @@ impl DedupeOperator {
             .ok_or_else(|| EngineError::internal("the dedupe step has no ROW_NUMBER() window"))
     }
 
-    fn layout(&self, state: &ShardedState) -> StateLayout {
+    fn layout(&self, state: &DedupeState) -> StateLayout {
         StateLayout {
             schema: state.snapshot_schema(),
             definition: self.config.definition.clone(),
@@ -133,7 +131,6 @@ impl DedupeOperator {
             EngineError::internal("the dedupe operator was used before it was opened")
         })?;
         let mut offers = Offers::default();
-        let mut on_time = Vec::with_capacity(batches.len());
         for batch in batches {
             let n = batch.num_rows();
             offers.rows_in += n as u64;
@@ -147,8 +144,8 @@ impl DedupeOperator {
                 Some(i) => Some(times_ms(batch.column(i))?),
                 None => None,
             };
+            let index = opened.state.add_batch(batch.clone());
             let mut late = vec![false; n];
-            let mut rows = Vec::with_capacity(n);
             for (row, is_late) in late.iter_mut().enumerate() {
                 let time = times.as_ref().map_or(i64::MIN, |t| t[row]);
                 if times.is_some() && late_ms.is_some_and(|wm| time < wm) {
@@ -156,15 +153,13 @@ impl DedupeOperator {
                     offers.late += 1;
                     continue;
                 }
-                rows.push((row, time));
+                opened.state.offer(&keys, row, index, time);
             }
             if keep_late && late.iter().any(|l| *l) {
                 let mask = BooleanArray::from(late);
                 offers.late_rows.push(filter_record_batch(&batch, &mask)?);
             }
-            on_time.push(OnTimeRows { batch, keys, rows });
         }
-        opened.state.offer(&on_time);
         Ok(offers)
     }
 }
@@ -203,9 +198,7 @@ impl StreamOperator for DedupeOperator {
             .iter()
             .map(|&i| SortField::new(schema.field(i).data_type().clone()))
             .collect();
-        // One shard per thread the session runs plans on.
-        let shards = ctx.copied_config().target_partitions();
-        let state = ShardedState::new(shards, self.config.keep, self.config.horizon_ms, schema);
+        let state = DedupeState::new(self.config.keep, self.config.horizon_ms, schema);
         let layout = self.layout(&state);
         self.opened = Some(Opened {
             state,
@@ -244,12 +237,9 @@ impl StreamOperator for DedupeOperator {
             .map_err(plan_error)?;
         let step_node = StatefulStepExec::find(&physical)
             .ok_or_else(|| EngineError::internal("the plan has no dedupe step"))?;
-        let released = released
-            .into_iter()
-            .map(|batch| numbered(batch, step_node.schema()))
-            .collect::<Result<Vec<_>>>()?;
-        let rows_out = released.iter().map(|b| b.num_rows() as u64).sum();
-        let rest = plan_over_released(&ctx.state(), &physical, &step_node, released)
+        let released = numbered(released, step_node.schema())?;
+        let rows_out = released.num_rows() as u64;
+        let rest = plan_over_released(&ctx.state(), &physical, &step_node, vec![released])
             .map_err(plan_error)?;
         let rows = collect(rest, ctx.task_ctx()).await.map_err(plan_error)?;
         self.last = OperatorMetrics {
@@ -278,7 +268,7 @@ impl StreamOperator for DedupeOperator {
         })?;
         Ok(StateSnapshot {
             layout: self.layout(&opened.state),
-            batches: opened.state.snapshot()?,
+            batches: vec![opened.state.snapshot()?],
         })
     }
 

@@ -68,7 +68,7 @@ pub struct DedupeState {
 }
 
 /// The state's columns before the input's: the key, its time, whether its row waits.
-pub(super) const KEY: &str = "__weir_key";
+const KEY: &str = "__weir_key";
 const TIME: &str = "__weir_time_ms";
 const WAITING: &str = "__weir_waiting";
 
