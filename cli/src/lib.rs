@@ -45,6 +45,7 @@ pub fn connectors() -> Connectors {
     let mut sinks = SinkRegistry::new("delta");
     sinks.register("delta", Arc::new(DeltaConnector));
     sinks.register("kafka", Arc::new(KafkaSinkConnector));
+    sinks.register("postgres", Arc::new(weir_postgres::PostgresSinkConnector));
     let mut references = ReferenceRegistry::builtin();
     references.register("delta", Arc::new(DeltaReferenceConnector));
     Connectors {

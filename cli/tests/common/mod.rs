@@ -10,6 +10,8 @@ use std::time::Duration;
 use arrow::compute::concat_batches;
 use datafusion::prelude::SessionContext;
 
+pub mod postgres;
+
 /// The repository root (examples and scripts are found from there).
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

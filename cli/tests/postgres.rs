@@ -1,0 +1,209 @@
+//! The PostgreSQL sink against a real server (`scripts/postgres.sh`): the rows psql sees equal
+//! the Delta table of the same query, through a crash between the sinks' commits and Weir's
+//! commit log (the replay is skipped by the commit table), with upserts in update mode, a
+//! server stopped and restarted mid-run, a table whose columns do not fit, and a password that
+//! never appears in what Weir prints.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::postgres::PgServer;
+use common::{assert_success, query, repo, weir};
+
+/// A pipeline writing the same two queries to Delta and to PostgreSQL: raw events appended,
+/// and revenue per minute in update mode (upserted on the window).
+fn write_pipeline(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(
+        repo().join("examples/ecommerce/01_sources.sql"),
+        dir.join("01_sources.sql"),
+    )
+    .unwrap();
+    let tables = "
+        CREATE TABLE bronze.events AS
+        SELECT event_id, event_type, user_id, amount, event_time FROM events;
+        CREATE TABLE bronze_pg WITH (connector = 'postgres', url = '${PG_URL}',
+                                     table = 'public.events') AS
+        SELECT event_id, event_type, user_id, amount, event_time FROM events;
+        CREATE TABLE gold.revenue WITH (output_mode = 'update') AS
+        SELECT window_start, window_end, count(*) AS n, sum(amount) AS revenue
+        FROM TUMBLE(events, event_time, INTERVAL '1 minute') GROUP BY window_start, window_end;
+        CREATE TABLE revenue_pg WITH (connector = 'postgres', url = '${PG_URL}',
+                                      table = 'gold.revenue_minute', output_mode = 'update') AS
+        SELECT window_start, window_end, count(*) AS n, sum(amount) AS revenue
+        FROM TUMBLE(events, event_time, INTERVAL '1 minute') GROUP BY window_start, window_end;";
+    std::fs::write(dir.join("02_tables.sql"), tables).unwrap();
+}
+
+fn run(dir: &Path, pg: &PgServer, events: &str) -> Command {
+    let mut cmd = weir();
+    cmd.arg("run")
+        .arg(dir.join("p"))
+        .args(["--once", "--drain", "--progress", "verbose", "--lake"])
+        .arg(dir.join("lake"))
+        .env("PG_URL", &pg.url)
+        .envs([("EVENTS", events), ("EVENTS_PER_TRIGGER", "2000")]);
+    cmd
+}
+
+/// The lines of a one-column `weir query` result.
+fn lake_lines(lake: &Path, sql: &str) -> Vec<String> {
+    query(lake, sql)
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.contains("line"))
+        .map(|l| l.trim_matches(|c| c == '|' || c == ' ').to_string())
+        .collect()
+}
+
+/// Both ends hold the same rows: events by id, and revenue per minute.
+fn assert_postgres_equals_delta(dir: &Path, pg: &PgServer) {
+    let lake = dir.join("lake");
+    let delta_events = lake_lines(
+        &lake,
+        "SELECT concat(count(*), '|', count(DISTINCT event_id), '|', \
+         CAST(round(sum(amount) * 100) AS BIGINT)) AS line FROM bronze.events",
+    );
+    let pg_events = pg.psql(
+        "SELECT count(*) || '|' || count(DISTINCT event_id) || '|' || \
+         round(sum(amount)::numeric * 100)::bigint FROM public.events",
+    );
+    assert_eq!(delta_events, vec![pg_events.clone()], "events");
+    let rows: u64 = pg_events.split('|').next().unwrap().parse().unwrap();
+    assert!(rows > 3000, "{pg_events}");
+    let delta_windows = lake_lines(
+        &lake,
+        "SELECT concat(CAST(date_part('epoch', window_start) AS BIGINT), '|', n, '|', \
+         CAST(round(revenue * 100) AS BIGINT)) AS line FROM gold.revenue ORDER BY line",
+    );
+    let mut pg_windows: Vec<String> = pg
+        .psql(
+            "SELECT extract(epoch FROM window_start)::bigint || '|' || n || '|' || \
+             round(revenue::numeric * 100)::bigint FROM gold.revenue_minute",
+        )
+        .lines()
+        .map(str::to_string)
+        .collect();
+    pg_windows.sort();
+    let mut delta_sorted = delta_windows.clone();
+    delta_sorted.sort();
+    assert!(delta_sorted.len() > 20, "{delta_sorted:?}");
+    assert_eq!(delta_sorted, pg_windows, "revenue per minute");
+}
+
+fn assert_no_password(out: &Output, pg: &PgServer) {
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !printed.contains(&pg.password),
+        "the password was printed:\n{printed}"
+    );
+}
+
+#[test]
+fn a_replayed_epoch_is_skipped_and_postgres_equals_delta() {
+    let Some(pg) = PgServer::start("a_replayed_epoch_is_skipped_and_postgres_equals_delta") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_pipeline(&dir.path().join("p"));
+
+    // Every sink commits epoch 3, then the process dies before Weir's commit log has it.
+    let crashed = run(dir.path(), &pg, "40000")
+        .env("WEIR_CRASH_AT", "sinks-committed@3")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the run was to abort");
+    assert_eq!(
+        pg.psql("SELECT epoch FROM gold._weir_commits WHERE table_name = 'gold.revenue_minute'"),
+        "3"
+    );
+    let restarted = run(dir.path(), &pg, "40000").output().unwrap();
+    assert_success(&restarted, "the restart");
+    assert_no_password(&crashed, &pg);
+    assert_no_password(&restarted, &pg);
+    assert_postgres_equals_delta(dir.path(), &pg);
+
+    let explain = weir()
+        .arg("explain")
+        .arg(dir.path().join("p"))
+        .env("PG_URL", &pg.url)
+        .output()
+        .unwrap();
+    assert_success(&explain, "weir explain");
+    assert!(String::from_utf8_lossy(&explain.stdout)
+        .contains("postgres table gold.revenue_minute on 127.0.0.1:"));
+    assert_no_password(&explain, &pg);
+}
+
+#[test]
+fn a_server_restarted_mid_run_is_waited_for_and_nothing_is_lost() {
+    let Some(pg) = PgServer::start("a_server_restarted_mid_run_is_waited_for") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_pipeline(&dir.path().join("p"));
+    let child = run(dir.path(), &pg, "60000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once two epochs are in, the server goes away for two seconds.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let committed = pg.try_psql("SELECT coalesce(max(epoch), 0) FROM gold._weir_commits");
+        if committed.is_some_and(|e| e.parse::<u64>().unwrap_or(0) >= 2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no epoch committed within 120 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pg.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    pg.restart();
+    let out = child.wait_with_output().unwrap();
+    assert_success(&out, "the run across the server restart");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("unreachable: waiting to write epoch"),
+        "the run did not say it waited for the server:\n{log}"
+    );
+    assert_no_password(&out, &pg);
+    assert_postgres_equals_delta(dir.path(), &pg);
+}
+
+#[test]
+fn a_table_whose_columns_do_not_fit_is_refused_before_any_epoch() {
+    let Some(pg) = PgServer::start("a_table_whose_columns_do_not_fit_is_refused") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_pipeline(&dir.path().join("p"));
+    pg.psql(
+        "CREATE TABLE public.events (event_id text, event_type text, user_id text, \
+         amount integer, event_time timestamp)",
+    );
+    let out = run(dir.path(), &pg, "4000").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for part in ["public.events", "`amount`", "integer", "double precision"] {
+        assert!(err.contains(part), "the error does not name {part}:\n{err}");
+    }
+    assert_eq!(pg.psql("SELECT count(*) FROM public.events"), "0");
+    assert_no_password(&out, &pg);
+
+    pg.psql("DROP TABLE public.events; CREATE TABLE public.events (event_id text)");
+    let out = run(dir.path(), &pg, "4000").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("public.events has no column `event_type`"),
+        "missing column not named:\n{err}"
+    );
+}

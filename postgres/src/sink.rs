@@ -1,0 +1,221 @@
+//! `CREATE TABLE ... WITH (connector = 'postgres', url = '${PG_URL}', ...)`: the connector
+//! (options checked at `weir validate`), the planned sink (opened at `weir run`: table created
+//! or checked before any epoch), and the sink that writes each epoch exactly once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use tokio_postgres::Client;
+use weir_engine::error::{BoxError, EngineError, Result};
+use weir_engine::options::Options;
+use weir_engine::sink::{
+    column_named, PlannedSink, Sink, SinkConnector, SinkPlace, SinkReport, SinkTarget,
+};
+
+use crate::connect::{is_transient, Retry, Server};
+use crate::error::PostgresError;
+use crate::table::{last_epoch, mapped_columns, prepare, TableName};
+use crate::write::{write_epoch, Failure, Target};
+
+/// How long an unreachable server is waited for, unless `server_timeout` says otherwise (the
+/// Kafka source's `broker_timeout` default).
+const DEFAULT_SERVER_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The `postgres` sink connector.
+#[derive(Debug, Default)]
+pub struct PostgresSinkConnector;
+
+/// A PostgreSQL table as planned: server, table, key, columns checked.
+#[derive(Debug)]
+pub struct PlannedPostgresSink {
+    server: Server,
+    name: TableName,
+    primary_key: Vec<String>,
+}
+
+fn key_columns(target: &SinkTarget<'_>, option: Option<String>) -> Result<Vec<String>> {
+    let Some(list) = option else {
+        // In update mode the window and group keys are the natural primary key.
+        return Ok(target
+            .update_keys
+            .map(<[String]>::to_vec)
+            .unwrap_or_default());
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(|k| {
+            column_named(target.schema, k).ok_or_else(|| {
+                EngineError::option(
+                    "primary_key",
+                    format!("`{k}` is not a column of `{}`", target.table),
+                )
+            })
+        })
+        .collect()
+}
+
+impl SinkConnector for PostgresSinkConnector {
+    fn plan(&self, target: SinkTarget<'_>, options: &mut Options) -> Result<Arc<dyn PlannedSink>> {
+        let url = options.require_str(
+            "url",
+            "the server, e.g. url = '${PG_URL}' with PG_URL=postgres://user:password@host:5432/db \
+             in the environment (keeps the password out of the file)",
+        )?;
+        let timeout = options
+            .take_duration("server_timeout")?
+            .unwrap_or(DEFAULT_SERVER_TIMEOUT);
+        let server =
+            Server::parse(&url, timeout).map_err(|e| EngineError::option("url", e.to_string()))?;
+        let name = TableName::parse(&options.take_str("table").unwrap_or(target.table.into()));
+        let primary_key = key_columns(&target, options.take_str("primary_key"))?;
+        mapped_columns(target.table, target.schema)
+            .map_err(|e| EngineError::option("connector", e.to_string()))?;
+        Ok(Arc::new(PlannedPostgresSink {
+            server,
+            name,
+            primary_key,
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl PlannedSink for PlannedPostgresSink {
+    fn describe(&self) -> String {
+        let mode = match self.primary_key.is_empty() {
+            true => "appended".to_string(),
+            false => format!("upserted on ({})", self.primary_key.join(", ")),
+        };
+        format!(
+            "postgres table {} on {}, {mode}",
+            self.name,
+            self.server.place()
+        )
+    }
+
+    async fn open(&self, place: SinkPlace<'_>) -> std::result::Result<Box<dyn Sink>, BoxError> {
+        let columns = mapped_columns(place.table, place.schema)?;
+        let client = self
+            .server
+            .connect(&format!("open table {}", self.name))
+            .await?;
+        prepare(
+            &client,
+            self.server.place(),
+            &self.name,
+            &columns,
+            &self.primary_key,
+        )
+        .await?;
+        let last = last_epoch(&client, self.server.place(), &self.name, place.pipeline).await?;
+        Ok(Box::new(PostgresSink {
+            server: self.server.clone(),
+            client: Some(client),
+            last_committed: last,
+            target: Target {
+                name: self.name.clone(),
+                pipeline: place.pipeline.to_string(),
+                columns,
+                primary_key: self.primary_key.clone(),
+            },
+        }))
+    }
+}
+
+/// Writes a node's rows to a PostgreSQL table, one transaction per epoch.
+pub struct PostgresSink {
+    server: Server,
+    client: Option<Client>,
+    last_committed: Option<u64>,
+    target: Target,
+}
+
+impl PostgresSink {
+    /// One epoch, retried (on a new connection) while the server is away, up to
+    /// `server_timeout`: a retry of an epoch that did commit finds it and skips.
+    async fn write(
+        &mut self,
+        epoch: u64,
+        rows: &[RecordBatch],
+        replaced: &[RecordBatch],
+    ) -> std::result::Result<SinkReport, PostgresError> {
+        let what = format!("write epoch {epoch} of table {}", self.target.name);
+        let mut retry = Retry::new(self.server.timeout);
+        loop {
+            let client = match self.client.take() {
+                Some(client) if !client.is_closed() => client,
+                _ => match self.server.connect_once().await {
+                    Ok(client) => client,
+                    Err(e) if is_transient(&e) => {
+                        retry.wait(self.server.place(), &what, e).await?;
+                        continue;
+                    }
+                    Err(e) => return Err(PostgresError::server(self.server.place(), &what, e)),
+                },
+            };
+            let mut client = client;
+            match write_epoch(&mut client, &self.target, epoch, rows, replaced).await {
+                Ok(written) => {
+                    retry.resumed(self.server.place());
+                    self.client = Some(client);
+                    self.last_committed = Some(epoch);
+                    return Ok(SinkReport {
+                        rows_written: written.rows,
+                        already_committed: written.already_committed,
+                        version: None,
+                        rows_inserted: written.inserted,
+                    });
+                }
+                Err(Failure::Server(_, e)) if is_transient(&e) => {
+                    retry.wait(self.server.place(), &what, e).await?;
+                }
+                Err(Failure::Server(step, e)) => {
+                    let what = format!("{step} (epoch {epoch} of table {})", self.target.name);
+                    return Err(PostgresError::server(self.server.place(), &what, e));
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for PostgresSink {
+    fn describe(&self) -> String {
+        format!(
+            "postgres table {} on {}",
+            self.target.name,
+            self.server.place()
+        )
+    }
+
+    fn last_committed_epoch(&self) -> Option<u64> {
+        self.last_committed
+    }
+
+    async fn write_epoch(
+        &mut self,
+        epoch: u64,
+        batches: Vec<RecordBatch>,
+    ) -> std::result::Result<SinkReport, BoxError> {
+        Ok(self.write(epoch, &batches, &[]).await?)
+    }
+
+    async fn write_epoch_replacing(
+        &mut self,
+        epoch: u64,
+        batches: Vec<RecordBatch>,
+        replaced: Vec<RecordBatch>,
+    ) -> std::result::Result<SinkReport, BoxError> {
+        if self.target.primary_key.is_empty() && replaced.iter().any(|b| b.num_rows() > 0) {
+            return Err(format!(
+                "{} has no primary key, so the rows of replaced sessions cannot be deleted; \
+                 set primary_key",
+                self.describe()
+            )
+            .into());
+        }
+        Ok(self.write(epoch, &batches, &replaced).await?)
+    }
+}
