@@ -207,3 +207,32 @@ fn a_table_whose_columns_do_not_fit_is_refused_before_any_epoch() {
         "missing column not named:\n{err}"
     );
 }
+
+#[test]
+fn a_mistake_on_the_url_line_is_shown_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p");
+    write_pipeline(&p);
+    std::fs::write(
+        p.join("03_typo.sql"),
+        "CREATE TABLE typo WITH (connector = 'postgres', url = '${PG_URL}', tabel = 't') AS\n\
+         SELECT event_id FROM events;",
+    )
+    .unwrap();
+    let out = weir()
+        .arg("validate")
+        .arg(&p)
+        .env(
+            "PG_URL",
+            "postgres://weir:not-to-be-seen@127.0.0.1:5432/weir",
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`tabel` is not an option"), "{err}");
+    assert!(err.contains("postgres://weir:*"), "{err}");
+    assert!(
+        !err.contains("not-to-be-seen"),
+        "the password was printed:\n{err}"
+    );
+}

@@ -73,6 +73,9 @@ impl fmt::Display for Labelled<'_> {
         let (error, label) = (self.0, self.1);
         write!(f, "{}: {label}: {}", error.location, error.message)?;
         if let Some(line) = &error.source_line {
+            // `${PG_URL}` and the like are substituted before parsing: a line may hold a
+            // password, which is never shown.
+            let line = &mask_passwords(line);
             // A long line (generated SQL) is shown around the column only.
             let col = error.location.column.saturating_sub(1) as usize;
             let skip = col.saturating_sub(SHOWN_BEFORE_COLUMN);
@@ -99,6 +102,44 @@ impl fmt::Display for Labelled<'_> {
     }
 }
 
+/// `line` with the password of every `scheme://user:password@host` URL and every
+/// `password=...` value replaced by as many asterisks (a caret under the line still points
+/// at its column).
+pub fn mask_passwords(line: &str) -> String {
+    let mut chars: Vec<char> = line.chars().collect();
+    let ends_value = |c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '&' | ';' | ',');
+    let mut i = 0;
+    while i + 3 <= chars.len() {
+        if chars[i..i + 3] == [':', '/', '/'] {
+            // The authority: up to '/', a quote or a space; its password between the first
+            // ':' and the last '@'.
+            let start = i + 3;
+            let end = (start..chars.len())
+                .find(|&j| chars[j] == '/' || ends_value(chars[j]))
+                .unwrap_or(chars.len());
+            let at = (start..end).rev().find(|&j| chars[j] == '@');
+            let colon = at.and_then(|at| (start..at).find(|&j| chars[j] == ':'));
+            if let (Some(colon), Some(at)) = (colon, at) {
+                chars[colon + 1..at].iter_mut().for_each(|c| *c = '*');
+            }
+            i = end.max(i + 1);
+            continue;
+        }
+        let key: String = chars[i..(i + 9).min(chars.len())].iter().collect();
+        if key.eq_ignore_ascii_case("password=") {
+            let start = i + 9;
+            let end = (start..chars.len())
+                .find(|&j| ends_value(chars[j]))
+                .unwrap_or(chars.len());
+            chars[start..end].iter_mut().for_each(|c| *c = '*');
+            i = end.max(i + 1);
+            continue;
+        }
+        i += 1;
+    }
+    chars.into_iter().collect()
+}
+
 /// How much of a source line an error shows, and how much of it before the column.
 const SHOWN_LINE: usize = 160;
 const SHOWN_BEFORE_COLUMN: usize = 80;
@@ -122,5 +163,24 @@ impl fmt::Display for SqlErrors {
 impl From<SqlError> for SqlErrors {
     fn from(e: SqlError) -> Self {
         SqlErrors(vec![e])
+    }
+}
+
+#[cfg(test)]
+mod password_tests {
+    use super::mask_passwords;
+
+    #[test]
+    fn passwords_in_urls_and_key_values_are_masked_in_place() {
+        assert_eq!(
+            mask_passwords("url = 'postgres://weir:s3cr@t@db:5432/x', table = 't'"),
+            "url = 'postgres://weir:******@db:5432/x', table = 't'"
+        );
+        assert_eq!(
+            mask_passwords("url = 'host=db user=w password=hunter2 dbname=x'"),
+            "url = 'host=db user=w password=******* dbname=x'"
+        );
+        let plain = "path = 's3://bucket/key', servers = 'a:9092'";
+        assert_eq!(mask_passwords(plain), plain);
     }
 }
