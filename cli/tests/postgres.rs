@@ -236,3 +236,46 @@ fn a_mistake_on_the_url_line_is_shown_without_the_password() {
         "the password was printed:\n{err}"
     );
 }
+
+#[test]
+fn killed_at_random_moments_postgres_still_equals_delta() {
+    let Some(pg) = PgServer::start("killed_at_random_moments_postgres_still_equals_delta") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_pipeline(&dir.path().join("p"));
+    let committed = || {
+        pg.try_psql("SELECT coalesce(max(epoch), 0) FROM gold._weir_commits")
+            .and_then(|e| e.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // A small deterministic generator of kill delays (SplitMix64).
+    let mut seed = 0x9e37_u64;
+    let mut killed_after = Vec::new();
+    for _ in 0..20 {
+        if killed_after.len() >= 6 && committed() >= 8 {
+            break;
+        }
+        seed = weir_engine::source::generator::ecommerce::splitmix(seed);
+        let mut child = run(dir.path(), &pg, "60000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(600 + seed % 2400));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL: mid-COPY, mid-transaction or between commits
+            child.wait().unwrap();
+            killed_after.push(committed());
+        }
+    }
+    let mut distinct = killed_after.clone();
+    distinct.dedup();
+    assert!(
+        killed_after.len() >= 4 && distinct.len() >= 3,
+        "runs were killed after {killed_after:?} committed epochs; lengthen the run"
+    );
+    let last = run(dir.path(), &pg, "60000").output().unwrap();
+    assert_success(&last, "the last restart");
+    assert_postgres_equals_delta(dir.path(), &pg);
+}
