@@ -1,6 +1,7 @@
 //! The `delta` sink connector, the default of every table: `path` (inside the lake unless
 //! `allow_outside_lake = true`), `partition_by`, `format = 'delta'`; update output mode MERGEs
-//! on the window and group keys.
+//! on the window and group keys. `format = 'parquet'` makes the table a folder of plain
+//! Parquet files instead (`compression`, `max_rows_per_file`; append only).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use weir_engine::options::Options;
 use weir_engine::sink::{column_named, PlannedSink, Sink, SinkConnector, SinkPlace, SinkTarget};
 
 use crate::delta_sink::DeltaSink;
+use crate::parquet_sink::{compression, ParquetSink, COMPRESSIONS};
 
 /// The `delta` sink connector.
 #[derive(Debug, Clone, Copy, Default)]
@@ -26,6 +28,75 @@ pub struct PlannedDeltaTable {
     pub merge_keys: Option<Vec<String>>,
 }
 
+/// A table planned as a folder of plain Parquet files in the lake.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedParquetTable {
+    /// Path relative to the lake (or absolute, when allowed).
+    pub path: String,
+    /// Hive partition columns.
+    pub partition_by: Vec<String>,
+    /// `snappy` (default), `zstd`, `gzip`, `lz4` or `none`.
+    pub compression: String,
+    /// At most this many rows per file.
+    pub max_rows_per_file: u64,
+}
+
+/// `format = 'parquet'`: appends only (a folder of files cannot replace rows).
+fn plan_parquet(
+    target: SinkTarget<'_>,
+    options: &mut Options,
+    path: String,
+    partition_by: Vec<String>,
+) -> Result<Arc<dyn PlannedSink>> {
+    if target.update_keys.is_some() {
+        return Err(EngineError::option_hint(
+            "output_mode",
+            "a Parquet folder appends files and cannot replace rows",
+            "'update' needs a table that MERGEs: leave out format = 'parquet' (a Delta table)",
+        ));
+    }
+    let compression = options
+        .take_choice("compression", &COMPRESSIONS)?
+        .unwrap_or_else(|| "snappy".to_string());
+    let max_rows_per_file = options.take_u64("max_rows_per_file")?.unwrap_or(1_000_000);
+    if max_rows_per_file == 0 {
+        return Err(EngineError::option(
+            "max_rows_per_file",
+            "must be at least 1",
+        ));
+    }
+    Ok(Arc::new(PlannedParquetTable {
+        path,
+        partition_by,
+        compression,
+        max_rows_per_file,
+    }))
+}
+
+#[async_trait::async_trait]
+impl PlannedSink for PlannedParquetTable {
+    fn describe(&self) -> String {
+        let mut text = format!("parquet folder '{}' ({})", self.path, self.compression);
+        if !self.partition_by.is_empty() {
+            text.push_str(&format!(" partitioned by {}", self.partition_by.join(", ")));
+        }
+        text
+    }
+
+    fn lake_path(&self) -> Option<&str> {
+        Some(&self.path)
+    }
+
+    async fn open(&self, place: SinkPlace<'_>) -> Result<Box<dyn Sink>, BoxError> {
+        Ok(Box::new(ParquetSink::new(
+            table_location(place.lake, &self.path),
+            self.partition_by.clone(),
+            compression(&self.compression),
+            self.max_rows_per_file as usize,
+        )?))
+    }
+}
+
 /// Resolves a table path (`bronze/events`, or absolute) against the lake folder.
 pub fn table_location(lake: &Path, path: &str) -> PathBuf {
     let p = Path::new(path);
@@ -38,7 +109,7 @@ pub fn table_location(lake: &Path, path: &str) -> PathBuf {
 
 impl SinkConnector for DeltaConnector {
     fn plan(&self, target: SinkTarget<'_>, options: &mut Options) -> Result<Arc<dyn PlannedSink>> {
-        options.take_choice("format", &["delta"])?;
+        let format = options.take_choice("format", &["delta", "parquet"])?;
         let path = options
             .take_str("path")
             .unwrap_or_else(|| target.table.replace('.', "/"));
@@ -47,6 +118,9 @@ impl SinkConnector for DeltaConnector {
             .is_some_and(|v| v == "true");
         check_table_path(&path, outside_lake)?;
         let partition_by = partition_columns(target, options.take_str("partition_by"))?;
+        if format.as_deref() == Some("parquet") {
+            return plan_parquet(target, options, path, partition_by);
+        }
         Ok(Arc::new(PlannedDeltaTable {
             path,
             partition_by,

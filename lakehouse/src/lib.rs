@@ -1,4 +1,5 @@
-//! Weir's lakehouse side: Delta Lake sinks that commit each epoch exactly once, and a catalog
+//! Weir's lakehouse side: Delta Lake sinks that commit each epoch exactly once, plain Parquet
+//! folders (`format = 'parquet'`, `parquet_sink`), and a catalog
 //! that registers every Delta table of a lake folder for batch SQL (`weir query`, test oracles).
 
 pub mod catalog;
@@ -8,6 +9,7 @@ pub mod delta_sink;
 pub mod error;
 pub mod normalize;
 pub mod parquet_layout;
+pub mod parquet_sink;
 
 pub use catalog::{find_delta_tables, register_lake};
 pub use delta_connector::{table_location, DeltaConnector, PlannedDeltaTable};
