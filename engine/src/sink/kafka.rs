@@ -22,10 +22,23 @@ use crate::sink::{
 /// How long to wait for the broker to acknowledge an epoch's messages.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// What a message's key is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MessageKey {
+    /// No key.
+    None,
+    /// One column's value, as text (`key = 'user_id'`).
+    Column(String),
+    /// The window and group keys of an update-mode table as a JSON object
+    /// (`{"window_start":"...","product_id":"p1"}`): a compacted topic keeps the latest row of
+    /// each.
+    Columns(Vec<String>),
+}
+
 /// Writes a node's rows to a Kafka topic.
 pub struct KafkaSink {
     topic: String,
-    key: Option<String>,
+    key: MessageKey,
     producer: FutureProducer,
 }
 
@@ -39,12 +52,12 @@ impl std::fmt::Debug for KafkaSink {
 }
 
 impl KafkaSink {
-    /// A sink for `topic` on `servers`; `key` names the column used as message key;
+    /// A sink for `topic` on `servers`; `key` says what each message's key is;
     /// `properties` are extra librdkafka producer settings (`security.protocol`, ...).
     pub fn new(
         topic: &str,
         servers: &str,
-        key: Option<String>,
+        key: MessageKey,
         properties: &[(String, String)],
     ) -> Result<Self, BoxError> {
         let mut config = ClientConfig::new();
@@ -67,7 +80,7 @@ impl KafkaSink {
     }
 }
 
-/// `batch` with an `_epoch` column, as newline-separated JSON objects.
+/// `batch` with an `_epoch` column, as one JSON object per row.
 fn json_lines(batch: &RecordBatch, epoch: u64) -> Result<Vec<String>, BoxError> {
     let mut fields: Vec<_> = batch.schema().fields().iter().cloned().collect();
     fields.push(std::sync::Arc::new(Field::new(
@@ -80,16 +93,74 @@ fn json_lines(batch: &RecordBatch, epoch: u64) -> Result<Vec<String>, BoxError> 
         std::iter::repeat_n(epoch as i64, batch.num_rows()),
     )));
     let with_epoch = RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)?;
+    json_rows(&with_epoch)
+}
+
+/// One JSON object per row of `batch`.
+fn json_rows(batch: &RecordBatch) -> Result<Vec<String>, BoxError> {
     let mut out = Vec::new();
     {
         let mut writer = arrow::json::LineDelimitedWriter::new(&mut out);
-        writer.write(&with_epoch)?;
+        writer.write(batch)?;
         writer.finish()?;
     }
     Ok(String::from_utf8(out)?
         .lines()
         .map(str::to_string)
         .collect())
+}
+
+/// Each row's message key (`None` for a row without one).
+fn message_keys(batch: &RecordBatch, key: &MessageKey) -> Result<Vec<Option<String>>, BoxError> {
+    match key {
+        MessageKey::None => Ok(vec![None; batch.num_rows()]),
+        MessageKey::Column(column) => {
+            let values = cast(
+                batch.column(batch.schema().index_of(column)?),
+                &DataType::Utf8,
+            )?;
+            let values = values
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .ok_or("a key cast to text is not text")?;
+            Ok(values.iter().map(|v| v.map(str::to_string)).collect())
+        }
+        MessageKey::Columns(columns) => {
+            let indices: Vec<usize> = columns
+                .iter()
+                .map(|c| batch.schema().index_of(c))
+                .collect::<Result<_, _>>()?;
+            Ok(json_rows(&batch.project(&indices)?)?
+                .into_iter()
+                .map(Some)
+                .collect())
+        }
+    }
+}
+
+impl KafkaSink {
+    /// Sends one message per (key, payload) and waits for the broker to acknowledge them; a
+    /// `None` payload is a tombstone (a compacted topic then forgets the key).
+    async fn send_all(
+        &self,
+        messages: Vec<(Option<String>, Option<String>)>,
+    ) -> Result<(), BoxError> {
+        let mut deliveries = Vec::with_capacity(messages.len());
+        for (key, payload) in &messages {
+            let mut record = FutureRecord::<str, str>::to(&self.topic);
+            if let Some(payload) = payload {
+                record = record.payload(payload);
+            }
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            deliveries.push(self.producer.send(record, DELIVERY_TIMEOUT));
+        }
+        for delivery in deliveries {
+            delivery.await.map_err(|(e, _)| Box::new(e) as BoxError)?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
@@ -103,32 +174,39 @@ impl Sink for KafkaSink {
         epoch: u64,
         batches: Vec<RecordBatch>,
     ) -> Result<SinkReport, BoxError> {
+        self.write_epoch_replacing(epoch, batches, Vec::new()).await
+    }
+
+    /// In update mode the rows of replaced sessions are sent first as tombstones (their key,
+    /// no payload), so a compacted topic forgets them.
+    async fn write_epoch_replacing(
+        &mut self,
+        epoch: u64,
+        batches: Vec<RecordBatch>,
+        replaced: Vec<RecordBatch>,
+    ) -> Result<SinkReport, BoxError> {
+        let replaced: Vec<&RecordBatch> = replaced.iter().filter(|b| b.num_rows() > 0).collect();
+        if !replaced.is_empty() && !matches!(self.key, MessageKey::Columns(_)) {
+            return Err(format!(
+                "{} cannot delete the rows of replaced sessions without keys (output_mode = \
+                 'update' keys messages by the window and group keys)",
+                self.describe()
+            )
+            .into());
+        }
+        for batch in replaced {
+            let keys = message_keys(batch, &self.key)?;
+            self.send_all(keys.into_iter().map(|k| (k, None)).collect())
+                .await?;
+        }
         let mut rows = 0u64;
+        // Sent and acknowledged per batch, so the producer queue stays bounded.
         for batch in batches.iter().filter(|b| b.num_rows() > 0) {
             let lines = json_lines(batch, epoch)?;
-            let keys = match &self.key {
-                Some(k) => Some(cast(
-                    batch.column(batch.schema().index_of(k)?),
-                    &DataType::Utf8,
-                )?),
-                None => None,
-            };
-            let keys = keys
-                .as_ref()
-                .and_then(|k| k.as_any().downcast_ref::<arrow::array::StringArray>());
-            let mut deliveries = Vec::with_capacity(lines.len());
-            for (i, line) in lines.iter().enumerate() {
-                let mut record = FutureRecord::<str, str>::to(&self.topic).payload(line);
-                if let Some(k) = keys.filter(|k| !k.is_null(i)) {
-                    record = record.key(k.value(i));
-                }
-                deliveries.push(self.producer.send(record, DELIVERY_TIMEOUT));
-                rows += 1;
-            }
-            // Wait per batch so the producer queue stays bounded.
-            for delivery in deliveries {
-                delivery.await.map_err(|(e, _)| Box::new(e) as BoxError)?;
-            }
+            let keys = message_keys(batch, &self.key)?;
+            rows += lines.len() as u64;
+            self.send_all(keys.into_iter().zip(lines.into_iter().map(Some)).collect())
+                .await?;
         }
         self.producer.flush(DELIVERY_TIMEOUT)?;
         Ok(SinkReport {
@@ -141,7 +219,9 @@ impl Sink for KafkaSink {
 }
 
 /// The `kafka` sink connector: `topic`, `bootstrap.servers`, `format = 'json'`, `key` (a
-/// column) and `kafka.*` producer properties. Messages are appended: no update output mode.
+/// column) and `kafka.*` producer properties. In update output mode each changed row is sent
+/// keyed by its window and group keys (unless `key` names a column), so a compacted topic
+/// holds the latest row per key.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct KafkaSinkConnector;
 
@@ -152,8 +232,8 @@ pub struct PlannedKafkaSink {
     pub topic: String,
     /// The brokers (`bootstrap.servers`).
     pub servers: String,
-    /// The column whose value is each message's key, as the table spells it.
-    pub key: Option<String>,
+    /// What each message's key is.
+    pub key: MessageKey,
     /// `kafka.*` producer properties, without the prefix.
     pub properties: Vec<(String, String)>,
 }
@@ -164,27 +244,23 @@ impl SinkConnector for KafkaSinkConnector {
         target: SinkTarget<'_>,
         options: &mut Options,
     ) -> crate::error::Result<std::sync::Arc<dyn PlannedSink>> {
-        if target.update_keys.is_some() {
-            return Err(EngineError::option_hint(
-                "output_mode",
-                "a kafka table appends messages and cannot replace rows",
-                "'update' needs a table that MERGEs (connector = 'delta')",
-            ));
-        }
         let topic = options.require_str("topic", "the topic to write, e.g. topic = 'alerts'")?;
         let servers = options.require_str(
             "bootstrap.servers",
             "the brokers, e.g. bootstrap.servers = '127.0.0.1:9092'",
         )?;
         options.take_choice("format", &["json"])?;
-        let key = match options.take_str("key") {
-            None => None,
-            Some(k) => Some(column_named(target.schema, &k).ok_or_else(|| {
-                EngineError::option(
-                    "key",
-                    format!("`{k}` is not a column of `{}`", target.table),
-                )
-            })?),
+        let key = match (options.take_str("key"), target.update_keys) {
+            (Some(k), _) => {
+                MessageKey::Column(column_named(target.schema, &k).ok_or_else(|| {
+                    EngineError::option(
+                        "key",
+                        format!("`{k}` is not a column of `{}`", target.table),
+                    )
+                })?)
+            }
+            (None, Some(keys)) => MessageKey::Columns(keys.to_vec()),
+            (None, None) => MessageKey::None,
         };
         let properties = options.take_prefixed("kafka.");
         Ok(std::sync::Arc::new(PlannedKafkaSink {
@@ -200,8 +276,13 @@ impl SinkConnector for KafkaSinkConnector {
 impl PlannedSink for PlannedKafkaSink {
     fn describe(&self) -> String {
         match &self.key {
-            Some(key) => format!("kafka topic '{}' keyed by {key}", self.topic),
-            None => format!("kafka topic '{}'", self.topic),
+            MessageKey::Column(key) => format!("kafka topic '{}' keyed by {key}", self.topic),
+            MessageKey::Columns(keys) => format!(
+                "kafka topic '{}' keyed by ({}), the latest row per key (update)",
+                self.topic,
+                keys.join(", ")
+            ),
+            MessageKey::None => format!("kafka topic '{}'", self.topic),
         }
     }
 
