@@ -48,6 +48,10 @@ pub fn connectors() -> Connectors {
     sinks.register("postgres", Arc::new(weir_postgres::PostgresSinkConnector));
     let mut references = ReferenceRegistry::builtin();
     references.register("delta", Arc::new(DeltaReferenceConnector));
+    references.register(
+        "postgres",
+        Arc::new(weir_postgres::PostgresReferenceConnector),
+    );
     Connectors {
         sources: SourceRegistry::builtin(),
         sinks,

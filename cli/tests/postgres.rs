@@ -279,3 +279,70 @@ fn killed_at_random_moments_postgres_still_equals_delta() {
     assert_success(&last, "the last restart");
     assert_postgres_equals_delta(dir.path(), &pg);
 }
+
+#[test]
+fn a_postgres_reference_is_joined_at_the_version_each_epoch_logged() {
+    let Some(pg) = PgServer::start("a_postgres_reference_is_joined_at_the_version") else {
+        return;
+    };
+    pg.psql(
+        "CREATE SCHEMA inv; CREATE TABLE inv.products (product_id text PRIMARY KEY, brand text); \
+         INSERT INTO inv.products SELECT 'p' || lpad(i::text, 5, '0'), 'brand-' || (i % 7) \
+         FROM generate_series(0, 4999) i",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p");
+    std::fs::create_dir_all(&p).unwrap();
+    std::fs::copy(
+        repo().join("examples/ecommerce/01_sources.sql"),
+        p.join("01_sources.sql"),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("02_enriched.sql"),
+        "CREATE REFERENCE TABLE products WITH (connector = 'postgres', url = '${PG_URL}',
+             table = 'inv.products', refresh = '0 seconds');
+         CREATE TABLE enriched AS
+         SELECT e.event_id, e.product_id, p.brand
+         FROM events e JOIN products p ON e.product_id = p.product_id;",
+    )
+    .unwrap();
+    let run = |lake: &str| {
+        let mut cmd = weir();
+        cmd.arg("run")
+            .arg(&p)
+            .args(["--once", "--progress", "quiet", "--lake"])
+            .arg(dir.path().join(lake))
+            .env("PG_URL", &pg.url)
+            .envs([("EVENTS", "8000"), ("EVENTS_PER_TRIGGER", "2000")]);
+        cmd
+    };
+    // `crashed` logs epoch 2 with the first version and dies; `steady` stops after epoch 2.
+    let crashed = run("crashed")
+        .env("WEIR_CRASH_AT", "offsets-logged@2")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the run was to abort");
+    assert_success(
+        &run("steady").args(["--max-epochs", "2"]).output().unwrap(),
+        "the first two epochs",
+    );
+    // The inventory service renames every brand; both runs go on.
+    pg.psql("UPDATE inv.products SET brand = 'renamed-' || brand");
+    assert_success(&run("crashed").output().unwrap(), "the restart");
+    assert_success(&run("steady").output().unwrap(), "the rest");
+    common::assert_same_tables(
+        &dir.path().join("steady"),
+        &dir.path().join("crashed"),
+        &["enriched"],
+        1000,
+    );
+    let renamed = query(
+        &dir.path().join("crashed"),
+        "SELECT count(*) AS n FROM enriched WHERE brand LIKE 'renamed-%'",
+    );
+    assert!(
+        !renamed.contains("| 0 "),
+        "no epoch joined the new rows:\n{renamed}"
+    );
+}
