@@ -12,9 +12,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use common::{assert_same_tables, repo, weir, ECOMMERCE_JOIN_TABLES, ECOMMERCE_TABLES};
+use common::{assert_same_tables, repo, weir, KillDelays, ECOMMERCE_JOIN_TABLES, ECOMMERCE_TABLES};
 use weir_engine::runtime::checkpoint::Checkpoint;
 
 /// 15 epochs of 2,000 events over about four hours of event time, so hourly windows close
@@ -78,20 +77,18 @@ fn killed_and_restarted_run_equals_uninterrupted_run() {
     let crashed_dir = tempfile::tempdir().unwrap();
     let crashed_pipeline = copy_example(crashed_dir.path());
     let crashed = crashed_dir.path().join("lake");
-    // A small deterministic generator of kill delays (SplitMix64).
-    let mut seed = 0x5eed_u64;
+    // A restart takes about a second (planning, opening tables, restoring state) before its
+    // first epoch; an epoch about as long again in a debug build.
+    let mut delays = KillDelays::new(0x5eed, 800, 3200);
     let mut killed_after: Vec<usize> = Vec::new(); // epochs committed at each kill
     let mut rebranded = false;
-    // Kill until runs died at several epochs (a busy machine makes each run get less done).
-    for _ in 0..25 {
+    // Kill until runs died at several epochs.
+    for _ in 0..40 {
         let committed = checkpoint(&crashed).all_commits().unwrap().len();
         if killed_after.len() >= 8 && committed >= 6 {
             break;
         }
-        seed = weir_engine::source::generator::ecommerce::splitmix(seed);
-        // A restart takes about a second (planning, opening tables, restoring state) before
-        // its first epoch; an epoch about as long again in a debug build.
-        let delay = Duration::from_millis(800 + seed % 3200);
+        let delay = delays.next(committed);
         // Once an epoch is committed, the reference changes halfway through a run.
         let change_now = !rebranded && committed >= 1;
         let mut child = run(&crashed_pipeline, &crashed).spawn().unwrap();

@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::postgres::PgServer;
-use common::{assert_success, query, repo, weir};
+use common::{assert_success, query, repo, weir, KillDelays};
 
 /// A pipeline writing the same two queries to Delta and to PostgreSQL: raw events appended,
 /// and revenue per minute in update mode (upserted on the window).
@@ -249,20 +249,20 @@ fn killed_at_random_moments_postgres_still_equals_delta() {
             .and_then(|e| e.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    // A small deterministic generator of kill delays (SplitMix64).
-    let mut seed = 0x9e37_u64;
+    let mut delays = KillDelays::new(0x9e37, 600, 2400);
     let mut killed_after = Vec::new();
-    for _ in 0..20 {
-        if killed_after.len() >= 6 && committed() >= 8 {
+    for _ in 0..40 {
+        let now = committed();
+        if killed_after.len() >= 6 && now >= 8 {
             break;
         }
-        seed = weir_engine::source::generator::ecommerce::splitmix(seed);
+        let delay = delays.next(now as usize);
         let mut child = run(dir.path(), &pg, "60000")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(600 + seed % 2400));
+        std::thread::sleep(delay);
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL: mid-COPY, mid-transaction or between commits
             child.wait().unwrap();

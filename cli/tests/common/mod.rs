@@ -328,3 +328,39 @@ pub fn read_messages(servers: &str, topic: &str, expected: usize) -> Vec<(Option
     }
     out
 }
+
+/// The waits before each SIGKILL of a crash test: seeded-random (SplitMix64), and longer after
+/// every kill that found no epoch committed since the one before (a busy machine gets less done
+/// in the same time), so the kills keep landing in later epochs however slow the machine is.
+pub struct KillDelays {
+    seed: u64,
+    min_ms: u64,
+    spread_ms: u64,
+    stalls: u64,
+    last_committed: Option<usize>,
+}
+
+impl KillDelays {
+    /// Delays of `min_ms` plus up to `spread_ms`, from `seed`.
+    pub fn new(seed: u64, min_ms: u64, spread_ms: u64) -> Self {
+        KillDelays {
+            seed,
+            min_ms,
+            spread_ms,
+            stalls: 0,
+            last_committed: None,
+        }
+    }
+
+    /// The next wait, given how many epochs are committed now.
+    pub fn next(&mut self, committed: usize) -> Duration {
+        match self.last_committed {
+            Some(last) if committed <= last => self.stalls += 1,
+            _ => self.stalls = 0,
+        }
+        self.last_committed = Some(committed);
+        self.seed = weir_engine::source::generator::ecommerce::splitmix(self.seed);
+        let base = self.min_ms + self.seed % self.spread_ms;
+        Duration::from_millis(base * (1 + self.stalls.min(8)))
+    }
+}
