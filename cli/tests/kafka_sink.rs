@@ -9,8 +9,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{
-    assert_success, create_topic, delete_topic, kafka_broker, query, read_messages, repo,
-    unique_topic, weir,
+    assert_success, create_topic, delete_topic, kafka_broker, pipeline_on_example_source,
+    query_lines, read_messages, unique_topic, weir,
 };
 
 #[test]
@@ -22,24 +22,17 @@ fn update_mode_messages_keyed_by_window_hold_the_latest_value_per_key() {
     create_topic(&servers, &topic, 1);
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("p");
-    std::fs::create_dir_all(&p).unwrap();
-    std::fs::copy(
-        repo().join("examples/ecommerce/01_sources.sql"),
-        p.join("01_sources.sql"),
-    )
-    .unwrap();
     let window = "SELECT window_start, window_end, category, count(*) AS n \
                   FROM TUMBLE(events, event_time, INTERVAL '5 minutes') \
                   GROUP BY window_start, window_end, category";
-    std::fs::write(
-        p.join("02_tables.sql"),
-        format!(
+    pipeline_on_example_source(
+        &p,
+        &format!(
             "CREATE TABLE gold.by_category WITH (output_mode = 'update') AS {window};
              CREATE TABLE by_category_kafka WITH (connector = 'kafka', topic = '{topic}',
                  bootstrap.servers = '{servers}', output_mode = 'update') AS {window};"
         ),
-    )
-    .unwrap();
+    );
     let out = weir()
         .arg("run")
         .arg(&p)
@@ -50,16 +43,11 @@ fn update_mode_messages_keyed_by_window_hold_the_latest_value_per_key() {
         .unwrap();
     assert_success(&out, "weir run");
 
-    let delta = query(
+    let delta_line = query_lines(
         &dir.path().join("lake"),
-        "SELECT concat(count(*), '|', sum(n)) AS s FROM gold.by_category",
-    );
-    let delta_line = delta
-        .lines()
-        .find(|l| l.starts_with("| ") && !l.contains(" s "))
-        .unwrap()
-        .trim_matches(|c| c == '|' || c == ' ')
-        .to_string();
+        "SELECT concat(count(*), '|', sum(n)) AS line FROM gold.by_category",
+    )
+    .remove(0);
     let expected_rows: usize = delta_line.split('|').next().unwrap().parse().unwrap();
 
     // Updates outnumber rows: a window's count is sent again each epoch it changes.

@@ -13,31 +13,26 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::postgres::PgServer;
-use common::{assert_success, query, repo, weir, KillDelays};
+use common::{assert_success, pipeline_on_example_source, query, query_lines, weir, KillDelays};
 
 /// A pipeline writing the same two queries to Delta and to PostgreSQL: raw events appended,
 /// and revenue per minute in update mode (upserted on the window).
 fn write_pipeline(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::copy(
-        repo().join("examples/ecommerce/01_sources.sql"),
-        dir.join("01_sources.sql"),
-    )
-    .unwrap();
-    let tables = "
-        CREATE TABLE bronze.events AS
-        SELECT event_id, event_type, user_id, amount, event_time FROM events;
-        CREATE TABLE bronze_pg WITH (connector = 'postgres', url = '${PG_URL}',
-                                     table = 'public.events') AS
-        SELECT event_id, event_type, user_id, amount, event_time FROM events;
-        CREATE TABLE gold.revenue WITH (output_mode = 'update') AS
-        SELECT window_start, window_end, count(*) AS n, sum(amount) AS revenue
-        FROM TUMBLE(events, event_time, INTERVAL '1 minute') GROUP BY window_start, window_end;
-        CREATE TABLE revenue_pg WITH (connector = 'postgres', url = '${PG_URL}',
-                                      table = 'gold.revenue_minute', output_mode = 'update') AS
-        SELECT window_start, window_end, count(*) AS n, sum(amount) AS revenue
-        FROM TUMBLE(events, event_time, INTERVAL '1 minute') GROUP BY window_start, window_end;";
-    std::fs::write(dir.join("02_tables.sql"), tables).unwrap();
+    pipeline_on_example_source(
+        dir,
+        "CREATE TABLE bronze.events AS
+         SELECT event_id, event_type, user_id, amount, event_time FROM events;
+         CREATE TABLE bronze_pg WITH (connector = 'postgres', url = '${PG_URL}',
+                                      table = 'public.events') AS
+         SELECT event_id, event_type, user_id, amount, event_time FROM events;
+         CREATE TABLE gold.revenue WITH (output_mode = 'update') AS
+         SELECT window_start, window_end, count(*) AS n, sum(amount) AS revenue
+         FROM TUMBLE(events, event_time, INTERVAL '1 minute') GROUP BY window_start, window_end;
+         CREATE TABLE revenue_pg WITH (connector = 'postgres', url = '${PG_URL}',
+                                       table = 'gold.revenue_minute', output_mode = 'update') AS
+         SELECT window_start, window_end, count(*) AS n, sum(amount) AS revenue
+         FROM TUMBLE(events, event_time, INTERVAL '1 minute') GROUP BY window_start, window_end;",
+    );
 }
 
 fn run(dir: &Path, pg: &PgServer, events: &str) -> Command {
@@ -51,19 +46,10 @@ fn run(dir: &Path, pg: &PgServer, events: &str) -> Command {
     cmd
 }
 
-/// The lines of a one-column `weir query` result.
-fn lake_lines(lake: &Path, sql: &str) -> Vec<String> {
-    query(lake, sql)
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.contains("line"))
-        .map(|l| l.trim_matches(|c| c == '|' || c == ' ').to_string())
-        .collect()
-}
-
 /// Both ends hold the same rows: events by id, and revenue per minute.
 fn assert_postgres_equals_delta(dir: &Path, pg: &PgServer) {
     let lake = dir.join("lake");
-    let delta_events = lake_lines(
+    let delta_events = query_lines(
         &lake,
         "SELECT concat(count(*), '|', count(DISTINCT event_id), '|', \
          CAST(round(sum(amount) * 100) AS BIGINT)) AS line FROM bronze.events",
@@ -75,7 +61,7 @@ fn assert_postgres_equals_delta(dir: &Path, pg: &PgServer) {
     assert_eq!(delta_events, vec![pg_events.clone()], "events");
     let rows: u64 = pg_events.split('|').next().unwrap().parse().unwrap();
     assert!(rows > 3000, "{pg_events}");
-    let delta_windows = lake_lines(
+    let delta_windows = query_lines(
         &lake,
         "SELECT concat(CAST(date_part('epoch', window_start) AS BIGINT), '|', n, '|', \
          CAST(round(revenue * 100) AS BIGINT)) AS line FROM gold.revenue ORDER BY line",
@@ -292,21 +278,14 @@ fn a_postgres_reference_is_joined_at_the_version_each_epoch_logged() {
     );
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("p");
-    std::fs::create_dir_all(&p).unwrap();
-    std::fs::copy(
-        repo().join("examples/ecommerce/01_sources.sql"),
-        p.join("01_sources.sql"),
-    )
-    .unwrap();
-    std::fs::write(
-        p.join("02_enriched.sql"),
+    pipeline_on_example_source(
+        &p,
         "CREATE REFERENCE TABLE products WITH (connector = 'postgres', url = '${PG_URL}',
              table = 'inv.products', refresh = '0 seconds');
          CREATE TABLE enriched AS
          SELECT e.event_id, e.product_id, p.brand
          FROM events e JOIN products p ON e.product_id = p.product_id;",
-    )
-    .unwrap();
+    );
     let run = |lake: &str| {
         let mut cmd = weir();
         cmd.arg("run")

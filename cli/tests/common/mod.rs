@@ -364,3 +364,26 @@ impl KillDelays {
         Duration::from_millis(base * (1 + self.stalls.min(8)))
     }
 }
+
+/// A pipeline folder `dir` holding the ecommerce example's generator source
+/// (`01_sources.sql`: EVENTS, EVENTS_PER_TRIGGER from the environment) and `tables` as
+/// `02_tables.sql`.
+pub fn pipeline_on_example_source(dir: &Path, tables: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(
+        repo().join("examples/ecommerce/01_sources.sql"),
+        dir.join("01_sources.sql"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("02_tables.sql"), tables).unwrap();
+}
+
+/// The values of a one-column `weir query` result, one per row (the header row left out).
+pub fn query_lines(lake: &Path, sql: &str) -> Vec<String> {
+    query(lake, sql)
+        .lines()
+        .filter(|l| l.starts_with("| "))
+        .skip(1)
+        .map(|l| l.trim_matches(|c| c == '|' || c == ' ').to_string())
+        .collect()
+}
