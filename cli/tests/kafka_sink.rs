@@ -9,8 +9,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{
-    assert_success, create_topic, delete_topic, kafka_broker, pipeline_on_example_source,
-    query_lines, read_messages, unique_topic, weir,
+    assert_success, create_topic, kafka_broker, pipeline_on_example_source, query_lines,
+    read_messages, unique_topic, weir,
 };
 
 #[test]
@@ -67,5 +67,7 @@ fn update_mode_messages_keyed_by_window_hold_the_latest_value_per_key() {
     }
     let kafka_line = format!("{}|{}", latest.len(), latest.values().sum::<i64>());
     assert_eq!(kafka_line, delta_line);
-    delete_topic(&servers, &topic);
+    // The topic is left to the broker's folder, which scripts/test.sh removes: deleting a
+    // topic while the crash tests read theirs made Tansu 0.6 answer "unknown topic" for theirs
+    // in one CI run.
 }
