@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use datafusion::catalog::TableProvider;
+
 use weir_engine::connectors::Connectors;
 use weir_engine::format::json::decode::JsonDecoder;
 use weir_engine::operators::row_errors::{splittable, RowInput};
@@ -17,7 +19,9 @@ use weir_engine::runtime::{EventTime, Pipeline, QueryNode, ReferenceNode, Source
 use weir_engine::sink::kafka::KafkaSinkConnector;
 use weir_engine::sink::{Sink, SinkPlace, SinkRegistry};
 use weir_engine::source::SourceRegistry;
-use weir_lakehouse::{DeltaConnector, DeltaReferenceConnector, DeltaSink, LakehouseError};
+use weir_lakehouse::{
+    open_dead_letter_table, DeltaConnector, DeltaReferenceConnector, LakehouseError,
+};
 
 pub use weir_lakehouse::table_location;
 use weir_sql::{PlannedNode, PlannedPipeline, PlannedSource};
@@ -120,11 +124,11 @@ async fn assemble_sources(
 ) -> Result<Vec<SourceNode>, LakehouseError> {
     let mut sources = Vec::new();
     for s in planned {
-        let dead_letter = DeltaSink::open(
+        let dead_letter = open_dead_letter_table(
             &dead_letter_location(lake, &s.name),
-            format!("weir:{pipeline}:_dead_letter.{}", s.name),
-            Vec::new(),
-            &weir_engine::dead_letter::dead_letter_schema(),
+            pipeline,
+            &s.name,
+            &s.dead_letter_stream.schema(),
         )
         .await?;
         sources.push(SourceNode {
@@ -132,7 +136,7 @@ async fn assemble_sources(
             source: s.source,
             decoder: JsonDecoder::new(s.declared).lenient(s.json_lenient),
             table: s.table,
-            dead_letter: Box::new(dead_letter),
+            dead_letter,
             dead_letter_stream: s.dead_letter_stream,
             event_time: s.watermark.map(|(column, delay)| EventTime {
                 column,

@@ -6,28 +6,68 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 
 use crate::format::json::decode::Rejected;
 use crate::operators::window::EVENT_TIME_COLUMN;
 use crate::source::raw::RawBatch;
 
-/// The schema of every dead-letter table. `table`, `watermark` and `event_time` are set for
-/// late rows only: which windowed table found the row late, the watermark it used, and the
-/// row's event time (a record that could not be decoded has none of them).
-pub fn dead_letter_schema() -> SchemaRef {
+/// The columns every dead-letter table has, whatever its source. `table`, `watermark` and
+/// `event_time` are set for late rows only: which windowed table found the row late, the
+/// watermark it used, and the row's event time (a record that could not be decoded has none
+/// of them).
+pub fn base_dead_letter_schema() -> SchemaRef {
+    dead_letter_schema(&[])
+}
+
+/// The schema of a source's dead-letter table: the base columns, then the source's own
+/// metadata columns (`_file`, `_line`; `_topic`, `_partition`, `_offset`, `_key`, ...), null
+/// for rows that were not records of the source (late rows, rows a query failed on). With
+/// them a dead letter can be traced to its record, and a dead-letter topic keyed like it.
+pub fn dead_letter_schema(source_metadata: &[FieldRef]) -> SchemaRef {
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    Arc::new(Schema::new(vec![
-        Field::new("source", DataType::Utf8, false),
-        Field::new("epoch", DataType::Int64, false),
-        Field::new("position", DataType::Utf8, false),
-        Field::new("error", DataType::Utf8, false),
-        Field::new("raw", DataType::Utf8, false),
-        Field::new("table", DataType::Utf8, true),
-        Field::new("watermark", ts.clone(), true),
-        Field::new("event_time", ts, true),
-    ]))
+    let mut fields: Vec<FieldRef> = vec![
+        Arc::new(Field::new("source", DataType::Utf8, false)),
+        Arc::new(Field::new("epoch", DataType::Int64, false)),
+        Arc::new(Field::new("position", DataType::Utf8, false)),
+        Arc::new(Field::new("error", DataType::Utf8, false)),
+        Arc::new(Field::new("raw", DataType::Utf8, false)),
+        Arc::new(Field::new("table", DataType::Utf8, true)),
+        Arc::new(Field::new("watermark", ts.clone(), true)),
+        Arc::new(Field::new("event_time", ts, true)),
+    ];
+    fields.extend(
+        source_metadata
+            .iter()
+            .map(|f| Arc::new(f.as_ref().clone().with_nullable(true))),
+    );
+    Arc::new(Schema::new(fields))
+}
+
+/// `batch` (dead-letter rows with the base columns, or some of a source's metadata columns)
+/// with every column of `schema`: a column it lacks is all nulls. A batch already of
+/// `schema` is returned as it is.
+pub fn conform_to(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    if batch.schema() == *schema {
+        return Ok(batch);
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.schema().index_of(field.name()) {
+            Ok(i) => Ok(batch.column(i).clone()),
+            Err(_) if field.is_nullable() => Ok(arrow::array::new_null_array(
+                field.data_type(),
+                batch.num_rows(),
+            )),
+            Err(_) => Err(ArrowError::SchemaError(format!(
+                "dead-letter rows have no `{}` column",
+                field.name()
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
 }
 
 /// The error text of a late row (the table, watermark and event time are columns of their
@@ -37,14 +77,15 @@ pub const LATE_WINDOW_ENDED: &str = "late: its window had ended at or before the
 /// The error text of a late row of a session window.
 pub const LATE_BEFORE_WATERMARK: &str = "late: its event time was before the watermark";
 
-/// One batch of dead-letter rows for the `rejected` records of `raw`.
+/// One batch of dead-letter rows for the `rejected` records of `raw`, with the records'
+/// metadata columns (see [`dead_letter_schema`]).
 pub fn dead_letter_batch(
     source: &str,
     epoch: u64,
     raw: &RawBatch,
     rejected: &[Rejected],
 ) -> Result<RecordBatch, ArrowError> {
-    dead_letter_rows(
+    let base = dead_letter_rows(
         source,
         epoch,
         rejected.iter().map(|r| raw.position(r.index)).collect(),
@@ -60,7 +101,16 @@ pub fn dead_letter_batch(
             .map(|r| raw_text(raw.record(r.index)))
             .collect(),
         None,
-    )
+    )?;
+    let indices =
+        arrow::array::UInt32Array::from_iter_values(rejected.iter().map(|r| r.index as u32));
+    let fields: Vec<FieldRef> = raw.metadata.iter().map(|(f, _)| f.clone()).collect();
+    let schema = dead_letter_schema(&fields);
+    let mut columns = base.columns().to_vec();
+    for (_, values) in &raw.metadata {
+        columns.push(arrow::compute::take(values.as_ref(), &indices, None)?);
+    }
+    RecordBatch::try_new(schema, columns)
 }
 
 /// Added to the error of a record that is not valid UTF-8, whose `raw` is escaped.
@@ -116,7 +166,7 @@ fn dead_letter_rows(
         late.watermark,
         late.event_time,
     ];
-    RecordBatch::try_new(dead_letter_schema(), columns)
+    RecordBatch::try_new(base_dead_letter_schema(), columns)
 }
 
 /// The `table`, `watermark` and `event_time` columns of dead-letter rows.

@@ -4,6 +4,7 @@
 //!
 //! Every error names the file, line and column and says what to write instead.
 
+pub mod dead_letter_topic;
 pub mod env;
 pub mod error;
 mod explain;

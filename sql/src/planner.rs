@@ -15,6 +15,7 @@ use weir_engine::runtime::epoch_table::EpochTable;
 use weir_engine::runtime::session_context;
 use weir_engine::source::Source;
 
+use crate::dead_letter_topic::dead_letter_topic_files;
 use crate::error::{Location, SqlErrors};
 use crate::graph::{after_dead_letter_writers, dependency_order, stream_reads};
 pub use crate::parser::StreamKind;
@@ -117,6 +118,11 @@ pub async fn plan_pipeline(
     }
     if !errors.is_empty() {
         return Err(SqlErrors(errors));
+    }
+    let added_files = dead_letter_topic_files(&statements).map_err(SqlErrors)?;
+    for file in &added_files {
+        let stmts = parse_file(file).map_err(|e| SqlErrors(vec![e]))?;
+        statements.extend(stmts.into_iter().map(|s| (file, s)));
     }
 
     let declared_at = declared_names(&statements, &mut errors);

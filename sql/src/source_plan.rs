@@ -208,7 +208,7 @@ pub(crate) fn plan_source(
     let dead_letter_stream = register_stream(
         ctx,
         &dead_letter_stream_name(&s.name),
-        weir_engine::dead_letter::dead_letter_schema(),
+        weir_engine::dead_letter::dead_letter_schema(&source.metadata_fields()),
     )
     .map_err(|e| {
         file.error(
@@ -287,6 +287,8 @@ fn common_options(
         .take_choice("json.lenient", &["true", "false"])
         .map_err(|e| option_error(file, &s.options, s.name_span, e))?
         .is_some_and(|v| v == "true");
+    // Planned as a table of its own (`dead_letter_topic.rs`), whatever the connector.
+    options.take_str(crate::dead_letter_topic::DEAD_LETTER_TOPIC);
     let late_to_dead_letter = options
         .take_choice("late_data", &["drop", "dead_letter"])
         .map_err(|e| option_error(file, &s.options, s.name_span, e))?

@@ -323,3 +323,18 @@ async fn a_misspelt_window_time_column_points_at_it() {
     let sql = "-- gold tables\nCREATE SOURCE events (amount DOUBLE, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1 minute')\nWITH (connector = 'generator', events = 10);\nCREATE TABLE t AS\nSELECT window_start, count(*) AS n\nFROM TUMBLE(events, tss, INTERVAL '1 minute')\nGROUP BY window_start, window_end;\n";
     assert_error(sql, "tss", 6, &["column 'tss' not found", "events.ts"]).await;
 }
+
+#[tokio::test]
+async fn dead_letter_topic_on_a_source_that_is_not_kafka_points_at_the_option() {
+    let sql = "CREATE SOURCE tx (id TEXT NOT NULL)\nWITH (connector = 'generator', events = 10,\n      dead_letter_topic = 'dlq');\nCREATE TABLE t AS SELECT id FROM tx;\n";
+    assert_error(
+        sql,
+        "dead_letter_topic",
+        1,
+        &[
+            "`dead_letter_topic` needs a Kafka source",
+            "_dead_letter.tx",
+        ],
+    )
+    .await;
+}

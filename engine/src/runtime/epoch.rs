@@ -3,15 +3,18 @@
 //! The next epoch's input is read meanwhile (see `prefetch`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
+use datafusion::catalog::TableProvider;
 use datafusion::physical_plan::collect;
 use datafusion::prelude::SessionContext;
 use tracing::{info_span, Instrument};
 
 use super::checkpoint::OffsetEntry;
 use super::commit::{EpochOutputs, SinkSlot};
+use super::epoch_table::EpochTable;
 use super::ingest::EpochInput;
 use super::nodes::QueryNode;
 use super::partition::{EventTimeKey, MaxEventTimes};
@@ -156,6 +159,7 @@ async fn compute_nodes(
     let mut outputs = Vec::new();
     for (i, node) in pipeline.nodes.iter_mut().enumerate() {
         // The dead letters so far (decoding, and late rows of nodes run before).
+        conform_dead_letters(dead_letters, &pipeline.dead_letter_streams)?;
         for (source, stream) in &pipeline.dead_letter_streams {
             stream.set(dead_letters.get(source).cloned().unwrap_or_default());
         }
@@ -183,7 +187,27 @@ async fn compute_nodes(
             outputs.push((SinkSlot::Table(i), rows, replaced));
         }
     }
+    conform_dead_letters(dead_letters, &pipeline.dead_letter_streams)?;
     Ok(outputs)
+}
+
+/// Gives every dead-letter batch its source's dead-letter columns (late rows and rows a query
+/// failed on lack the source's metadata columns; those are null).
+fn conform_dead_letters(
+    dead_letters: &mut DeadLetters,
+    streams: &BTreeMap<String, Arc<EpochTable>>,
+) -> Result<()> {
+    for (source, batches) in dead_letters.iter_mut() {
+        let Some(stream) = streams.get(source) else {
+            continue;
+        };
+        let schema = stream.schema();
+        *batches = std::mem::take(batches)
+            .into_iter()
+            .map(|batch| crate::dead_letter::conform_to(batch, &schema))
+            .collect::<std::result::Result<_, _>>()?;
+    }
+    Ok(())
 }
 
 /// `watermark` held back by `delay_ms` (a drain's stays the end of time).
