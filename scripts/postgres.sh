@@ -3,12 +3,16 @@
 # package, a fresh cluster in a folder of yours, bound to 127.0.0.1 only, stopped by its PID.
 #
 #   scripts/postgres.sh bindir              prints the server's bin folder; fails when there is none
-#   scripts/postgres.sh install             installs Debian's postgresql package when missing
+#   scripts/postgres.sh install             installs Debian's postgresql (and openssl) when missing
 #                                           (apt-get; prints the server's bin folder)
 #   scripts/postgres.sh start DIR [PORT]    creates a cluster in DIR (once) and starts it;
 #                                           prints its URL (postgres://weir:...@127.0.0.1:PORT/weir)
 #   scripts/postgres.sh url DIR             prints the URL of the server started in DIR
 #   scripts/postgres.sh stop DIR            stops the server started in DIR, by its PID
+#   scripts/postgres.sh tls DIR             makes the server started in DIR accept TLS only: a new
+#                                           CA and a server certificate for 127.0.0.1 and
+#                                           localhost (openssl), plain connections refused;
+#                                           prints the CA's certificate file (for sslrootcert)
 #
 # The cluster has one user `weir` with a random password (kept in DIR/password) and a database
 # `weir`; password authentication (scram-sha-256) on 127.0.0.1, nothing on other addresses.
@@ -32,15 +36,16 @@ bindir() {
 }
 
 install() {
-  if bindir >/dev/null; then
+  if bindir >/dev/null && command -v openssl >/dev/null; then
     bindir
     return
   fi
-  echo "postgres.sh: installing Debian's postgresql package" >&2
+  # openssl makes the certificates of `tls` (the TLS tests).
+  echo "postgres.sh: installing Debian's postgresql and openssl packages" >&2
   local sudo=""
   [[ $(id -u) -eq 0 ]] || sudo=sudo
   $sudo apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql openssl >&2
   # The package starts a cluster of its own on port 5432; the tests use their own.
   $sudo service postgresql stop >/dev/null 2>&1 || true
   bindir || die "postgresql was installed but no /usr/lib/postgresql/*/bin/pg_ctl was found"
@@ -127,11 +132,45 @@ stop() {
   rm -f "$dir/postgres.pid"
 }
 
+tls() {
+  local dir=${1:?usage: postgres.sh tls DIR} bin
+  [[ -f "$dir/postgres.pid" ]] || die "no server was started in $dir"
+  command -v openssl >/dev/null || die "openssl is needed to make certificates (apt-get install openssl)"
+  bin=$(install)
+  dir=$(cd "$dir" && pwd)
+  local certs="$dir/tls"
+  mkdir -p "$certs"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=weir test CA" \
+    -keyout "$certs/ca.key" -out "$certs/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$certs/server.key" -out "$certs/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$certs/san.ext"
+  openssl x509 -req -in "$certs/server.csr" -CA "$certs/ca.crt" -CAkey "$certs/ca.key" \
+    -CAcreateserial -days 2 -extfile "$certs/san.ext" -out "$certs/server.crt" 2>/dev/null
+  cp "$certs/server.crt" "$certs/server.key" "$dir/data/"
+  chmod 600 "$dir/data/server.key"
+  [[ $(id -u) -eq 0 ]] && chown postgres "$dir/data/server.crt" "$dir/data/server.key"
+  printf "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n" \
+    >>"$dir/data/postgresql.conf"
+  # Plain connections are refused: a client that did not use TLS fails loudly.
+  { echo "hostnossl all all 0.0.0.0/0 reject"; cat "$dir/data/pg_hba.conf"; } >"$dir/pg_hba.new"
+  cat "$dir/pg_hba.new" >"$dir/data/pg_hba.conf" && rm "$dir/pg_hba.new"
+  as_owner "$bin/pg_ctl" -D "$dir/data" reload >/dev/null
+  # A reload is asynchronous: wait until TLS is offered.
+  for _ in $(seq 1 50); do
+    PGPASSWORD=$(cat "$dir/password") PGSSLMODE=require "$bin/psql" -h 127.0.0.1 \
+      -p "$(cat "$dir/port")" -U weir -d weir -Atc "SELECT 1" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  echo "$certs/ca.crt"
+}
+
 case "${1:-}" in
   bindir) bindir || die "no PostgreSQL server is installed (scripts/postgres.sh install)" ;;
   install) install ;;
   start) shift; start "$@" ;;
   url) shift; url "$@" ;;
   stop) shift; stop "$@" ;;
-  *) die "usage: postgres.sh bindir | install | start DIR [PORT] | url DIR | stop DIR" ;;
+  tls) shift; tls "$@" ;;
+  *) die "usage: postgres.sh bindir | install | start DIR [PORT] | url DIR | stop DIR | tls DIR" ;;
 esac

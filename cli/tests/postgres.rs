@@ -325,3 +325,101 @@ fn a_postgres_reference_is_joined_at_the_version_each_epoch_logged() {
         "no epoch joined the new rows:\n{renamed}"
     );
 }
+
+/// Runs a pipeline writing 2,000 events to PostgreSQL at `url` (`--once --drain`), into the
+/// table `public.<dir's name>`.
+fn run_to_url(dir: &Path, url: &str) -> Output {
+    let p = dir.join("p");
+    let table = dir.file_name().unwrap().to_string_lossy();
+    pipeline_on_example_source(
+        &p,
+        &format!(
+            "CREATE TABLE events_pg WITH (connector = 'postgres', url = '${{PG_URL}}',
+                                         table = 'public.{table}', server_timeout = '60 seconds') AS
+             SELECT event_id, amount FROM events;"
+        ),
+    );
+    weir()
+        .arg("run")
+        .arg(&p)
+        .args(["--once", "--drain", "--progress", "quiet", "--lake"])
+        .arg(dir.join("lake"))
+        .env("PG_URL", url)
+        .envs([("EVENTS", "2000"), ("EVENTS_PER_TRIGGER", "1000")])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn tls_as_libpq_sslmode_says_and_an_untrusted_certificate_fails_at_once() {
+    let Some(pg) = PgServer::start("tls_as_libpq_sslmode_says") else {
+        return;
+    };
+    let ca = pg.require_tls();
+    let dir = tempfile::tempdir().unwrap();
+    // The server refuses plain connections, so each run that writes used TLS.
+    let verified = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.url,
+        ca.display()
+    );
+    assert_success(&run_to_url(&dir.path().join("a"), &verified), "verify-full");
+    let rows = |table: &str| -> u64 {
+        pg.psql(&format!("SELECT count(*) FROM public.{table}"))
+            .parse()
+            .unwrap()
+    };
+    // 2,000 events less the generator's malformed ones.
+    let one_run = rows("a");
+    assert!((1990..=2000).contains(&one_run), "{one_run}");
+    // `prefer` (the default) and `require` encrypt without checking the certificate.
+    assert_success(
+        &run_to_url(&dir.path().join("b"), &pg.url),
+        "default sslmode",
+    );
+    let required = format!("{}?sslmode=require", pg.url);
+    assert_success(&run_to_url(&dir.path().join("c"), &required), "require");
+    assert_eq!((rows("b"), rows("c")), (one_run, one_run));
+
+    // Without TLS the server says no; a certificate signed by another CA is refused at once.
+    let plain = format!("{}?sslmode=disable", pg.url);
+    let out = run_to_url(&dir.path().join("d"), &plain);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no encryption"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let other_ca = dir.path().join("other-ca.crt");
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=another CA", "-keyout"])
+        .arg(dir.path().join("other-ca.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .output()
+        .unwrap();
+    assert_success(&made, "openssl");
+    let untrusted = format!(
+        "{}?sslmode=verify-ca&sslrootcert={}",
+        pg.url,
+        other_ca.display()
+    );
+    let started = Instant::now();
+    let out = run_to_url(&dir.path().join("e"), &untrusted);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "an untrusted certificate was retried as if the server were away:\n{err}"
+    );
+    assert_no_password(&out, &pg);
+    for table in ["d", "e"] {
+        assert!(pg
+            .try_psql(&format!("SELECT 1 FROM public.{table}"))
+            .is_none());
+    }
+}

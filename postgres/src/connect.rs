@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::PostgresError;
+use crate::tls::{is_tls_failure, split_tls_options};
 
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -19,6 +21,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Server {
     config: Config,
+    /// TLS as the URL's `sslmode` / `sslrootcert` say (see `tls`).
+    connector: MakeRustlsConnect,
     /// `host:port/database`, for messages.
     place: String,
     /// How long an unreachable server is waited for before the run fails.
@@ -36,18 +40,15 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Parses a `postgres://user:password@host:port/database?sslmode=...` URL (or a
-    /// `host=... dbname=...` key-value string). The error names the option, never the URL.
+    /// `host=... dbname=...` key-value string), with libpq's `sslmode` and `sslrootcert`
+    /// (see `tls`). The error names the option, never the URL.
     pub fn parse(url: &str, timeout: Duration) -> Result<Server, PostgresError> {
-        let config = Config::from_str(url).map_err(|e| PostgresError::Url {
+        let (rest, tls) = split_tls_options(url)?;
+        let mut config = Config::from_str(&rest).map_err(|e| PostgresError::Url {
             reason: e.to_string(),
         })?;
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(PostgresError::Url {
-                reason: "sslmode=require: this build of Weir connects without TLS; use a \
-                         server on a trusted network (or sslmode=prefer / disable)"
-                    .into(),
-            });
-        }
+        config.ssl_mode(tls.ssl_mode());
+        let connector = tls.connector()?;
         let host = match config.get_hosts().first() {
             Some(Host::Tcp(h)) => h.clone(),
             Some(Host::Unix(path)) => path.display().to_string(),
@@ -61,6 +62,7 @@ impl Server {
         Ok(Server {
             place: format!("{host}:{port}/{database}"),
             config,
+            connector,
             timeout,
         })
     }
@@ -72,7 +74,7 @@ impl Server {
 
     /// One connection attempt; the connection's driver runs on the current runtime.
     pub async fn connect_once(&self) -> Result<Client, tokio_postgres::Error> {
-        let (client, connection) = self.config.connect(NoTls).await?;
+        let (client, connection) = self.config.connect(self.connector.clone()).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("PostgreSQL connection closed: {e}");
@@ -95,6 +97,15 @@ impl Server {
                 Err(e) => return Err(PostgresError::server(&self.place, what, e)),
             }
         }
+    }
+}
+
+/// A [`Server::parse`] error as an error of the `url` option (its reason once, not prefixed
+/// twice).
+pub fn url_option_error(error: PostgresError) -> weir_engine::EngineError {
+    match error {
+        PostgresError::Url { reason } => weir_engine::EngineError::option("url", reason),
+        other => weir_engine::EngineError::option("url", other.to_string()),
     }
 }
 
@@ -162,6 +173,8 @@ impl Retry {
 /// connection dropped) rather than that the request itself was wrong.
 pub fn is_transient(error: &tokio_postgres::Error) -> bool {
     match error.code() {
+        // A certificate that is not trusted stays so.
+        None if is_tls_failure(error) => false,
         None => true, // I/O, a closed connection, a refused connect: no SQLSTATE
         Some(code) => [
             SqlState::ADMIN_SHUTDOWN,

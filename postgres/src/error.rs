@@ -128,6 +128,12 @@ pub fn server_message(error: &tokio_postgres::Error) -> String {
             }
             text
         }
+        None if crate::tls::is_tls_failure(error) => format!(
+            "{error}: {}; the server's certificate must be signed by a CA of `sslrootcert` (or \
+             of the system for verify-ca / verify-full without it), and name the host for \
+             verify-full; see the URL's sslmode",
+            std::error::Error::source(error).map_or(String::new(), |c| c.to_string())
+        ),
         None => match std::error::Error::source(error) {
             Some(cause) => format!("{error}: {cause}"),
             None => error.to_string(),

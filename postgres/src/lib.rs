@@ -7,7 +7,8 @@
 //! - `reference`: `CREATE REFERENCE TABLE ... WITH (connector = 'postgres', ...)`, a table or
 //!   query read whole, again at most once per `refresh`, versioned by a hash of its rows.
 //! - `connect`: the server URL (its password never printed) and waiting out a server that is
-//!   down or restarting, as the Kafka source waits for its brokers.
+//!   down or restarting, as the Kafka source waits for its brokers; `tls`: libpq's `sslmode`
+//!   and `sslrootcert` over rustls.
 
 pub mod connect;
 pub mod copy;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod reference;
 pub mod sink;
 pub mod table;
+pub mod tls;
 pub mod types;
 pub mod write;
 

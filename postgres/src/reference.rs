@@ -26,7 +26,7 @@ use weir_engine::reference::{
     conform, reference_error, ReferenceArgs, ReferenceConnector, ReferenceTable,
 };
 
-use crate::connect::Server;
+use crate::connect::{url_option_error, Server};
 use crate::table::TableName;
 
 /// How often the rows are read again unless `refresh` says otherwise.
@@ -69,8 +69,7 @@ impl ReferenceConnector for PostgresReferenceConnector {
         let timeout = options
             .take_duration("server_timeout")?
             .unwrap_or(Duration::from_secs(300));
-        let server =
-            Server::parse(&url, timeout).map_err(|e| EngineError::option("url", e.to_string()))?;
+        let server = Server::parse(&url, timeout).map_err(url_option_error)?;
         let query = match (options.take_str("table"), options.take_str("query")) {
             (Some(table), None) => format!("SELECT * FROM {}", TableName::parse(&table).quoted()),
             (None, Some(query)) => query,

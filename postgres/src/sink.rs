@@ -13,7 +13,7 @@ use weir_engine::sink::{
     column_named, PlannedSink, Sink, SinkConnector, SinkPlace, SinkReport, SinkTarget,
 };
 
-use crate::connect::{is_transient, Retry, Server};
+use crate::connect::{is_transient, url_option_error, Retry, Server};
 use crate::error::PostgresError;
 use crate::table::{last_epoch, mapped_columns, prepare, TableName};
 use crate::write::{write_epoch, Failure, Target};
@@ -66,8 +66,7 @@ impl SinkConnector for PostgresSinkConnector {
         let timeout = options
             .take_duration("server_timeout")?
             .unwrap_or(DEFAULT_SERVER_TIMEOUT);
-        let server =
-            Server::parse(&url, timeout).map_err(|e| EngineError::option("url", e.to_string()))?;
+        let server = Server::parse(&url, timeout).map_err(url_option_error)?;
         let name = TableName::parse(&options.take_str("table").unwrap_or(target.table.into()));
         let primary_key = key_columns(&target, options.take_str("primary_key"))?;
         mapped_columns(target.table, target.schema)

@@ -120,6 +120,18 @@ impl PgServer {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// Makes the server accept TLS connections only (`scripts/postgres.sh tls`): returns the
+    /// file of the CA that signed its certificate (for 127.0.0.1 and localhost).
+    pub fn require_tls(&self) -> PathBuf {
+        let out = script(&["tls", self.data().to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    }
+
     /// The server's folder (for tests that look at its log).
     pub fn dir(&self) -> &Path {
         self.dir.path()
