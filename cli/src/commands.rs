@@ -45,13 +45,18 @@ pub enum CliError {
         /// The kind of statement refused.
         statement: String,
     },
+    /// The command's arguments do not fit together (exit 2).
+    #[error("error: {0}")]
+    Usage(String),
 }
 
 impl CliError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            CliError::Sql(_) | CliError::NotReadOnly { .. } => ExitCode::from(2),
+            CliError::Sql(_) | CliError::NotReadOnly { .. } | CliError::Usage(_) => {
+                ExitCode::from(2)
+            }
             _ => ExitCode::FAILURE,
         }
     }

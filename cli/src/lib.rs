@@ -2,6 +2,8 @@
 //! a runnable one by attaching a Delta sink to every table and a dead-letter table to every
 //! source.
 
+pub mod example_events;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -103,16 +103,22 @@ enum Command {
         #[arg(long)]
         checkpoint: Option<PathBuf>,
     },
-    /// Send events to a Kafka topic: generated e-commerce events, or the lines of a JSON file.
+    /// Send events to Kafka: generated events of an example, or the lines of a JSON file.
     Produce {
-        /// The topic (it must exist).
+        /// The topic (it must exist): for `--file` and `--from-generator ecommerce`.
         #[arg(long)]
-        topic: String,
+        topic: Option<String>,
+        /// Prepended to the topics of `retail`, `microservices` and `clicks` events (which
+        /// go to their own topics: transactions, refunds; order.created, ...; events).
+        #[arg(long, default_value = "")]
+        topic_prefix: String,
         /// The brokers (the Kafka examples read the same KAFKA_BOOTSTRAP variable).
         #[arg(long, default_value = "127.0.0.1:9092", env = "KAFKA_BOOTSTRAP")]
         bootstrap: String,
-        /// Generate events of this kind (`ecommerce`).
-        #[arg(long, value_parser = ["ecommerce"], conflicts_with = "file")]
+        /// Generate events of this kind: `ecommerce` (the ecommerce and kafka examples),
+        /// `retail`, `microservices`, `clicks` (the retail, microservices and event-processor
+        /// examples).
+        #[arg(long, value_parser = ["ecommerce", "retail", "microservices", "clicks"], conflicts_with = "file")]
         from_generator: Option<String>,
         /// Number of generated events.
         #[arg(long, default_value_t = 100_000)]
@@ -227,18 +233,39 @@ fn run_command(cli: Cli) -> ExitCode {
             } => status::status(&pipeline, &lake, checkpoint.as_deref()).await,
             Command::Produce {
                 topic,
+                topic_prefix,
                 bootstrap,
-                from_generator: _,
+                from_generator,
                 events,
                 seed,
                 rate,
                 file,
             } => {
-                let input = match file {
-                    Some(f) => produce::ProduceInput::File(f),
-                    None => produce::ProduceInput::Generator { events, seed },
+                let needs_topic = || {
+                    topic.clone().ok_or_else(|| {
+                        commands::CliError::Usage(
+                            "--topic is needed with --file and --from-generator ecommerce".into(),
+                        )
+                    })
                 };
-                produce::produce(&topic, &bootstrap, input, rate)
+                let input = match (file, from_generator.as_deref()) {
+                    (Some(path), _) => produce::ProduceInput::File {
+                        topic: needs_topic()?,
+                        path,
+                    },
+                    (None, None | Some("ecommerce")) => produce::ProduceInput::Ecommerce {
+                        topic: needs_topic()?,
+                        events,
+                        seed,
+                    },
+                    (None, Some(kind)) => produce::ProduceInput::Example {
+                        kind: kind.to_string(),
+                        prefix: topic_prefix,
+                        events,
+                        seed,
+                    },
+                };
+                produce::produce(&bootstrap, input, rate)
             }
             Command::Generate {
                 out,

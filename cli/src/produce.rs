@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use weir_cli::example_events;
 use weir_engine::source::generator::ecommerce::{EcommerceConfig, EcommerceGenerator};
 
 use crate::commands::CliError;
@@ -15,19 +16,26 @@ use crate::commands::CliError;
 /// What to produce.
 #[derive(Debug)]
 pub enum ProduceInput {
-    /// `--from-generator ecommerce --events N --seed S`.
-    Generator { events: u64, seed: u64 },
-    /// `--file F.jsonl`: one message per non-empty line.
-    File(PathBuf),
+    /// `--from-generator ecommerce --events N --seed S`, to `--topic`, without keys.
+    Ecommerce {
+        topic: String,
+        events: u64,
+        seed: u64,
+    },
+    /// `--from-generator retail | microservices | clicks`: each message to its kind's topic
+    /// (after `prefix`), keyed.
+    Example {
+        kind: String,
+        prefix: String,
+        events: u64,
+        seed: u64,
+    },
+    /// `--file F.jsonl`: one message per non-empty line, to `--topic`.
+    File { topic: String, path: PathBuf },
 }
 
-/// Sends `input` to `topic` at up to `rate` messages per second (0 = as fast as possible).
-pub fn produce(
-    topic: &str,
-    bootstrap: &str,
-    input: ProduceInput,
-    rate: u64,
-) -> Result<(), CliError> {
+/// Sends `input` at up to `rate` messages per second (0 = as fast as possible).
+pub fn produce(bootstrap: &str, input: ProduceInput, rate: u64) -> Result<(), CliError> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
@@ -36,14 +44,18 @@ pub fn produce(
         .map_err(|e| kafka_error(bootstrap, e))?;
     let started = Instant::now();
     let mut sent = 0u64;
-    let mut send = |payload: &[u8]| -> Result<(), CliError> {
+    let mut topics = std::collections::BTreeSet::new();
+    let mut send = |topic: &str, key: Option<&str>, payload: &[u8]| -> Result<(), CliError> {
         if rate > 0 {
             let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
         }
-        let mut record = BaseRecord::<(), [u8]>::to(topic).payload(payload);
+        let mut record = BaseRecord::<str, [u8]>::to(topic).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -56,11 +68,18 @@ pub fn produce(
             }
         }
         producer.poll(Duration::ZERO);
+        if !topics.contains(topic) {
+            topics.insert(topic.to_string());
+        }
         sent += 1;
         Ok(())
     };
     match input {
-        ProduceInput::Generator { events, seed } => {
+        ProduceInput::Ecommerce {
+            topic,
+            events,
+            seed,
+        } => {
             let generator = EcommerceGenerator::new(EcommerceConfig {
                 seed,
                 ..EcommerceConfig::default()
@@ -69,15 +88,32 @@ pub fn produce(
             for i in 0..events {
                 buf.clear();
                 generator.write_event(i, &mut buf);
-                send(&buf)?;
+                send(&topic, None, &buf)?;
             }
         }
-        ProduceInput::File(path) => {
+        ProduceInput::Example {
+            kind,
+            prefix,
+            events,
+            seed,
+        } => {
+            let messages = example_events::generate(&kind, events, seed).ok_or_else(|| {
+                CliError::Io(std::io::Error::other(format!("no generator `{kind}`")))
+            })?;
+            for m in messages {
+                send(
+                    &format!("{prefix}{}", m.topic),
+                    Some(&m.key),
+                    m.payload.as_bytes(),
+                )?;
+            }
+        }
+        ProduceInput::File { topic, path } => {
             let file = std::fs::File::open(&path)?;
             for line in std::io::BufReader::new(file).lines() {
                 let line = line?;
                 if !line.trim().is_empty() {
-                    send(line.as_bytes())?;
+                    send(&topic, None, line.as_bytes())?;
                 }
             }
         }
@@ -87,7 +123,8 @@ pub fn produce(
         .map_err(|e| kafka_error(bootstrap, e))?;
     let secs = started.elapsed().as_secs_f64();
     errln!(
-        "weir: produced {sent} messages to {topic} in {secs:.1}s ({:.0}/s)",
+        "weir: produced {sent} messages to {} in {secs:.1}s ({:.0}/s)",
+        topics.into_iter().collect::<Vec<_>>().join(", "),
         sent as f64 / secs.max(1e-9)
     );
     Ok(())
