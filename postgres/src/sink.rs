@@ -32,6 +32,8 @@ pub struct PlannedPostgresSink {
     server: Server,
     name: TableName,
     primary_key: Vec<String>,
+    /// `on_conflict = 'nothing'`.
+    keep_first: bool,
 }
 
 fn key_columns(target: &SinkTarget<'_>, option: Option<String>) -> Result<Vec<String>> {
@@ -69,12 +71,27 @@ impl SinkConnector for PostgresSinkConnector {
         let server = Server::parse(&url, timeout).map_err(url_option_error)?;
         let name = TableName::parse(&options.take_str("table").unwrap_or(target.table.into()));
         let primary_key = key_columns(&target, options.take_str("primary_key"))?;
+        let keep_first = match options.take_choice("on_conflict", &["update", "nothing"])? {
+            Some(choice) if choice == "nothing" => {
+                if primary_key.is_empty() || target.update_keys.is_some() {
+                    return Err(EngineError::option_hint(
+                        "on_conflict",
+                        "'nothing' keeps a key's first row, so it needs `primary_key` on an \
+                         append-mode table (update mode must replace rows)",
+                        "add primary_key = 'id', or leave on_conflict out",
+                    ));
+                }
+                true
+            }
+            _ => false,
+        };
         mapped_columns(target.table, target.schema)
             .map_err(|e| EngineError::option("connector", e.to_string()))?;
         Ok(Arc::new(PlannedPostgresSink {
             server,
             name,
             primary_key,
+            keep_first,
         }))
     }
 }
@@ -84,6 +101,10 @@ impl PlannedSink for PlannedPostgresSink {
     fn describe(&self) -> String {
         let mode = match self.primary_key.is_empty() {
             true => "appended".to_string(),
+            false if self.keep_first => format!(
+                "inserted on ({}), a key's first row kept",
+                self.primary_key.join(", ")
+            ),
             false => format!("upserted on ({})", self.primary_key.join(", ")),
         };
         format!(
@@ -117,6 +138,7 @@ impl PlannedSink for PlannedPostgresSink {
                 pipeline: place.pipeline.to_string(),
                 columns,
                 primary_key: self.primary_key.clone(),
+                keep_first: self.keep_first,
             },
         }))
     }

@@ -29,6 +29,9 @@ pub struct Target {
     pub columns: Vec<(String, ColumnType)>,
     /// Upsert keys; empty to append.
     pub primary_key: Vec<String>,
+    /// `on_conflict = 'nothing'`: a key's first row stays (later rows with the key, in the
+    /// same epoch or later ones, are dropped), instead of the last row winning.
+    pub keep_first: bool,
 }
 
 /// What an epoch did.
@@ -245,13 +248,15 @@ async fn insert(tx: &Transaction<'_>, target: &Target) -> Result<(u64, Option<u6
         .filter(|c| !keys.contains(c))
         .map(|c| format!("{c} = EXCLUDED.{c}"))
         .collect();
-    let on_conflict = match updates.is_empty() {
+    let on_conflict = match updates.is_empty() || target.keep_first {
         true => "DO NOTHING".to_string(),
         false => format!("DO UPDATE SET {}", updates.join(", ")),
     };
+    // The row of a key that the epoch keeps: its first (keep_first) or its last.
+    let order = if target.keep_first { "ASC" } else { "DESC" };
     let sql = format!(
         "WITH upserted AS (INSERT INTO {table} ({columns}) SELECT DISTINCT ON ({staged}) \
-         {select} FROM weir_stage s ORDER BY {staged}, s.ctid DESC ON CONFLICT ({keys}) \
+         {select} FROM weir_stage s ORDER BY {staged}, s.ctid {order} ON CONFLICT ({keys}) \
          {on_conflict} RETURNING (xmax = 0) AS inserted) \
          SELECT count(*) FILTER (WHERE inserted), count(*) FROM upserted",
         table = target.name.quoted(),

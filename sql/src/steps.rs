@@ -18,7 +18,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::expr::WindowFunctionDefinition;
 use datafusion::logical_expr::utils::split_conjunction;
-use datafusion::logical_expr::{col, lit, Distinct, ExprFunctionExt};
+use datafusion::logical_expr::{col, lit, Distinct, ExprFunctionExt, WindowFrame};
 use datafusion::logical_expr::{
     BinaryExpr, Expr, Extension, Filter, LogicalPlan, LogicalPlanBuilder, Operator, Projection,
     SortExpr as Sort, SubqueryAlias, TableSource, UserDefinedLogicalNode, Window,
@@ -388,9 +388,13 @@ pub fn distinct_on_as_row_number(plan: LogicalPlan) -> Result<LogicalPlan> {
             Some(sorts) if sorts.len() >= keys => sorts[keys..].to_vec(),
             _ => Vec::new(),
         };
+        // Without an order, a ROWS frame as SQL's `OVER (PARTITION BY ...)` gets (the
+        // builder's default RANGE frame needs an ORDER BY column).
+        let frame = WindowFrame::new((!order.is_empty()).then_some(false));
         let row_number = row_number()
             .partition_by(on.on_expr.clone())
             .order_by(order)
+            .window_frame(frame)
             .build()?
             .alias(DISTINCT_ON_ROW_NUMBER);
         let numbered = LogicalPlanBuilder::from(on.input.as_ref().clone())

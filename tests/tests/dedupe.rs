@@ -33,6 +33,7 @@ SELECT DISTINCT ON (id) seq, id, u, ts FROM ev ORDER BY id, ts DESC;
 CREATE TABLE first_arrived AS
 SELECT id, u
 FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY id, u) AS rn FROM ev) WHERE rn = 1;
+CREATE TABLE first_arrived_distinct_on AS SELECT DISTINCT ON (id, u) id, u FROM ev;
 
 -- Spark's deduplicate-then-aggregate: dedupe on id, then a 10-minute window per user.
 CREATE VIEW deduped AS
@@ -172,9 +173,14 @@ async fn dedupe_equals_row_number_over_on_time_rows() -> Result<(), TestError> {
         sorted_rows(&ctx, "SELECT * FROM last_distinct_on").await?,
         last
     );
+    let first_arrived = sorted_rows(&ctx, "SELECT * FROM first_arrived").await?;
     assert_eq!(
-        sorted_rows(&ctx, "SELECT * FROM first_arrived").await?,
+        first_arrived,
         sorted_rows(&ctx, &oracle("", "id, u", "id, u")).await?
+    );
+    assert_eq!(
+        sorted_rows(&ctx, "SELECT * FROM first_arrived_distinct_on").await?,
+        first_arrived
     );
     let per_user = sorted_rows(&ctx, "SELECT * FROM per_user").await?;
     let batch_per_user = sorted_rows(
@@ -259,6 +265,7 @@ async fn an_event_sent_again_after_a_restart_is_not_written_twice() -> Result<()
         "first_rows",
         "last_rows",
         "first_arrived",
+        "first_arrived_distinct_on",
         "first_distinct_on",
     ] {
         let rows = sorted_rows(&ctx, &format!("SELECT id FROM {table}")).await?;
