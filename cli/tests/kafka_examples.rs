@@ -1,0 +1,218 @@
+//! The Kafka examples that end in PostgreSQL, Parquet and Kafka (`examples/retail`,
+//! `examples/microservices`, `examples/event-processor`), run as their README sections say
+//! against the real broker (`scripts/test.sh`) and a real PostgreSQL server, each table
+//! checked against the same question asked as a batch query (DataFusion) over the messages the
+//! generator sent.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
+
+mod common;
+
+use std::path::Path;
+
+use common::postgres::PgServer;
+use common::{assert_success, create_topic, kafka_broker, unique_topic, weir};
+use datafusion::prelude::{JsonReadOptions, SessionContext};
+
+/// Events produced per example.
+const EVENTS: u64 = 20_000;
+const SEED: u64 = 7;
+
+/// Creates the topics of generator `kind` under a new prefix and fills them with
+/// `weir produce`; returns the prefix.
+fn produce(servers: &str, kind: &str) -> String {
+    let prefix = format!("{}.", unique_topic(kind));
+    let topics = weir_cli::example_events::KINDS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .unwrap()
+        .1;
+    for topic in topics {
+        create_topic(servers, &format!("{prefix}{topic}"), 2);
+    }
+    let out = weir()
+        .args(["produce", "--from-generator", kind, "--bootstrap", servers])
+        .args(["--events", &EVENTS.to_string(), "--seed", &SEED.to_string()])
+        .args(["--topic-prefix", &prefix])
+        .output()
+        .unwrap();
+    assert_success(&out, "weir produce");
+    prefix
+}
+
+/// A batch session over the generator's messages: one table per topic (`.` as `_`), read
+/// from newline-delimited JSON (the malformed messages left out: they are dead letters).
+struct Batch {
+    runtime: tokio::runtime::Runtime,
+    ctx: SessionContext,
+}
+
+impl Batch {
+    fn new(dir: &Path, kind: &str) -> Batch {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let ctx = runtime.block_on(batch_oracle(dir, kind));
+        Batch { runtime, ctx }
+    }
+
+    /// The rows of a batch `sql`, each row's columns joined by `|`, sorted.
+    fn rows(&self, sql: &str) -> Vec<String> {
+        self.runtime.block_on(batch_rows(&self.ctx, sql))
+    }
+}
+
+async fn batch_oracle(dir: &Path, kind: &str) -> SessionContext {
+    let events = weir_cli::example_events::generate(kind, EVENTS, SEED).unwrap();
+    let ctx = SessionContext::new();
+    let topics: std::collections::BTreeSet<&str> = events.iter().map(|e| e.topic).collect();
+    for topic in topics {
+        let lines: Vec<&str> = events
+            .iter()
+            .filter(|e| e.topic == topic)
+            .map(|e| e.payload.as_str())
+            .filter(|p| serde_json::from_str::<serde_json::Value>(p).is_ok())
+            .collect();
+        let file = dir.join(format!("{topic}.json"));
+        std::fs::write(&file, lines.join("\n")).unwrap();
+        ctx.register_json(
+            topic.replace('.', "_"),
+            file.to_str().unwrap(),
+            JsonReadOptions::default().file_extension(".json"),
+        )
+        .await
+        .unwrap();
+    }
+    ctx
+}
+
+async fn batch_rows(ctx: &SessionContext, sql: &str) -> Vec<String> {
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let mut rows = Vec::new();
+    for batch in batches {
+        let columns: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| {
+                arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &Default::default())
+                    .unwrap()
+            })
+            .collect();
+        for r in 0..batch.num_rows() {
+            rows.push(
+                columns
+                    .iter()
+                    .map(|f| f.value(r).to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            );
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// Asserts that `actual` and `expected` (sorted rows) are equal; on failure shows the counts
+/// and the first differences rather than every row.
+fn assert_same_rows(what: &str, actual: &[String], expected: &[String]) {
+    if actual == expected {
+        return;
+    }
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|r| !actual.contains(r))
+        .take(5)
+        .collect();
+    let extra: Vec<&String> = actual
+        .iter()
+        .filter(|r| !expected.contains(r))
+        .take(5)
+        .collect();
+    panic!(
+        "{what}: {} rows, {} expected; first missing {missing:?}; first unexpected {extra:?}",
+        actual.len(),
+        expected.len()
+    );
+}
+
+/// psql's rows of `sql` (fields joined by `|`), sorted.
+fn pg_rows(pg: &PgServer, sql: &str) -> Vec<String> {
+    let mut rows: Vec<String> = pg
+        .psql(sql)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// `weir run EXAMPLE --once --drain` with the topics under `prefix` and PostgreSQL at `pg`.
+fn run_example(example: &str, dir: &Path, servers: &str, prefix: &str, pg: Option<&PgServer>) {
+    let mut cmd = weir();
+    cmd.arg("run")
+        .arg(common::repo().join("examples").join(example))
+        .args(["--once", "--drain", "--progress", "quiet", "--lake"])
+        .arg(dir.join("lake"))
+        .env("KAFKA_BOOTSTRAP", servers)
+        .env("TOPIC_PREFIX", prefix)
+        .env("OUT", dir.join("out"));
+    if let Some(pg) = pg {
+        cmd.env("PG_URL", &pg.url);
+    }
+    assert_success(
+        &cmd.output().unwrap(),
+        &format!("weir run examples/{example}"),
+    );
+}
+
+#[test]
+fn retail_postgres_tables_equal_the_batch_answer() {
+    let Some(servers) = kafka_broker("retail_postgres_tables_equal_the_batch_answer") else {
+        return;
+    };
+    let Some(pg) = PgServer::start("retail_postgres_tables_equal_the_batch_answer") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = produce(&servers, "retail");
+    run_example("retail", dir.path(), &servers, &prefix, Some(&pg));
+    let batch = Batch::new(dir.path(), "retail");
+
+    // Each transaction once (1% were sent twice), each refund.
+    assert_same_rows(
+        "transactions",
+        &pg_rows(
+            &pg,
+            "SELECT transaction_id, product_id, quantity, round(amount::numeric * 100), \
+             floor(extract(epoch FROM ts))::bigint FROM transactions"
+        ),
+        &batch.rows(
+            "SELECT DISTINCT transaction_id, product_id, quantity, CAST(round(amount * 100) AS BIGINT), \
+             CAST(to_unixtime(CAST(ts AS TIMESTAMP)) AS BIGINT) FROM transactions"
+        )
+    );
+    assert_eq!(
+        pg_rows(
+            &pg,
+            "SELECT refund_id, transaction_id, round(amount::numeric * 100) FROM refunds"
+        ),
+        batch.rows(
+            "SELECT refund_id, transaction_id, CAST(round(amount * 100) AS BIGINT) FROM refunds"
+        )
+    );
+    // Revenue per product per minute, once per transaction.
+    let minutes = pg_rows(
+        &pg,
+        "SELECT extract(epoch FROM window_start)::bigint, product_id, \
+         round(total_revenue::numeric * 100), transaction_count FROM product_metrics_minute",
+    );
+    assert!(minutes.len() > 1_000, "{} rows", minutes.len());
+    assert_same_rows(
+        "product_metrics_minute",
+        &minutes,
+        &batch.rows("SELECT CAST(to_unixtime(date_bin(INTERVAL '1 minute', CAST(ts AS TIMESTAMP))) AS BIGINT), \
+             product_id, CAST(round(sum(amount) * 100) AS BIGINT), count(*) \
+             FROM (SELECT DISTINCT transaction_id, product_id, amount, ts FROM transactions) \
+             GROUP BY 1, 2"
+        )
+    );
+}
