@@ -112,3 +112,44 @@ fn a_parquet_folder_equals_the_delta_table_after_a_replayed_epoch() {
     );
     assert!(files.len() >= 14, "{} files for 20,000 rows", files.len());
 }
+
+#[test]
+fn target_file_size_closes_files_at_about_that_size() {
+    let dir = tempfile::tempdir().unwrap();
+    pipeline_on_example_source(
+        &dir.path().join("p"),
+        "CREATE TABLE files.sized WITH (format = 'parquet', path = 'files/sized',
+                                        compression = 'none', target_file_size = '100kB') AS
+         SELECT event_id, user_id, amount, event_time FROM events;",
+    );
+    let out = weir()
+        .arg("run")
+        .arg(dir.path().join("p"))
+        .args(["--once", "--progress", "quiet", "--lake"])
+        .arg(dir.path().join("lake"))
+        .envs([("EVENTS", "40000"), ("EVENTS_PER_TRIGGER", "20000")])
+        .output()
+        .unwrap();
+    assert_success(&out, "weir run");
+    let mut sizes: Vec<(String, u64)> = std::fs::read_dir(dir.path().join("lake/files/sized"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().to_string(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    sizes.sort();
+    // Two epochs of 20,000 rows (about 1 MB each): several files each, every file but an
+    // epoch's last one closed between 100 kB and one size check (4,096 rows) more.
+    assert!(sizes.len() >= 8, "{sizes:?}");
+    for (i, (name, size)) in sizes.iter().enumerate() {
+        let last_of_epoch = sizes
+            .get(i + 1)
+            .is_none_or(|(next, _)| next[..13] != name[..13]);
+        assert!(*size < 400_000, "{name}: {size} bytes; {sizes:?}");
+        assert!(last_of_epoch || *size >= 100_000, "{name}: {size} bytes; {sizes:?}");
+    }
+}

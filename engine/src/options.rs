@@ -74,6 +74,21 @@ impl Options {
         }
     }
 
+    /// Takes a size in bytes (`target_file_size = '128MB'`, `'1 GiB'`, `'500kB'`, `1048576`):
+    /// kB, MB, GB are powers of 1000, KiB, MiB, GiB powers of 1024 (case does not matter).
+    pub fn take_bytes(&mut self, key: &str) -> Result<Option<u64>> {
+        match self.take_str(key) {
+            None => Ok(None),
+            Some(v) => parse_bytes(&v).map(Some).ok_or_else(|| {
+                EngineError::option_hint(
+                    key,
+                    format!("'{v}' is not a size"),
+                    format!("write e.g. {key} = '128MB' (or '1GiB', or a number of bytes)"),
+                )
+            }),
+        }
+    }
+
     /// Takes a fraction option in `[0, 1]` (`late_ratio = 0.01`).
     pub fn take_ratio(&mut self, key: &str) -> Result<Option<f64>> {
         match self.take_str(key) {
@@ -188,5 +203,42 @@ mod tests {
         let err = o.finish("connector 'generator'").unwrap_err().to_string();
         assert!(err.contains("`evnts`"), "{err}");
         assert!(err.contains("Did you mean `events`?"), "{err}");
+    }
+}
+
+/// A size in bytes: a number, optionally followed by a unit (see [`Options::take_bytes`]).
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim().replace('_', "");
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    let bytes = number * factor as f64;
+    (bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+#[cfg(test)]
+mod bytes_tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(parse_bytes("128MB"), Some(128_000_000));
+        assert_eq!(parse_bytes("1 GiB"), Some(1 << 30));
+        assert_eq!(parse_bytes("1.5kb"), Some(1_500));
+        assert_eq!(parse_bytes("1_048_576"), Some(1_048_576));
+        assert_eq!(parse_bytes("12 parsecs"), None);
+        assert_eq!(parse_bytes("0"), None);
     }
 }

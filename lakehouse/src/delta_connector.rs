@@ -1,7 +1,7 @@
 //! The `delta` sink connector, the default of every table: `path` (inside the lake unless
 //! `allow_outside_lake = true`), `partition_by`, `format = 'delta'`; update output mode MERGEs
 //! on the window and group keys. `format = 'parquet'` makes the table a folder of plain
-//! Parquet files instead (`compression`, `max_rows_per_file`; append only).
+//! Parquet files instead (`compression`, `max_rows_per_file`, `target_file_size`; append only).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,6 +39,8 @@ pub struct PlannedParquetTable {
     pub compression: String,
     /// At most this many rows per file.
     pub max_rows_per_file: u64,
+    /// A file is closed once it holds about this many bytes (`target_file_size`).
+    pub target_file_size: Option<u64>,
 }
 
 /// `format = 'parquet'`: appends only (a folder of files cannot replace rows).
@@ -65,11 +67,13 @@ fn plan_parquet(
             "must be at least 1",
         ));
     }
+    let target_file_size = options.take_bytes("target_file_size")?;
     Ok(Arc::new(PlannedParquetTable {
         path,
         partition_by,
         compression,
         max_rows_per_file,
+        target_file_size,
     }))
 }
 
@@ -93,6 +97,7 @@ impl PlannedSink for PlannedParquetTable {
             self.partition_by.clone(),
             compression(&self.compression),
             self.max_rows_per_file as usize,
+            self.target_file_size,
         )?))
     }
 }

@@ -35,6 +35,8 @@ pub struct ParquetSink {
     compression: Compression,
     /// At most this many rows per file.
     max_rows_per_file: usize,
+    /// A file is closed once its encoded size reaches this many bytes.
+    target_file_size: Option<u64>,
 }
 
 /// The compression named `name` (one of [`COMPRESSIONS`]).
@@ -91,6 +93,7 @@ impl ParquetSink {
         partition_by: Vec<String>,
         compression: Compression,
         max_rows_per_file: usize,
+        target_file_size: Option<u64>,
     ) -> Result<Self, BoxError> {
         std::fs::create_dir_all(&dir)?;
         Ok(ParquetSink {
@@ -98,6 +101,7 @@ impl ParquetSink {
             partition_by,
             compression,
             max_rows_per_file: max_rows_per_file.max(1),
+            target_file_size,
         })
     }
 
@@ -158,31 +162,106 @@ impl ParquetSink {
         Ok(())
     }
 
-    /// Writes `batches` as file `n` of `epoch` in `folder`: hidden name, then rename.
-    fn write_file(
+    /// Writes one partition folder's rows of `epoch` as files `0, 1, ...`: a file is closed
+    /// when it holds `max_rows_per_file` rows or reaches `target_file_size` bytes.
+    fn write_folder(
         &self,
         folder: &Path,
         epoch: u64,
-        n: usize,
         batches: &[RecordBatch],
     ) -> Result<u64, BoxError> {
         std::fs::create_dir_all(folder)?;
-        let target = folder.join(file_name(epoch, n));
-        let tmp = folder.join(format!(".{}.tmp", file_name(epoch, n)));
         let properties = writer_properties(batches)
             .into_builder()
             .set_compression(self.compression)
             .build();
-        let file = std::fs::File::create(&tmp)?;
-        let mut writer = ArrowWriter::try_new(file, batches[0].schema(), Some(properties))?;
-        let mut rows = 0;
+        let mut written = 0;
+        let mut open: Option<OpenFile> = None;
+        let mut n = 0;
         for batch in batches {
-            writer.write(batch)?;
-            rows += batch.num_rows() as u64;
+            let mut offset = 0;
+            while offset < batch.num_rows() {
+                let file = match open.as_mut() {
+                    Some(file) => file,
+                    None => open.insert(OpenFile::create(folder, epoch, n, batch, &properties)?),
+                };
+                // With a target size, slices small enough to check the size often.
+                let slice = match self.target_file_size {
+                    Some(_) => SIZE_CHECK_ROWS,
+                    None => self.max_rows_per_file,
+                };
+                let take = (self.max_rows_per_file - file.rows)
+                    .min(batch.num_rows() - offset)
+                    .min(slice);
+                file.write(&batch.slice(offset, take))?;
+                offset += take;
+                let full = file.rows == self.max_rows_per_file
+                    || self
+                        .target_file_size
+                        .is_some_and(|target| file.size() >= target);
+                if full {
+                    if let Some(file) = open.take() {
+                        written += file.finish()?;
+                    }
+                    n += 1;
+                }
+            }
         }
-        writer.into_inner()?.sync_all()?;
-        std::fs::rename(&tmp, &target)?;
-        Ok(rows)
+        if let Some(file) = open {
+            written += file.finish()?;
+        }
+        Ok(written)
+    }
+}
+
+/// Rows written between two checks of a file's size against `target_file_size`.
+const SIZE_CHECK_ROWS: usize = 4096;
+
+/// A file being written: under a hidden temporary name until [`OpenFile::finish`].
+struct OpenFile {
+    writer: ArrowWriter<std::fs::File>,
+    tmp: PathBuf,
+    target: PathBuf,
+    rows: usize,
+}
+
+impl OpenFile {
+    /// File `n` of `epoch` in `folder`, for rows like `like`.
+    fn create(
+        folder: &Path,
+        epoch: u64,
+        n: usize,
+        like: &RecordBatch,
+        properties: &deltalake::parquet::file::properties::WriterProperties,
+    ) -> Result<Self, BoxError> {
+        let target = folder.join(file_name(epoch, n));
+        let tmp = folder.join(format!(".{}.tmp", file_name(epoch, n)));
+        let file = std::fs::File::create(&tmp)?;
+        let writer = ArrowWriter::try_new(file, like.schema(), Some(properties.clone()))?;
+        Ok(OpenFile {
+            writer,
+            tmp,
+            target,
+            rows: 0,
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), BoxError> {
+        self.writer.write(batch)?;
+        self.rows += batch.num_rows();
+        Ok(())
+    }
+
+    /// Bytes written so far plus the encoded size of the row group being built.
+    fn size(&self) -> u64 {
+        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
+    }
+
+    /// Closes, syncs and renames the file into place; returns its rows.
+    fn finish(self) -> Result<u64, BoxError> {
+        self.writer.into_inner()?.sync_all()?;
+        std::fs::rename(&self.tmp, &self.target)?;
+        Ok(self.rows as u64)
     }
 }
 
@@ -208,27 +287,7 @@ impl Sink for ParquetSink {
         self.remove_epoch(epoch)?;
         let mut written = 0;
         for (folder, batches) in self.by_partition(&batches)? {
-            let folder = self.dir.join(folder);
-            // Files of at most max_rows_per_file rows, in order.
-            let mut chunk: Vec<RecordBatch> = Vec::new();
-            let mut chunk_rows = 0;
-            let mut n = 0;
-            for batch in batches {
-                let mut offset = 0;
-                while offset < batch.num_rows() {
-                    let take = (self.max_rows_per_file - chunk_rows).min(batch.num_rows() - offset);
-                    chunk.push(batch.slice(offset, take));
-                    chunk_rows += take;
-                    offset += take;
-                    if chunk_rows == self.max_rows_per_file {
-                        written += self.write_file(&folder, epoch, n, &chunk)?;
-                        (chunk, chunk_rows, n) = (Vec::new(), 0, n + 1);
-                    }
-                }
-            }
-            if chunk_rows > 0 {
-                written += self.write_file(&folder, epoch, n, &chunk)?;
-            }
+            written += self.write_folder(&self.dir.join(folder), epoch, &batches)?;
         }
         Ok(SinkReport {
             rows_written: written,
