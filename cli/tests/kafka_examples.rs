@@ -58,6 +58,23 @@ impl Batch {
     fn rows(&self, sql: &str) -> Vec<String> {
         self.runtime.block_on(batch_rows(&self.ctx, sql))
     }
+
+    /// Registers a folder of Parquet files as `name`, as a reader of the folder sees it
+    /// (Hive partition values, as text, from `partitions`).
+    fn register_parquet(&self, name: &str, folder: &Path, partitions: &[&str]) {
+        let options = datafusion::prelude::ParquetReadOptions::default().table_partition_cols(
+            partitions
+                .iter()
+                .map(|p| (p.to_string(), arrow::datatypes::DataType::Utf8))
+                .collect(),
+        );
+        self.runtime
+            .block_on(
+                self.ctx
+                    .register_parquet(name, folder.to_str().unwrap(), options),
+            )
+            .unwrap();
+    }
 }
 
 async fn batch_oracle(dir: &Path, kind: &str) -> SessionContext {
@@ -153,8 +170,7 @@ fn run_example(example: &str, dir: &Path, servers: &str, prefix: &str, pg: Optio
         .args(["--once", "--drain", "--progress", "quiet", "--lake"])
         .arg(dir.join("lake"))
         .env("KAFKA_BOOTSTRAP", servers)
-        .env("TOPIC_PREFIX", prefix)
-        .env("OUT", dir.join("out"));
+        .env("TOPIC_PREFIX", prefix);
     if let Some(pg) = pg {
         cmd.env("PG_URL", &pg.url);
     }
@@ -215,4 +231,75 @@ fn retail_postgres_tables_equal_the_batch_answer() {
              GROUP BY 1, 2"
         )
     );
+}
+
+#[test]
+fn event_processor_parquet_and_kafka_equal_the_batch_answer() {
+    let Some(servers) = kafka_broker("event_processor_parquet_and_kafka_equal_the_batch_answer")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = produce(&servers, "clicks");
+    let updates = format!("{prefix}user-activity");
+    create_topic(&servers, &updates, 1);
+    run_example("event-processor", dir.path(), &servers, &prefix, None);
+    let batch = Batch::new(dir.path(), "clicks");
+    let processed = dir.path().join("lake/processed");
+    batch.register_parquet("parquet_events", &processed.join("events"), &["eventType"]);
+    batch.register_parquet("parquet_activity", &processed.join("user_activity"), &[]);
+
+    // Mode A: every event once (3% were delivered twice), in its event type's folder.
+    let event_columns = "\"eventId\", \"userId\", \"eventType\", \
+                         CAST(round(value * 100) AS BIGINT), \
+                         CAST(to_unixtime(\"timestamp\") AS BIGINT)";
+    let expected_events = batch.rows(&format!(
+        "SELECT DISTINCT {event_columns} FROM (SELECT \"eventId\", \"userId\", \"eventType\", \
+         value, CAST(\"timestamp\" AS TIMESTAMP) AS \"timestamp\" FROM events)"
+    ));
+    assert!(expected_events.len() > 15_000, "{}", expected_events.len());
+    assert_same_rows(
+        "processed/events",
+        &batch.rows(&format!("SELECT {event_columns} FROM parquet_events")),
+        &expected_events,
+    );
+
+    // Mode B: each user's 10-minute windows over the deduplicated events.
+    let expected_windows = batch.rows(
+        "SELECT CAST(to_unixtime(date_bin(INTERVAL '10 minutes', CAST(\"timestamp\" AS TIMESTAMP))) \
+         AS BIGINT), \"userId\", count(*), CAST(round(sum(value) * 100) AS BIGINT) \
+         FROM (SELECT DISTINCT \"eventId\", \"userId\", value, \"timestamp\" FROM events) \
+         GROUP BY 1, 2",
+    );
+    assert_same_rows(
+        "processed/user_activity",
+        &batch.rows(
+            "SELECT CAST(to_unixtime(window_start) AS BIGINT), \"userId\", events, \
+             CAST(round(total_value * 100) AS BIGINT) FROM parquet_activity",
+        ),
+        &expected_windows,
+    );
+    // The topic's latest message per key holds the same windows.
+    let messages = common::read_messages(&servers, &updates, expected_windows.len());
+    let mut latest = std::collections::BTreeMap::new();
+    for (key, payload) in messages {
+        let row: serde_json::Value = serde_json::from_str(&payload).unwrap();
+        latest.insert(key.expect("keyed by window and user"), row);
+    }
+    let mut from_kafka: Vec<String> = latest
+        .values()
+        .map(|row| {
+            let start = chrono::DateTime::parse_from_rfc3339(row["window_start"].as_str().unwrap())
+                .map(|t| t.timestamp())
+                .unwrap_or_else(|e| panic!("{row}: {e}"));
+            format!(
+                "{start}|{}|{}|{}",
+                row["userId"].as_str().unwrap(),
+                row["events"],
+                (row["total_value"].as_f64().unwrap() * 100.0).round() as i64
+            )
+        })
+        .collect();
+    from_kafka.sort();
+    assert_same_rows("user-activity topic", &from_kafka, &expected_windows);
 }

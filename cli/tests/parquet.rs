@@ -150,6 +150,9 @@ fn target_file_size_closes_files_at_about_that_size() {
             .get(i + 1)
             .is_none_or(|(next, _)| next[..13] != name[..13]);
         assert!(*size < 400_000, "{name}: {size} bytes; {sizes:?}");
-        assert!(last_of_epoch || *size >= 100_000, "{name}: {size} bytes; {sizes:?}");
+        assert!(
+            last_of_epoch || *size >= 100_000,
+            "{name}: {size} bytes; {sizes:?}"
+        );
     }
 }
