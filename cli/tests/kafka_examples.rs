@@ -303,3 +303,155 @@ fn event_processor_parquet_and_kafka_equal_the_batch_answer() {
     from_kafka.sort();
     assert_same_rows("user-activity topic", &from_kafka, &expected_windows);
 }
+
+/// `column` (text, RFC 3339) as epoch seconds of the start of its `bin`, in batch SQL.
+fn binned(column: &str, bin: &str) -> String {
+    format!("CAST(to_unixtime(date_bin(INTERVAL '{bin}', CAST({column} AS TIMESTAMP))) AS BIGINT)")
+}
+
+#[test]
+fn microservices_postgres_tables_and_dead_letter_topic_equal_the_batch_answer() {
+    let test = "microservices_postgres_tables_and_dead_letter_topic_equal_the_batch_answer";
+    let Some(servers) = kafka_broker(test) else {
+        return;
+    };
+    let Some(pg) = PgServer::start(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = produce(&servers, "microservices");
+    let dlq = format!("{prefix}dlq.events");
+    create_topic(&servers, &dlq, 1);
+    run_example("microservices", dir.path(), &servers, &prefix, Some(&pg));
+    let batch = Batch::new(dir.path(), "microservices");
+
+    assert_same_rows(
+        "revenue_metrics",
+        &pg_rows(
+            &pg,
+            "SELECT floor(extract(epoch FROM window_start))::bigint, \
+             round(total_revenue::numeric * 100), order_count, \
+             round(avg_order_value::numeric * 100) FROM revenue_metrics",
+        ),
+        &batch.rows(&format!(
+            "SELECT {}, CAST(round(sum(amount) * 100) AS BIGINT), count(*), \
+             CAST(round(avg(amount) * 100) AS BIGINT) FROM order_created GROUP BY 1",
+            binned("ts", "1 minute")
+        )),
+    );
+
+    // Each order in the five 5-minute windows (sliding by a minute) that hold it.
+    let per_window = |table: &str, aggregates: &str| {
+        format!(
+            "SELECT date_bin(INTERVAL '1 minute', CAST(ts AS TIMESTAMP)) - k.shift AS ws, \
+             user_id, {aggregates} FROM {table} CROSS JOIN (VALUES (INTERVAL '0 minutes'), \
+             (INTERVAL '1 minute'), (INTERVAL '2 minutes'), (INTERVAL '3 minutes'), \
+             (INTERVAL '4 minutes')) AS k(shift) GROUP BY 1, 2"
+        )
+    };
+    let alerts = pg_rows(
+        &pg,
+        "SELECT floor(extract(epoch FROM window_start))::bigint, user_id, order_count, \
+         round(max_order_amount::numeric * 100), payment_count, alert_type FROM fraud_alerts",
+    );
+    assert!(alerts.len() > 20, "{} alerts", alerts.len());
+    assert_same_rows(
+        "fraud_alerts",
+        &alerts,
+        &batch.rows(&format!(
+            "SELECT CAST(to_unixtime(o.ws) AS BIGINT), o.user_id, o.n, \
+             CAST(round(o.mx * 100) AS BIGINT), coalesce(p.n, 0), \
+             CASE WHEN o.n >= 3 THEN 'order_velocity' ELSE 'high_value' END \
+             FROM ({}) o LEFT JOIN ({}) p ON o.ws = p.ws AND o.user_id = p.user_id \
+             WHERE o.n >= 3 OR o.mx > 2000",
+            per_window("order_created", "count(*) AS n, max(amount) AS mx"),
+            per_window("payment_processed", "count(*) AS n"),
+        )),
+    );
+
+    let abandoned = pg_rows(
+        &pg,
+        "SELECT user_id, product_id, (extract(epoch FROM item_added_time) * 1000)::bigint \
+         FROM cart_abandonment",
+    );
+    assert!(abandoned.len() > 1_000, "{} abandoned", abandoned.len());
+    assert_same_rows(
+        "cart_abandonment",
+        &abandoned,
+        &batch.rows(
+            "SELECT a.user_id, a.product_id, CAST(CAST(CAST(a.ts AS TIMESTAMP) AS BIGINT) / 1000000 \
+             AS BIGINT) FROM cart_item_added a WHERE NOT EXISTS (SELECT 1 FROM \
+             cart_checkout_initiated c WHERE c.user_id = a.user_id AND CAST(c.ts AS TIMESTAMP) \
+             BETWEEN CAST(a.ts AS TIMESTAMP) AND CAST(a.ts AS TIMESTAMP) + INTERVAL '30 minutes')",
+        ),
+    );
+
+    assert_same_rows(
+        "inventory_velocity",
+        &pg_rows(
+            &pg,
+            "SELECT floor(extract(epoch FROM window_start))::bigint, product_id, units, \
+             velocity_rank FROM inventory_velocity",
+        ),
+        &batch.rows(&format!(
+            "SELECT * FROM (SELECT ws, product_id, units, \
+             DENSE_RANK() OVER (PARTITION BY ws ORDER BY units DESC) AS r FROM \
+             (SELECT {} AS ws, product_id, sum(quantity) AS units FROM cart_item_added \
+             GROUP BY 1, 2)) WHERE r <= 10",
+            binned("ts", "1 hour")
+        )),
+    );
+
+    let topics = weir_cli::example_events::KINDS
+        .iter()
+        .find(|(k, _)| *k == "microservices")
+        .unwrap()
+        .1;
+    let per_topic: Vec<String> = topics
+        .iter()
+        .map(|t| {
+            format!(
+                "SELECT 'messages', count(*), '{t}', {} FROM {} GROUP BY 4",
+                binned("ts", "1 minute"),
+                t.replace('.', "_")
+            )
+        })
+        .collect();
+    assert_same_rows(
+        "operational_metrics",
+        &pg_rows(
+            &pg,
+            &format!(
+                "SELECT metric_name, value, replace(topic, '{prefix}', ''), \
+                 floor(extract(epoch FROM window_start))::bigint FROM operational_metrics"
+            ),
+        ),
+        &batch.rows(&per_topic.join(" UNION ALL ")),
+    );
+
+    // The orders cut short, on the dead-letter topic keyed like the original.
+    let broken: Vec<String> = weir_cli::example_events::generate("microservices", EVENTS, SEED)
+        .unwrap()
+        .into_iter()
+        .filter(|e| serde_json::from_str::<serde_json::Value>(&e.payload).is_err())
+        .map(|e| format!("{}|{prefix}{}|{}", e.key, e.topic, e.payload))
+        .collect();
+    assert!(!broken.is_empty());
+    let mut dead: Vec<String> = common::read_messages(&servers, &dlq, broken.len())
+        .into_iter()
+        .map(|(key, payload)| {
+            let m: serde_json::Value = serde_json::from_str(&payload).unwrap();
+            assert_eq!(key.as_deref(), m["key"].as_str(), "{m}");
+            format!(
+                "{}|{}|{}",
+                m["key"].as_str().unwrap(),
+                m["topic"].as_str().unwrap(),
+                m["payload"].as_str().unwrap()
+            )
+        })
+        .collect();
+    dead.sort();
+    let mut broken = broken;
+    broken.sort();
+    assert_eq!(dead, broken);
+}
