@@ -17,12 +17,12 @@ CREATE TABLE refunds_pg WITH (
 ) AS
 SELECT refund_id, transaction_id, product_id, amount, reason, ts FROM refunds;
 
--- Revenue per product per minute, upserted on (window_start, window_end, product_id) as each
--- minute fills up: the dashboard sees a minute's figures while it is open, final once the
--- watermark (2 minutes) has passed it.
+-- Revenue per product per minute, upserted on (window_start, product_id) as each minute fills
+-- up: the dashboard sees a minute's figures while it is open, final once the watermark
+-- (2 minutes) has passed it.
 CREATE TABLE product_metrics_minute WITH (
     connector = 'postgres', url = '${PG_URL}', table = 'public.product_metrics_minute',
-    output_mode = 'update'
+    output_mode = 'update', primary_key = 'window_start,product_id'
 ) AS
 SELECT window_start, window_end, product_id,
        sum(amount) AS total_revenue,

@@ -44,6 +44,53 @@ fn key_columns(target: &SinkTarget<'_>, option: Option<String>) -> Result<Vec<St
             .map(<[String]>::to_vec)
             .unwrap_or_default());
     };
+    let keys = named_columns(target, &list)?;
+    if let Some(update_keys) = target.update_keys {
+        check_update_key(update_keys, &keys)?;
+    }
+    Ok(keys)
+}
+
+/// In update mode a row replaces the row of its window and group keys, so `primary_key` must
+/// be exactly those keys, or all but one window bound (`window_start` determines
+/// `window_end`): a key that leaves one out would let different windows or groups overwrite
+/// each other, and an extra column would keep a window's old rows beside its new one.
+fn check_update_key(update_keys: &[String], keys: &[String]) -> Result<()> {
+    let missing: Vec<&String> = update_keys.iter().filter(|k| !keys.contains(k)).collect();
+    let extra: Vec<&String> = keys.iter().filter(|k| !update_keys.contains(k)).collect();
+    let one_bound_left_out = match missing.as_slice() {
+        [] => true,
+        [one] => {
+            let other = if one.as_str() == "window_end" {
+                "window_start"
+            } else {
+                "window_end"
+            };
+            matches!(one.as_str(), "window_start" | "window_end") && keys.iter().any(|k| k == other)
+        }
+        _ => false,
+    };
+    if extra.is_empty() && one_bound_left_out {
+        return Ok(());
+    }
+    Err(EngineError::option_hint(
+        "primary_key",
+        format!(
+            "in update mode a row replaces the row with the same window and group keys ({}), \
+             so the primary key must be those columns (window_end may be left out beside \
+             window_start); this one would let rows of different windows or groups overwrite \
+             each other, or keep old rows beside new ones",
+            update_keys.join(", ")
+        ),
+        format!(
+            "write primary_key = '{}', or leave it out (that is the default)",
+            update_keys.join(",")
+        ),
+    ))
+}
+
+/// The columns of a comma list, each checked to be a column of the table.
+fn named_columns(target: &SinkTarget<'_>, list: &str) -> Result<Vec<String>> {
     list.split(',')
         .map(str::trim)
         .filter(|k| !k.is_empty())
@@ -238,5 +285,34 @@ impl Sink for PostgresSink {
             .into());
         }
         Ok(self.write(epoch, &batches, &replaced).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_update_key;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn an_update_mode_key_must_identify_a_window_and_group() {
+        let update = names(&["window_start", "window_end", "product_id"]);
+        for ok in [
+            &["window_start", "window_end", "product_id"][..],
+            &["window_start", "product_id"],
+            &["product_id", "window_end"],
+        ] {
+            assert!(check_update_key(&update, &names(ok)).is_ok(), "{ok:?}");
+        }
+        for wrong in [
+            &["product_id"][..],
+            &["window_start"],
+            &["window_start", "window_end", "product_id", "total_revenue"],
+        ] {
+            let err = check_update_key(&update, &names(wrong)).unwrap_err();
+            assert!(err.to_string().contains("overwrite"), "{err}");
+        }
     }
 }
