@@ -66,6 +66,7 @@ impl Pipeline {
 
     /// Stores every operator's state as of `epoch` on a blocking thread.
     fn spawn_state_write(&self, epoch: u64) -> JoinHandle<Result<()>> {
+        let started = std::time::Instant::now();
         let states: Result<Vec<_>> = self
             .nodes
             .iter()
@@ -74,10 +75,19 @@ impl Pipeline {
                 Some(operator.snapshot().map(|s| (n.name.clone(), s)))
             })
             .collect();
+        let snapshot_ms = started.elapsed().as_millis() as u64;
         let checkpoint = self.checkpoint.clone();
         tokio::task::spawn_blocking(move || {
             for (name, snapshot) in &states? {
+                let started = std::time::Instant::now();
                 checkpoint.write_state(name, epoch, snapshot)?;
+                tracing::debug!(
+                    node = name.as_str(),
+                    epoch,
+                    snapshot_ms,
+                    write_ms = started.elapsed().as_millis() as u64,
+                    "operator state written"
+                );
             }
             Ok(())
         })

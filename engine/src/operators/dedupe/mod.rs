@@ -24,7 +24,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::collect;
 use datafusion::prelude::SessionContext;
 
-use self::state::{DedupeState, Keep};
+use self::state::{DedupeState, Keep, Offered};
 use crate::dead_letter::LATE_BEFORE_WATERMARK;
 use crate::error::{EngineError, Result};
 use crate::operators::step_exec::{plan_over_released, StatefulStepExec};
@@ -109,10 +109,20 @@ fn column_index(schema: &SchemaRef, name: &str) -> Result<usize> {
 
 /// `rows` with a `ROW_NUMBER()` column of ones, in the step's output schema.
 fn numbered(rows: RecordBatch, schema: SchemaRef) -> Result<RecordBatch> {
+    let ones = UInt64Array::from(vec![1u64; rows.num_rows()]);
+    with_row_numbers(rows, ones, schema)
+}
+
+/// `rows` with `numbers` as its `ROW_NUMBER()` column, in the step's output schema.
+fn with_row_numbers(rows: RecordBatch, numbers: UInt64Array, schema: SchemaRef) -> Result<RecordBatch> {
     let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
-    columns.push(Arc::new(UInt64Array::from(vec![1u64; rows.num_rows()])));
+    columns.push(Arc::new(numbers));
     Ok(RecordBatch::try_new(schema, columns)?)
 }
+
+/// The row number a keep-first dedupe gives a row it drops (a duplicate, or a late row): not
+/// 1, so the step's own `rn = 1` filter, which the planner keeps above the step, removes it.
+const DROPPED_ROW_NUMBER: u64 = 2;
 
 /// What one epoch's input did.
 #[derive(Default)]
@@ -120,6 +130,12 @@ struct Offers {
     rows_in: u64,
     late: u64,
     late_rows: Vec<RecordBatch>,
+    /// Keep-first-to-arrive: every input batch, with the row number of each row (1 for the
+    /// row kept, [`DROPPED_ROW_NUMBER`] for the others). Emitting these rather than copying
+    /// the kept rows out leaves the copying to the step's `rn = 1` filter, which runs anyway.
+    numbered: Vec<(RecordBatch, UInt64Array)>,
+    /// Rows kept (row number 1) in `numbered`.
+    kept: u64,
 }
 
 impl DedupeOperator {
@@ -127,6 +143,7 @@ impl DedupeOperator {
     /// when they are dead-lettered).
     fn offer_rows(&mut self, batches: Vec<RecordBatch>, late_ms: Option<i64>) -> Result<Offers> {
         let keep_late = self.config.late_rows_to.is_some();
+        let first_arrived = self.config.keep == Keep::FirstArrived;
         let opened = self.opened.as_mut().ok_or_else(|| {
             EngineError::internal("the dedupe operator was used before it was opened")
         })?;
@@ -146,14 +163,30 @@ impl DedupeOperator {
             };
             let index = opened.state.add_batch(batch.clone());
             let mut late = vec![false; n];
+            let mut numbers = Vec::with_capacity(if first_arrived { n } else { 0 });
             for (row, is_late) in late.iter_mut().enumerate() {
                 let time = times.as_ref().map_or(i64::MIN, |t| t[row]);
                 if times.is_some() && late_ms.is_some_and(|wm| time < wm) {
                     *is_late = true;
                     offers.late += 1;
+                    if first_arrived {
+                        numbers.push(DROPPED_ROW_NUMBER);
+                    }
                     continue;
                 }
-                opened.state.offer(&keys, row, index, time);
+                let offered = opened.state.offer(&keys, row, index, time);
+                if first_arrived {
+                    numbers.push(match offered {
+                        Offered::Kept => 1,
+                        Offered::Duplicate => DROPPED_ROW_NUMBER,
+                    });
+                }
+            }
+            if first_arrived {
+                offers.kept += numbers.iter().filter(|&&n| n == 1).count() as u64;
+                offers
+                    .numbered
+                    .push((batch.clone(), UInt64Array::from(numbers)));
             }
             if keep_late && late.iter().any(|l| *l) {
                 let mask = BooleanArray::from(late);
@@ -218,17 +251,21 @@ impl StreamOperator for DedupeOperator {
 
     async fn process_epoch(&mut self, step: EpochStep<'_>) -> Result<OperatorOutput> {
         let (ctx, plan_error) = (step.ctx, EngineError::plan(step.node, step.epoch));
+        let started = std::time::Instant::now();
         let rows = ctx
             .state()
             .create_physical_plan(self.rows_plan()?)
             .await
             .map_err(plan_error)?;
         let batches = collect(rows, ctx.task_ctx()).await.map_err(plan_error)?;
+        let read = started.elapsed();
         let offers = self.offer_rows(batches, step.late_watermark_ms)?;
+        let offered = started.elapsed();
         let opened = self.opened.as_mut().ok_or_else(|| {
             EngineError::internal("the dedupe operator was used before it was opened")
         })?;
         let released = opened.state.finish_epoch(step.watermark_ms)?;
+        let finished = started.elapsed();
         // The rest of the table's plan over the released rows.
         let physical = ctx
             .state()
@@ -237,11 +274,33 @@ impl StreamOperator for DedupeOperator {
             .map_err(plan_error)?;
         let step_node = StatefulStepExec::find(&physical)
             .ok_or_else(|| EngineError::internal("the plan has no dedupe step"))?;
-        let released = numbered(released, step_node.schema())?;
-        let rows_out = released.num_rows() as u64;
-        let rest = plan_over_released(&ctx.state(), &physical, &step_node, vec![released])
+        let schema = step_node.schema();
+        let (released, rows_out) = if self.config.keep == Keep::FirstArrived {
+            let numbered = offers
+                .numbered
+                .into_iter()
+                .map(|(rows, numbers)| with_row_numbers(rows, numbers, schema.clone()))
+                .collect::<Result<Vec<_>>>()?;
+            (numbered, offers.kept)
+        } else {
+            let rows = released.num_rows() as u64;
+            (vec![numbered(released, schema)?], rows)
+        };
+        let rest = plan_over_released(&ctx.state(), &physical, &step_node, released)
             .map_err(plan_error)?;
         let rows = collect(rest, ctx.task_ctx()).await.map_err(plan_error)?;
+        tracing::debug!(
+            node = step.node,
+            epoch = step.epoch,
+            rows_in = offers.rows_in,
+            rows_out,
+            keys = opened.state.len(),
+            read_ms = read.as_millis() as u64,
+            offer_ms = (offered - read).as_millis() as u64,
+            release_ms = (finished - offered).as_millis() as u64,
+            rest_ms = (started.elapsed() - finished).as_millis() as u64,
+            "dedupe epoch"
+        );
         self.last = OperatorMetrics {
             rows_in: offers.rows_in,
             rows_out,

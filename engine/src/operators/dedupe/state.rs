@@ -43,7 +43,8 @@ struct Seen {
 /// What one row did to the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offered {
-    /// The key's row now (a candidate or, for [`Keep::FirstArrived`], emitted).
+    /// The key's row now (a candidate or, for [`Keep::FirstArrived`], to be emitted at once
+    /// by the caller).
     Kept,
     /// A duplicate of a kept row: dropped.
     Duplicate,
@@ -59,8 +60,6 @@ pub struct DedupeState {
     keys: HashMap<Box<[u8]>, Seen>,
     batches: Vec<RecordBatch>,
     input_schema: SchemaRef,
-    /// Rows emitted by [`DedupeState::offer`] at once ([`Keep::FirstArrived`]).
-    emitted_now: Vec<(usize, usize)>,
     /// Keys whose row waits to be emitted (so an epoch without any skips the scan for them).
     waiting: usize,
     /// The watermark keys were last forgotten at (the scan is skipped until it moves).
@@ -81,7 +80,6 @@ impl DedupeState {
             keys: HashMap::default(),
             batches: Vec::new(),
             input_schema,
-            emitted_now: Vec::new(),
             waiting: 0,
             evicted_at: None,
         }
@@ -99,9 +97,9 @@ impl DedupeState {
         let at = Some((batch as u32, row as u32));
         match (self.keep, self.keys.get_mut(key.as_ref())) {
             (Keep::FirstArrived, Some(_)) => Offered::Duplicate,
+            // Emitted by the caller at once (see `Offers::numbered`): nothing waits.
             (Keep::FirstArrived, None) => {
                 self.insert(key.as_ref(), time_ms, None);
-                self.emitted_now.push((batch, row));
                 Offered::Kept
             }
             (Keep::Earliest, Some(seen)) => match seen.candidate {
@@ -144,7 +142,7 @@ impl DedupeState {
     /// watermark made final; latest: every key that changed), forgets keys the watermark
     /// passed by the horizon, and compacts the rest.
     pub fn finish_epoch(&mut self, watermark_ms: Option<i64>) -> Result<RecordBatch, ArrowError> {
-        let mut emit: Vec<(usize, usize)> = std::mem::take(&mut self.emitted_now);
+        let mut emit: Vec<(usize, usize)> = Vec::new();
         if self.waiting > 0 {
             for seen in self.keys.values_mut() {
                 let Some((b, r)) = seen.candidate else {
