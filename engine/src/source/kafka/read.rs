@@ -187,8 +187,7 @@ impl KafkaSource {
                     }
                 }
             }
-            if last_report.elapsed() > REPORT_EVERY || last_progress.elapsed() > self.broker_timeout
-            {
+            if stalled(last_progress.elapsed(), last_report.elapsed(), self.broker_timeout) {
                 self.report_waiting(r, reads, last_progress)?;
                 last_report = Instant::now();
             }
@@ -312,4 +311,31 @@ fn take_message(
     read.keys
         .push(m.key().map(|k| String::from_utf8_lossy(k).into_owned()));
     read.timestamps.push(m.timestamp().to_millis());
+}
+
+/// Whether a read that has waited `since_progress` for its next record, and last said so
+/// `since_report` ago, should say so again (or fail, past `broker_timeout`): only a read
+/// without a record for [`REPORT_EVERY`] is waiting; a long read that keeps receiving records
+/// is working, and says nothing.
+fn stalled(since_progress: Duration, since_report: Duration, broker_timeout: Duration) -> bool {
+    since_progress > broker_timeout
+        || (since_progress > REPORT_EVERY && since_report > REPORT_EVERY)
+}
+
+#[cfg(test)]
+mod stall_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_read_without_records_is_reported_as_waiting() {
+        let timeout = Duration::from_secs(300);
+        let s = Duration::from_secs;
+        // Records keep arriving during a long read: nothing to say.
+        assert!(!stalled(s(0), s(60), timeout));
+        // No record for 11 s, last said 11 s ago: say so; said 2 s ago: not again yet.
+        assert!(stalled(s(11), s(11), timeout));
+        assert!(!stalled(s(11), s(2), timeout));
+        // Past broker_timeout: always (the read fails).
+        assert!(stalled(s(301), s(0), timeout));
+    }
 }
