@@ -48,15 +48,20 @@ pub enum CliError {
     /// The command's arguments do not fit together (exit 2).
     #[error("error: {0}")]
     Usage(String),
+    /// A `weir serve` refused the request: bad SQL, an unknown pipeline (exit 2). The
+    /// server's text carries its own positions and hints.
+    #[error("{0}")]
+    Server(String),
 }
 
 impl CliError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            CliError::Sql(_) | CliError::NotReadOnly { .. } | CliError::Usage(_) => {
-                ExitCode::from(2)
-            }
+            CliError::Sql(_)
+            | CliError::NotReadOnly { .. }
+            | CliError::Usage(_)
+            | CliError::Server(_) => ExitCode::from(2),
             _ => ExitCode::FAILURE,
         }
     }
@@ -94,13 +99,13 @@ pub struct RunArgs {
     pub progress: ProgressFormat,
 }
 
-fn default_threads() -> usize {
+pub(crate) fn default_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
 }
 
-async fn plan(path: &Path, threads: usize) -> Result<PlannedPipeline, CliError> {
+pub(crate) async fn plan(path: &Path, threads: usize) -> Result<PlannedPipeline, CliError> {
     let files = load_pipeline_files(path)?;
     let connectors = weir_cli::connectors();
     let planned =
@@ -259,6 +264,21 @@ pub async fn explain(path: &Path) -> Result<(), CliError> {
 
 /// `weir query`.
 pub async fn query(sql: &str, lake: &Path) -> Result<(), CliError> {
+    let batches = query_batches(sql, lake).await?;
+    let table = arrow::util::pretty::pretty_format_batches(&batches)
+        .map_err(datafusion::error::DataFusionError::from)?;
+    print_stdout(&table.to_string())?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    errln!("({rows} rows)");
+    Ok(())
+}
+
+/// The rows of a read-only batch query over the lake's tables (`weir query`, and the
+/// server's query route): writes, `COPY`, `CREATE` and file-reading statements are refused.
+pub async fn query_batches(
+    sql: &str,
+    lake: &Path,
+) -> Result<Vec<arrow::array::RecordBatch>, CliError> {
     let ctx = session_context(default_threads());
     // SHOW TABLES, SHOW COLUMNS and information_schema.tables / columns list the lake.
     ctx.state_ref()
@@ -278,17 +298,11 @@ pub async fn query(sql: &str, lake: &Path) -> Result<(), CliError> {
             known.add_schema(table.schema().as_arrow());
         }
     }
-    let batches = ctx
+    Ok(ctx
         .execute_logical_plan(batch_plan(&ctx, sql, &known).await?)
         .await?
         .collect()
-        .await?;
-    let table = arrow::util::pretty::pretty_format_batches(&batches)
-        .map_err(datafusion::error::DataFusionError::from)?;
-    print_stdout(&table.to_string())?;
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    errln!("({rows} rows)");
-    Ok(())
+        .await?)
 }
 
 /// `weir tables`: each table of the lake with its rows, Delta version and last epoch.

@@ -5,6 +5,7 @@
 mod output;
 mod commands;
 mod produce;
+mod serve;
 mod status;
 
 use std::path::PathBuf;
@@ -51,6 +52,17 @@ struct Cli {
     command: Command,
 }
 
+/// Where the server is, and how to print its answers.
+#[derive(Debug, clap::Args)]
+struct ServerArgs {
+    /// The server (default: WEIR_SERVER, else http://127.0.0.1:7878).
+    #[arg(long)]
+    server: Option<String>,
+    /// Print the server's JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 /// How progress is reported while a pipeline runs.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq)]
 pub enum ProgressFormat {
@@ -85,6 +97,61 @@ enum Command {
         /// Folder that holds the tables.
         #[arg(long, default_value = "lake", env = "WEIR_LAKE")]
         lake: PathBuf,
+        /// Ask a running `weir serve` at this URL instead (its lake).
+        #[arg(long)]
+        server: Option<String>,
+        /// With --server: the server's JSON answer.
+        #[arg(long, requires = "server")]
+        json: bool,
+    },
+    /// Run pipelines as a service: submitted with `weir submit`, controlled over HTTP.
+    Serve(serve::ServeArgs),
+    /// Send a pipeline (a .sql file or a folder of them) to a running `weir serve`, which
+    /// checks it and starts it.
+    Submit {
+        /// Pipeline file or folder.
+        pipeline: PathBuf,
+        /// Its name on the server (default: the file or folder name).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List the pipelines of a running `weir serve`.
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// One pipeline of a running `weir serve`: state, epoch, last epoch's figures, progress.
+    Show {
+        /// The pipeline's name.
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Stop a pipeline of a running `weir serve` after its current epoch (it stays stopped).
+    Stop {
+        /// The pipeline's name.
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Start a stopped or failed pipeline of a running `weir serve` again, from its checkpoint.
+    Restart {
+        /// The pipeline's name.
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// The progress lines of a pipeline of a running `weir serve`.
+    Logs {
+        /// The pipeline's name.
+        name: String,
+        /// Keep printing new lines until the pipeline stops.
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// List the lake's tables with their rows, Delta version and last committed epoch.
     Tables {
@@ -224,7 +291,45 @@ fn run_command(cli: Cli) -> ExitCode {
             Command::Run(args) => commands::run(args).await,
             Command::Validate { pipeline } => commands::validate(&pipeline).await,
             Command::Explain { pipeline } => commands::explain(&pipeline).await,
-            Command::Query { sql, lake } => commands::query(&sql, &lake).await,
+            Command::Query {
+                sql,
+                server: Some(server),
+                json,
+                ..
+            } => serve::client::query(&serve::client::server_url(Some(server)), &sql, json).await,
+            Command::Query { sql, lake, .. } => commands::query(&sql, &lake).await,
+            Command::Serve(args) => serve::serve(args).await,
+            Command::Submit {
+                pipeline,
+                name,
+                server,
+            } => {
+                let url = serve::client::server_url(server.server);
+                serve::client::submit(&url, &pipeline, name, server.json).await
+            }
+            Command::List { server } => {
+                serve::client::list(&serve::client::server_url(server.server), server.json).await
+            }
+            Command::Show { name, server } => {
+                let url = serve::client::server_url(server.server);
+                serve::client::show(&url, &name, server.json).await
+            }
+            Command::Stop { name, server } => {
+                let url = serve::client::server_url(server.server);
+                serve::client::control(&url, &name, "stop").await
+            }
+            Command::Restart { name, server } => {
+                let url = serve::client::server_url(server.server);
+                serve::client::control(&url, &name, "restart").await
+            }
+            Command::Logs {
+                name,
+                follow,
+                server,
+            } => {
+                let url = serve::client::server_url(server.server);
+                serve::client::logs(&url, &name, follow).await
+            }
             Command::Tables { lake } => commands::tables(&lake).await,
             Command::Status {
                 pipeline,

@@ -114,7 +114,11 @@ fn numbered(rows: RecordBatch, schema: SchemaRef) -> Result<RecordBatch> {
 }
 
 /// `rows` with `numbers` as its `ROW_NUMBER()` column, in the step's output schema.
-fn with_row_numbers(rows: RecordBatch, numbers: UInt64Array, schema: SchemaRef) -> Result<RecordBatch> {
+fn with_row_numbers(
+    rows: RecordBatch,
+    numbers: UInt64Array,
+    schema: SchemaRef,
+) -> Result<RecordBatch> {
     let mut columns: Vec<ArrayRef> = rows.columns().to_vec();
     columns.push(Arc::new(numbers));
     Ok(RecordBatch::try_new(schema, columns)?)

@@ -187,7 +187,11 @@ impl KafkaSource {
                     }
                 }
             }
-            if stalled(last_progress.elapsed(), last_report.elapsed(), self.broker_timeout) {
+            if stalled(
+                last_progress.elapsed(),
+                last_report.elapsed(),
+                self.broker_timeout,
+            ) {
                 self.report_waiting(r, reads, last_progress)?;
                 last_report = Instant::now();
             }

@@ -1,0 +1,247 @@
+//! `weir serve` with the commands that talk to it: a pipeline submitted, watched, queried,
+//! the server stopped and started again (the pipeline resumes from its checkpoint: nothing
+//! lost or written twice), a pipeline stopped on request staying stopped, mistakes refused
+//! with their position, and the token.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_success, pipeline_on_example_source, weir};
+
+const TOKEN: &str = "test-token-1234";
+
+/// A free port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `weir serve`, killed if the test ends without stopping it.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `weir serve` on `port` with `events` generated events for the example source; returns
+/// once the server answers.
+fn start_server(dir: &Path, port: u16, events: u64) -> Server {
+    let mut child = weir()
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--lake"])
+        .arg(dir.join("lake"))
+        .arg("--state")
+        .arg(dir.join("state"))
+        .envs([
+            ("EVENTS", events.to_string()),
+            ("EVENTS_PER_TRIGGER", "500".to_string()),
+            ("WEIR_TOKEN", TOKEN.to_string()),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if client(port, &["list"]).status.success() {
+            return Server(child);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("weir serve did not answer within 60 s");
+}
+
+/// Stops the server as systemd would (SIGTERM) and waits for it.
+fn stop_server(mut server: Server) {
+    Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    let status = server.0.wait().unwrap();
+    assert!(status.success(), "weir serve exited with {status}");
+}
+
+/// A client command against the server on `port`, with the token.
+fn client(port: u16, args: &[&str]) -> Output {
+    weir()
+        .args(args)
+        .args(["--server", &format!("http://127.0.0.1:{port}")])
+        .env("WEIR_TOKEN", TOKEN)
+        .output()
+        .unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert_success(out, "the command");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `count(*)` of bronze.events through the server.
+fn bronze_rows(port: u16) -> Option<u64> {
+    let out = client(
+        port,
+        &["query", "--json", "SELECT count(*) AS n FROM bronze.events"],
+    );
+    if !out.status.success() {
+        return None;
+    }
+    json(&out)["rows"][0]["n"].as_u64()
+}
+
+/// Waits until bronze holds the same number of rows twice, 3 s apart, and returns it.
+fn settled_rows(port: u16) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = None;
+    while Instant::now() < deadline {
+        let now = bronze_rows(port);
+        if now.is_some() && now == last {
+            return now.unwrap_or_default();
+        }
+        last = now;
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    panic!("bronze.events did not settle (last count {last:?})");
+}
+
+fn state_of(port: u16, name: &str) -> String {
+    let shown = json(&client(port, &["show", name, "--json"]));
+    shown["pipeline"]["state"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_submitted_pipeline_runs_resumes_after_a_server_restart_and_stays_stopped_when_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("shop");
+    pipeline_on_example_source(
+        &pipeline,
+        "CREATE TABLE bronze.events AS SELECT event_id, event_type, amount, event_time FROM events;",
+    );
+    let port = free_port();
+    let server = start_server(dir.path(), port, 3000);
+
+    // Submitted, it runs: 3,000 events less the generator's malformed ones.
+    let out = client(port, &["submit"]);
+    assert!(
+        !out.status.success(),
+        "submit without a pipeline was accepted"
+    );
+    assert_success(
+        &client(port, &["submit", pipeline.to_str().unwrap()]),
+        "weir submit",
+    );
+    let first = settled_rows(port);
+    assert!((2990..3000).contains(&first), "{first} rows");
+    let shown = json(&client(port, &["show", "shop", "--json"]));
+    // The example's generator ends after its events: the run is over, not failed.
+    assert_eq!(shown["pipeline"]["state"], "finished", "{shown}");
+    assert!(shown["pipeline"]["epoch"].as_u64().unwrap() >= 5, "{shown}");
+    assert!(!shown["progress"].as_array().unwrap().is_empty(), "{shown}");
+    let listed = String::from_utf8_lossy(&client(port, &["list"]).stdout).into_owned();
+    assert!(
+        listed.contains("shop") && listed.contains("finished"),
+        "{listed}"
+    );
+
+    // Mistakes come back with their file:line:col; writes through the query route are refused.
+    std::fs::write(
+        dir.path().join("broken.sql"),
+        "CREATE TABLE t AS\nSELECT amout FROM events;",
+    )
+    .unwrap();
+    std::fs::copy(
+        common::repo().join("examples/ecommerce/01_sources.sql"),
+        dir.path().join("a_sources.sql"),
+    )
+    .unwrap();
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::rename(dir.path().join("a_sources.sql"), bad.join("01_sources.sql")).unwrap();
+    std::fs::rename(dir.path().join("broken.sql"), bad.join("02_broken.sql")).unwrap();
+    let out = client(port, &["submit", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("02_broken.sql:2:8") && err.contains("amout"),
+        "{err}"
+    );
+    let out = client(
+        port,
+        &["query", "COPY (SELECT 1) TO '/tmp/weir-serve-copy.csv'"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("read-only"));
+    // Without the token: 401.
+    let out = weir()
+        .args(["list", "--server", &format!("http://127.0.0.1:{port}")])
+        .env_remove("WEIR_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token"));
+
+    // The server stops and starts again with 3,000 more events: the pipeline resumes from
+    // its checkpoint and bronze ends as one uninterrupted run of 6,000 would.
+    stop_server(server);
+    let server = start_server(dir.path(), port, 6000);
+    let resumed = settled_rows(port);
+    let reference = dir.path().join("reference");
+    let out = weir()
+        .arg("run")
+        .arg(&pipeline)
+        .args(["--once", "--progress", "quiet", "--lake"])
+        .arg(&reference)
+        .envs([("EVENTS", "6000"), ("EVENTS_PER_TRIGGER", "500")])
+        .output()
+        .unwrap();
+    assert_success(&out, "the uninterrupted run");
+    let expected = common::query_lines(&reference, "SELECT count(*) AS n FROM bronze.events");
+    assert_eq!(resumed.to_string(), expected[0]);
+
+    // Stopped on request, it stays stopped across a server restart, until restarted.
+    assert_success(&client(port, &["stop", "shop"]), "weir stop");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while state_of(port, "shop") != "stopped" {
+        assert!(Instant::now() < deadline, "the pipeline did not stop");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop_server(server);
+    let server = start_server(dir.path(), port, 6000);
+    assert_eq!(state_of(port, "shop"), "stopped");
+    assert_success(&client(port, &["restart", "shop"]), "weir restart");
+    assert_ne!(state_of(port, "shop"), "stopped");
+    stop_server(server);
+
+    // No server: one line saying how to start one.
+    let out = client(free_port(), &["list"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("start one with `weir serve`"));
+}
+
+#[test]
+fn a_server_on_another_address_than_loopback_needs_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = weir()
+        .args([
+            "serve",
+            "--addr",
+            &format!("0.0.0.0:{}", free_port()),
+            "--state",
+        ])
+        .arg(dir.path().join("state"))
+        .env_remove("WEIR_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a token"));
+}
