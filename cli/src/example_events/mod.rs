@@ -11,6 +11,7 @@ mod retail;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use weir_engine::source::generator::ecommerce::weighted;
 
 /// One message: its topic, key and JSON payload.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,19 +109,6 @@ fn timestamp(t: DateTime<Utc>) -> String {
 /// A price in cents as a JSON number with two decimals.
 fn money(cents: i64) -> serde_json::Value {
     serde_json::json!((cents as f64) / 100.0)
-}
-
-/// One of `items` by weight.
-fn weighted<'a>(rng: &mut ChaCha8Rng, items: &[(&'a str, u32)]) -> &'a str {
-    let total: u32 = items.iter().map(|(_, w)| w).sum();
-    let mut pick = rng.random_range(0..total);
-    for (item, weight) in items {
-        if pick < *weight {
-            return item;
-        }
-        pick -= weight;
-    }
-    items[0].0
 }
 
 #[cfg(test)]

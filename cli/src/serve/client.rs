@@ -347,10 +347,19 @@ pub async fn query(server: &str, sql: &str, as_json: bool) -> Result<(), CliErro
             .collect();
         format!("| {} |", cells.join(" | "))
     };
-    let mut text = vec![line(columns.clone())];
+    let rule = format!(
+        "+{}+",
+        widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("+")
+    );
+    let mut text = vec![rule.clone(), line(columns.clone()), rule.clone()];
     for row in rows {
         text.push(line(columns.iter().map(|c| cell(row, c)).collect()));
     }
+    text.push(rule);
     println!("{}", text.join("\n"));
     errln!("({} rows)", rows.len());
     Ok(())

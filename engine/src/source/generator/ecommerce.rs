@@ -251,7 +251,8 @@ impl EcommerceGenerator {
     }
 }
 
-fn weighted<'a>(rng: &mut ChaCha8Rng, table: &[(&'a str, u32)]) -> &'a str {
+/// One name of `table` drawn by its weight (shared with the CLI's other example events).
+pub fn weighted<'a>(rng: &mut ChaCha8Rng, table: &[(&'a str, u32)]) -> &'a str {
     let total: u32 = table.iter().map(|(_, w)| w).sum();
     let mut pick = rng.random_range(0..total);
     for (name, w) in table {
