@@ -150,23 +150,39 @@ fn progress_callback(format: ProgressFormat, in_place: bool) -> Option<EpochCall
     }
 }
 
-/// `weir run`.
-pub async fn run(args: RunArgs) -> Result<(), CliError> {
-    let threads = args.threads.unwrap_or_else(default_threads);
-    let planned = plan(&args.pipeline, threads).await?;
+/// Plans the pipeline at `path`, locks its checkpoint (`checkpoint`, by default
+/// `<lake>/_checkpoints/<name>`) and opens its tables: a pipeline ready to run, as `weir run`
+/// and `weir serve` start one.
+pub(crate) async fn open_pipeline(
+    path: &Path,
+    lake: &Path,
+    checkpoint: Option<&Path>,
+    threads: usize,
+) -> Result<weir_engine::runtime::Pipeline, CliError> {
+    let planned = plan(path, threads).await?;
     let name = planned.name.clone();
-    std::fs::create_dir_all(&args.lake)?;
-    let checkpoint_dir = args
-        .checkpoint
-        .clone()
-        .unwrap_or_else(|| args.lake.join("_checkpoints").join(&name));
+    std::fs::create_dir_all(lake)?;
+    let checkpoint_dir = checkpoint
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| lake.join("_checkpoints").join(&name));
     let checkpoint = Checkpoint::open(&checkpoint_dir, &name)?;
     // Before any table is opened: a second run of the pipeline stops here.
     let lock = checkpoint.lock()?;
-
-    let mut pipeline = weir_cli::assemble(planned, &args.lake, checkpoint)
+    Ok(weir_cli::assemble(planned, lake, checkpoint)
         .await?
-        .with_run_lock(lock);
+        .with_run_lock(lock))
+}
+
+/// `weir run`.
+pub async fn run(args: RunArgs) -> Result<(), CliError> {
+    let threads = args.threads.unwrap_or_else(default_threads);
+    let mut pipeline = open_pipeline(
+        &args.pipeline,
+        &args.lake,
+        args.checkpoint.as_deref(),
+        threads,
+    )
+    .await?;
 
     // On a terminal the status line is rewritten in place; in a log, one line per epoch.
     let in_place = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -203,9 +219,10 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         ProgressFormat::Text | ProgressFormat::Verbose
     ) {
         errln!(
-            "weir: running pipeline `{name}` into {} (checkpoint {})",
+            "weir: running pipeline `{}` into {} (checkpoint {})",
+            pipeline.name(),
             args.lake.display(),
-            checkpoint_dir.display()
+            pipeline.checkpoint_root().display()
         );
     }
     let started = Instant::now();

@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::Mutex as AsyncMutex;
-use weir_engine::runtime::checkpoint::Checkpoint;
 use weir_engine::runtime::progress::EpochReport;
 use weir_engine::runtime::RunOptions;
 use weir_engine::runtime::{PipelineHandle, RunState};
 
-use crate::commands::{default_threads, plan, CliError};
+use crate::commands::{default_threads, open_pipeline, plan, CliError};
 
 /// A file of a submitted pipeline: its `.sql` files, and the files beside them that its SQL
 /// names by a relative path (reference tables' CSV files).
@@ -309,12 +308,7 @@ async fn spawn(
     folder: &Path,
     lines: Arc<Mutex<VecDeque<String>>>,
 ) -> Result<PipelineHandle, CliError> {
-    let planned = plan(folder, default_threads()).await?;
-    let checkpoint = Checkpoint::open(lake.join("_checkpoints").join(name), name)?;
-    let lock = checkpoint.lock()?;
-    let pipeline = weir_cli::assemble(planned, lake, checkpoint)
-        .await?
-        .with_run_lock(lock);
+    let pipeline = open_pipeline(folder, lake, None, default_threads()).await?;
     let pipeline_name = name.to_string();
     let options = RunOptions {
         trigger_interval: Duration::from_secs(1),

@@ -125,6 +125,11 @@ impl Pipeline {
         &self.name
     }
 
+    /// The folder of its checkpoint.
+    pub fn checkpoint_root(&self) -> &std::path::Path {
+        self.checkpoint.root()
+    }
+
     /// Runs epochs until no source has new data (`once`) or `stop` is set. An error in an
     /// epoch is also recorded in the checkpoint (see [`Checkpoint::last_failure`]).
     pub async fn run(&mut self, options: &RunOptions) -> Result<RunSummary> {

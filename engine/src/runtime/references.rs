@@ -46,7 +46,7 @@ impl Pipeline {
     /// and saving a new one); returns the versions for the offset log.
     pub(super) async fn pin_references(&mut self) -> Result<BTreeMap<String, String>> {
         let mut pinned = BTreeMap::new();
-        let root = self.checkpoint_root();
+        let root = self.checkpoint_root().to_path_buf();
         for reference in &mut self.references {
             let version = pin(reference, &root).await?;
             pinned.insert(reference.node.name.clone(), version);
@@ -58,7 +58,7 @@ impl Pipeline {
     /// rows of that version. A reference the log does not name (a checkpoint from before it
     /// was declared) is pinned to its current version.
     pub(super) async fn use_references(&mut self, pinned: &BTreeMap<String, String>) -> Result<()> {
-        let root = self.checkpoint_root();
+        let root = self.checkpoint_root().to_path_buf();
         for reference in &mut self.references {
             let name = reference.node.name.clone();
             let Some(version) = pinned.get(&name) else {
@@ -92,7 +92,7 @@ impl Pipeline {
 
     /// Removes saved versions no epoch can replay any more (all but the ones in use).
     pub(super) fn prune_reference_copies(&self) {
-        let root = self.checkpoint_root();
+        let root = self.checkpoint_root().to_path_buf();
         for reference in &self.references {
             let dir = root.join("references").join(&reference.node.name);
             let keep = reference.loaded.as_deref().map(file_name);
@@ -105,10 +105,6 @@ impl Pipeline {
                 }
             }
         }
-    }
-
-    fn checkpoint_root(&self) -> PathBuf {
-        self.checkpoint.root().to_path_buf()
     }
 }
 
