@@ -175,6 +175,11 @@ impl ParquetSink {
             .into_builder()
             .set_compression(self.compression)
             .build();
+        // With a target size, slices small enough to check the size often.
+        let slice = match self.target_file_size {
+            Some(_) => SIZE_CHECK_ROWS,
+            None => self.max_rows_per_file,
+        };
         let mut written = 0;
         let mut open: Option<OpenFile> = None;
         let mut n = 0;
@@ -184,11 +189,6 @@ impl ParquetSink {
                 let file = match open.as_mut() {
                     Some(file) => file,
                     None => open.insert(OpenFile::create(folder, epoch, n, batch, &properties)?),
-                };
-                // With a target size, slices small enough to check the size often.
-                let slice = match self.target_file_size {
-                    Some(_) => SIZE_CHECK_ROWS,
-                    None => self.max_rows_per_file,
                 };
                 let take = (self.max_rows_per_file - file.rows)
                     .min(batch.num_rows() - offset)

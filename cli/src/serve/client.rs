@@ -85,6 +85,18 @@ async fn call(
     })
 }
 
+/// The strings of a JSON array (none for anything else).
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn print_json(value: &Value) -> Result<(), CliError> {
     println!(
         "{}",
@@ -273,14 +285,7 @@ pub async fn logs(server: &str, name: &str, follow: bool) -> Result<(), CliError
     let mut printed: Option<String> = None;
     loop {
         let answer = call(server, Method::GET, &format!("/api/pipelines/{name}"), None).await?;
-        let lines: Vec<String> = answer["progress"]
-            .as_array()
-            .map(|l| {
-                l.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let lines = strings(&answer["progress"]);
         let start = printed
             .as_ref()
             .and_then(|last| lines.iter().position(|l| l == last).map(|i| i + 1))
@@ -292,7 +297,7 @@ pub async fn logs(server: &str, name: &str, follow: bool) -> Result<(), CliError
             printed = Some(last.clone());
         }
         let state = answer["pipeline"]["state"].as_str().unwrap_or("");
-        if !follow || matches!(state, "stopped" | "failed") {
+        if !follow || matches!(state, "stopped" | "finished" | "failed") {
             if let Some(e) = answer["pipeline"]["error"].as_str() {
                 println!("error: {e}");
             }
@@ -314,14 +319,7 @@ pub async fn query(server: &str, sql: &str, as_json: bool) -> Result<(), CliErro
     if as_json {
         return print_json(&answer);
     }
-    let columns: Vec<String> = answer["columns"]
-        .as_array()
-        .map(|c| {
-            c.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let columns = strings(&answer["columns"]);
     let empty = Vec::new();
     let rows = answer["rows"].as_array().unwrap_or(&empty);
     let cell = |row: &Value, c: &str| match &row[c] {
