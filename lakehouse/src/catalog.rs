@@ -54,7 +54,9 @@ fn walk(
     Ok(())
 }
 
-/// Registers every Delta table of `lake` with `ctx`; returns the registered names.
+/// Registers every Delta table of `lake` with `ctx` at its latest version (replacing tables
+/// registered before, so a long-lived session can call it again to see new commits); returns
+/// the registered names.
 pub async fn register_lake(
     ctx: &SessionContext,
     lake: &Path,
@@ -94,6 +96,8 @@ pub async fn register_lake(
                 }
             }
         }
+        // Registering again (a long-lived session reloading the lake) replaces the table.
+        ctx.deregister_table(reference.clone()).map_err(df_err)?;
         ctx.register_table(reference, provider).map_err(df_err)?;
         names.push(name);
     }

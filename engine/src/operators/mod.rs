@@ -100,7 +100,7 @@ pub struct StateLayout {
 }
 
 /// What an operator reports after each epoch.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct OperatorMetrics {
     /// Rows that entered the operator in the epoch.
     pub rows_in: u64,

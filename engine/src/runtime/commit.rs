@@ -32,7 +32,13 @@ pub(super) struct EpochOutputs {
 }
 
 /// A sink writing one epoch on its own task: the sink, its slot, the rows, and the result.
-type CommitTask = JoinHandle<(SinkSlot, u64, Box<dyn Sink>, Result<SinkReport, BoxError>)>;
+type CommitTask = JoinHandle<(
+    SinkSlot,
+    u64,
+    Box<dyn Sink>,
+    Result<SinkReport, BoxError>,
+    std::time::Duration,
+)>;
 
 impl Pipeline {
     /// Commits epoch `entry`: writes the tables, dead letters and operator state, collects the
@@ -106,8 +112,9 @@ impl Pipeline {
             };
             let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
             commits.push(tokio::spawn(async move {
+                let started = std::time::Instant::now();
                 let result = sink.write_epoch_replacing(epoch, batches, replaced).await;
-                (slot, rows, sink, result)
+                (slot, rows, sink, result, started.elapsed())
             }));
         }
         commits
@@ -123,7 +130,7 @@ impl Pipeline {
     ) -> Result<()> {
         let mut first_error = None;
         for commit in commits {
-            let (slot, rows, sink, result) = commit.await.map_err(|e| EngineError::Sink {
+            let (slot, rows, sink, result, took) = commit.await.map_err(|e| EngineError::Sink {
                 sink: "a table of this pipeline".to_string(),
                 epoch,
                 cause: Box::new(e),
@@ -131,6 +138,11 @@ impl Pipeline {
             match result {
                 Ok(written) => {
                     crash_point("sink-committed", epoch);
+                    let table = match &slot {
+                        SinkSlot::Table(i) => self.nodes[*i].name.clone(),
+                        SinkSlot::DeadLetter(source) => format!("_dead_letter.{source}"),
+                    };
+                    report.commit_ms.insert(table, took.as_millis() as u64);
                     if let SinkSlot::Table(i) = slot {
                         let name = self.nodes[i].name.clone();
                         if written.already_committed {

@@ -99,6 +99,8 @@ impl Pipeline {
             node.table.set(Vec::new());
         }
         report.duration = started.elapsed();
+        report.max_event_ms = self.max_event_ms.values().copied().max();
+        report.finished_at_ms = chrono::Utc::now().timestamp_millis();
         Ok((report, prefetched))
     }
 
@@ -140,6 +142,9 @@ impl Pipeline {
             report
                 .positions
                 .insert(node.name.clone(), node.source.describe_position());
+            if let Some(backlog) = node.source.backlog() {
+                report.lag.insert(node.name.clone(), backlog);
+            }
         }
         dead_letters
     }
@@ -261,9 +266,11 @@ async fn run_operator(
         dead_letters.entry(source.clone()).or_default().push(dead);
     }
     report.late_rows.insert(node.name.clone(), late.count);
+    let metrics = operator.metrics();
     report
         .open_windows
-        .insert(node.name.clone(), operator.metrics().state_rows);
+        .insert(node.name.clone(), metrics.state_rows);
+    report.operators.insert(node.name.clone(), metrics);
     Ok((rows, replaced))
 }
 

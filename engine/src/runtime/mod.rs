@@ -10,6 +10,7 @@
 //! - `checkpoint`: the offset log, commit log, operator state files and the run lock.
 //! - `session`, `epoch_table`: the DataFusion session and the tables SQL reads each epoch from.
 //! - `nodes`, `options`, `progress`: what a pipeline is made of, how it runs, what it reports.
+//! - `metrics`: every epoch recorded for Prometheus; `graph`: the DAG a page draws.
 //! - `handle`: stopping and observing a run from elsewhere (`Pipeline::spawn`).
 
 pub mod checkpoint;
@@ -17,8 +18,10 @@ mod commit;
 pub mod crash_point;
 mod epoch;
 pub mod epoch_table;
+mod graph;
 mod handle;
 pub mod ingest;
+pub mod metrics;
 mod nodes;
 mod options;
 pub mod partition;
@@ -29,6 +32,7 @@ mod references;
 mod session;
 mod watermark;
 
+pub use graph::{GraphNode, NodeKind};
 pub use handle::{PipelineHandle, RunState, RunningPipeline};
 pub use nodes::{EventTime, QueryNode, SourceNode};
 pub use options::{EpochCallback, RunOptions, RunSummary};

@@ -391,6 +391,7 @@ impl Pipeline {
         for (k, v) in &report.rows_new {
             *summary.rows_new.entry(k.clone()).or_default() += v;
         }
+        super::metrics::record_epoch(&self.name, &report);
         if let Some(cb) = &options.on_epoch {
             cb(&report);
         }

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::operators::OperatorMetrics;
+use crate::source::PartitionLag;
+
 /// The outcome of one epoch.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct EpochReport {
@@ -35,12 +38,43 @@ pub struct EpochReport {
     pub late_rows: BTreeMap<String, u64>,
     /// Open (window, keys) groups held after the epoch, per windowed node.
     pub open_windows: BTreeMap<String, u64>,
+    /// Each stateful node's operator after the epoch: rows in and out, late rows, state rows
+    /// and bytes.
+    pub operators: BTreeMap<String, OperatorMetrics>,
+    /// Wall time of each table's commit (milliseconds), dead-letter tables as
+    /// `_dead_letter.<source>`; the commits run side by side.
+    pub commit_ms: BTreeMap<String, u64>,
+    /// The largest event time read so far over every source (epoch milliseconds), if any.
+    pub max_event_ms: Option<i64>,
+    /// Each Kafka source's backlog per partition, as of the plan of this epoch.
+    pub lag: BTreeMap<String, Vec<PartitionLag>>,
+    /// When the epoch finished (Unix milliseconds): the watermark's delay behind the wall
+    /// clock is measured from here.
+    pub finished_at_ms: i64,
 }
 
 impl EpochReport {
     /// Records read from all sources.
     pub fn total_in(&self) -> u64 {
         self.rows_in.values().sum()
+    }
+
+    /// How far the watermark is behind the wall clock at the end of the epoch, in seconds
+    /// (`None` without a watermark, or after a drain).
+    pub fn watermark_delay_s(&self) -> Option<f64> {
+        let wm = self.watermark_ms.filter(|wm| *wm != i64::MAX)?;
+        Some((self.finished_at_ms - wm) as f64 / 1000.0)
+    }
+
+    /// How far the watermark is behind the largest event time read, in seconds.
+    pub fn watermark_behind_events_s(&self) -> Option<f64> {
+        let wm = self.watermark_ms.filter(|wm| *wm != i64::MAX)?;
+        Some((self.max_event_ms? - wm) as f64 / 1000.0)
+    }
+
+    /// Bytes of state held by every operator after the epoch.
+    pub fn state_bytes(&self) -> u64 {
+        self.operators.values().map(|m| m.state_bytes).sum()
     }
 }
 

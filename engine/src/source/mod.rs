@@ -61,6 +61,12 @@ pub trait Source: Send {
     fn lag(&mut self, _history: &[Value]) -> Result<Option<Vec<PartitionLag>>> {
         Ok(None)
     }
+
+    /// The backlog per partition as the source last saw it (the ends from its last plan, no
+    /// new request to a broker), for metrics and `weir show`. `None` for sources without one.
+    fn backlog(&self) -> Option<Vec<PartitionLag>> {
+        None
+    }
 }
 
 /// The fields of the common metadata columns.

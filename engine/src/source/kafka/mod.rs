@@ -69,7 +69,7 @@ enum StartingOffsets {
 }
 
 /// A topic-partition's backlog: how far Weir has committed and where the partition ends.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PartitionLag {
     /// The topic.
     pub topic: String,
@@ -83,6 +83,7 @@ pub struct PartitionLag {
 
 impl PartitionLag {
     /// Records in the partition that Weir has not committed yet.
+    #[must_use]
     pub fn lag(&self) -> i64 {
         (self.end - self.next).max(0)
     }
@@ -127,6 +128,9 @@ pub struct KafkaSource {
     out_of_range_to_earliest: bool,
     /// Next offset to read per (topic, partition).
     next: BTreeMap<TopicPartition, i64>,
+    /// Each partition's end (one past its latest offset) as of the last plan: the backlog
+    /// the run reports without asking the brokers again.
+    ends: BTreeMap<TopicPartition, i64>,
     /// With `--once`: the end offsets as of the first plan; later plans stop there.
     once_end: Option<BTreeMap<TopicPartition, i64>>,
     /// Whether this source has planned (or restored) before: `starting_offsets` applies to the
@@ -227,6 +231,7 @@ impl KafkaSource {
             max_records_per_trigger,
             out_of_range_to_earliest,
             next: BTreeMap::new(),
+            ends: BTreeMap::new(),
             once_end: None,
             planned_before: false,
             read_end: BTreeMap::new(),
@@ -314,6 +319,10 @@ impl Source for KafkaSource {
             self.starting
         };
         self.planned_before = true;
+        self.ends = partitions
+            .iter()
+            .map(|(tp, (_, high))| (tp.clone(), *high))
+            .collect();
         for ((topic, partition), (low, high)) in partitions {
             let key = (topic.clone(), partition);
             let from = start_offset(
@@ -383,6 +392,24 @@ impl Source for KafkaSource {
 
     fn lag(&mut self, history: &[Value]) -> Result<Option<Vec<PartitionLag>>> {
         self.partition_lag(history).map(Some)
+    }
+
+    fn backlog(&self) -> Option<Vec<PartitionLag>> {
+        Some(
+            self.ends
+                .iter()
+                .map(|((topic, partition), end)| PartitionLag {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    next: self
+                        .next
+                        .get(&(topic.clone(), *partition))
+                        .copied()
+                        .unwrap_or(*end),
+                    end: *end,
+                })
+                .collect(),
+        )
     }
 }
 
