@@ -97,6 +97,10 @@ pub struct RunArgs {
     /// Progress output.
     #[arg(long, value_enum, default_value_t = ProgressFormat::Text)]
     pub progress: ProgressFormat,
+    /// Serve Prometheus metrics at http://ADDR/metrics while the pipeline runs (off loopback
+    /// only with a WEIR_TOKEN).
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 pub(crate) fn default_threads() -> usize {
@@ -176,6 +180,9 @@ pub(crate) async fn open_pipeline(
 /// `weir run`.
 pub async fn run(args: RunArgs) -> Result<(), CliError> {
     let threads = args.threads.unwrap_or_else(default_threads);
+    if let Some(addr) = args.metrics_addr {
+        crate::serve::metrics::serve_for_run(addr).await?;
+    }
     let mut pipeline = open_pipeline(
         &args.pipeline,
         &args.lake,
@@ -281,7 +288,7 @@ pub async fn explain(path: &Path) -> Result<(), CliError> {
 
 /// `weir query`.
 pub async fn query(sql: &str, lake: &Path) -> Result<(), CliError> {
-    let batches = query_batches(sql, lake).await?;
+    let (_, batches) = query_batches(sql, lake).await?;
     let table = arrow::util::pretty::pretty_format_batches(&batches)
         .map_err(datafusion::error::DataFusionError::from)?;
     print_stdout(&table.to_string())?;
@@ -290,20 +297,27 @@ pub async fn query(sql: &str, lake: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The rows of a read-only batch query over the lake's tables (`weir query`, and the
-/// server's query route): writes, `COPY`, `CREATE` and file-reading statements are refused.
-pub async fn query_batches(
-    sql: &str,
-    lake: &Path,
-) -> Result<Vec<arrow::array::RecordBatch>, CliError> {
+/// A session for batch queries over the lake: Weir's functions, and SHOW TABLES, SHOW COLUMNS
+/// and information_schema.tables / columns listing the lake's tables.
+pub(crate) fn query_session() -> datafusion::prelude::SessionContext {
     let ctx = session_context(default_threads());
-    // SHOW TABLES, SHOW COLUMNS and information_schema.tables / columns list the lake.
     ctx.state_ref()
         .write()
         .config_mut()
         .options_mut()
         .catalog
         .information_schema = true;
+    ctx
+}
+
+/// The schema and rows of a read-only batch query over the lake's tables (`weir query`, and
+/// the server's query route): writes, `COPY`, `CREATE` and file-reading statements are
+/// refused.
+pub async fn query_batches(
+    sql: &str,
+    lake: &Path,
+) -> Result<(arrow::datatypes::SchemaRef, Vec<arrow::array::RecordBatch>), CliError> {
+    let ctx = query_session();
     let tables = register_lake(&ctx, lake).await?;
     if tables.is_empty() {
         errln!("note: no Delta tables found under {}", lake.display());
@@ -315,11 +329,11 @@ pub async fn query_batches(
             known.add_schema(table.schema().as_arrow());
         }
     }
-    Ok(ctx
+    let answer = ctx
         .execute_logical_plan(batch_plan(&ctx, sql, &known).await?)
-        .await?
-        .collect()
-        .await?)
+        .await?;
+    let schema = Arc::new(answer.schema().as_arrow().clone());
+    Ok((schema, answer.collect().await?))
 }
 
 /// `weir tables`: each table of the lake with its rows, Delta version and last epoch.
@@ -383,20 +397,8 @@ async fn batch_plan(
 /// the pipelines' transaction ids, or open arbitrary files.
 fn check_read_only(statement: &datafusion::sql::parser::Statement) -> Result<(), CliError> {
     use datafusion::sql::parser::Statement;
-    use datafusion::sql::sqlparser::ast::Statement as Sql;
-    fn sql_is_read_only(statement: &Sql) -> bool {
-        match statement {
-            Sql::Query(_)
-            | Sql::ShowTables { .. }
-            | Sql::ShowColumns { .. }
-            | Sql::ShowFunctions { .. }
-            | Sql::ExplainTable { .. } => true,
-            Sql::Explain { statement, .. } => sql_is_read_only(statement),
-            _ => false,
-        }
-    }
     let read_only = match statement {
-        Statement::Statement(inner) => sql_is_read_only(inner),
+        Statement::Statement(inner) => crate::read_only::is_read(inner),
         Statement::Explain(explain) => return check_read_only(&explain.statement),
         _ => false,
     };

@@ -5,6 +5,7 @@
 mod output;
 mod commands;
 mod produce;
+mod read_only;
 mod serve;
 mod status;
 

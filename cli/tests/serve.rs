@@ -8,83 +8,21 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::server::{client, free_port, json, state_of, Server};
 use common::{assert_success, pipeline_on_example_source, weir};
 
-const TOKEN: &str = "test-token-1234";
-
-/// A free port on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running `weir serve`, killed if the test ends without stopping it.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `weir serve` on `port` with `events` generated events for the example source; returns
-/// once the server answers.
+/// `weir serve` on `port` with `events` generated events for the example source.
 fn start_server(dir: &Path, port: u16, events: u64) -> Server {
-    let mut child = weir()
-        .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--lake"])
-        .arg(dir.join("lake"))
-        .arg("--state")
-        .arg(dir.join("state"))
-        .envs([
-            ("EVENTS", events.to_string()),
-            ("EVENTS_PER_TRIGGER", "500".to_string()),
-            ("WEIR_TOKEN", TOKEN.to_string()),
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if client(port, &["list"]).status.success() {
-            return Server(child);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("weir serve did not answer within 60 s");
-}
-
-/// Stops the server as systemd would (SIGTERM) and waits for it.
-fn stop_server(mut server: Server) {
-    Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .unwrap();
-    let status = server.0.wait().unwrap();
-    assert!(status.success(), "weir serve exited with {status}");
-}
-
-/// A client command against the server on `port`, with the token.
-fn client(port: u16, args: &[&str]) -> Output {
-    weir()
-        .args(args)
-        .args(["--server", &format!("http://127.0.0.1:{port}")])
-        .env("WEIR_TOKEN", TOKEN)
-        .output()
-        .unwrap()
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert_success(out, "the command");
-    serde_json::from_slice(&out.stdout).unwrap()
+    Server::start(
+        dir,
+        port,
+        &[
+            ("EVENTS", &events.to_string()),
+            ("EVENTS_PER_TRIGGER", "500"),
+        ],
+    )
 }
 
 /// `count(*)` of bronze.events through the server.
@@ -112,11 +50,6 @@ fn settled_rows(port: u16) -> u64 {
         std::thread::sleep(Duration::from_secs(3));
     }
     panic!("bronze.events did not settle (last count {last:?})");
-}
-
-fn state_of(port: u16, name: &str) -> String {
-    let shown = json(&client(port, &["show", name, "--json"]));
-    shown["pipeline"]["state"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -192,7 +125,7 @@ fn a_submitted_pipeline_runs_resumes_after_a_server_restart_and_stays_stopped_wh
 
     // The server stops and starts again with 3,000 more events: the pipeline resumes from
     // its checkpoint and bronze ends as one uninterrupted run of 6,000 would.
-    stop_server(server);
+    server.stop();
     let server = start_server(dir.path(), port, 6000);
     let resumed = settled_rows(port);
     let reference = dir.path().join("reference");
@@ -215,12 +148,12 @@ fn a_submitted_pipeline_runs_resumes_after_a_server_restart_and_stays_stopped_wh
         assert!(Instant::now() < deadline, "the pipeline did not stop");
         std::thread::sleep(Duration::from_millis(300));
     }
-    stop_server(server);
+    server.stop();
     let server = start_server(dir.path(), port, 6000);
     assert_eq!(state_of(port, "shop"), "stopped");
     assert_success(&client(port, &["restart", "shop"]), "weir restart");
     assert_ne!(state_of(port, "shop"), "stopped");
-    stop_server(server);
+    server.stop();
 
     // No server: one line saying how to start one.
     let out = client(free_port(), &["list"]);
@@ -244,4 +177,74 @@ fn a_server_on_another_address_than_loopback_needs_a_token() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs a token"));
+}
+
+#[test]
+fn weir_run_serves_its_metrics_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("shop");
+    pipeline_on_example_source(
+        &pipeline,
+        "CREATE TABLE bronze.events AS SELECT event_id, amount, event_time FROM events;",
+    );
+    let port = free_port();
+    let mut run = weir()
+        .arg("run")
+        .arg(&pipeline)
+        .args([
+            "--progress",
+            "quiet",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+            "--lake",
+        ])
+        .arg(dir.path().join("lake"))
+        .envs([("EVENTS", "6000"), ("EVENTS_PER_TRIGGER", "500")])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let text = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no metrics of two epochs within 120 s"
+        );
+        if let Ok(text) = scrape(port) {
+            if value(&text, "weir_epochs_total{").is_some_and(|epochs| epochs >= 2.0) {
+                break text;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = run.kill();
+    let _ = run.wait();
+    for series in [
+        "# TYPE weir_source_records_total counter",
+        "weir_source_records_total{pipeline=\"shop\",source=\"events\"}",
+        "weir_table_rows_total{pipeline=\"shop\",table=\"bronze.events\"}",
+        "weir_epoch_duration_seconds_count{pipeline=\"shop\"}",
+        "weir_watermark_delay_seconds{pipeline=\"shop\"}",
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    // Every epoch so far read 500 records.
+    let read = value(&text, "weir_source_records_total{").unwrap();
+    assert!(read >= 1000.0 && read % 500.0 == 0.0, "{text}");
+}
+
+/// The value of the first series starting with `prefix` in a Prometheus text answer.
+fn value(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// `GET /metrics` from a plain `weir run` (no token on loopback).
+fn scrape(port: u16) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
 }

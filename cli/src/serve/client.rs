@@ -241,17 +241,22 @@ pub async fn show(server: &str, name: &str, as_json: bool) -> Result<(), CliErro
             ("rows written", "rows_out"),
             ("position", "positions"),
             ("late rows", "late_rows"),
-            ("state rows", "open_windows"),
+            ("commit ms", "commit_ms"),
         ] {
             if let Some(map) = latest[key].as_object().filter(|m| !m.is_empty()) {
                 let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k} {v}")).collect();
                 text.push_str(&format!("\n{what} (last epoch): {}", parts.join(", ")));
             }
         }
-        if let Some(wm) = latest["watermark_ms"].as_i64() {
+        text.push_str(&state_and_lag(latest));
+        if let Some(wm) = latest["watermark_ms"].as_i64().filter(|wm| *wm != i64::MAX) {
             let at = chrono::DateTime::from_timestamp_millis(wm)
                 .map_or(wm.to_string(), |t| t.to_rfc3339());
-            text.push_str(&format!("\nwatermark: {at}"));
+            let behind = latest["finished_at_ms"].as_i64().unwrap_or(wm) - wm;
+            text.push_str(&format!(
+                "\nwatermark: {at} ({:.1} s behind the wall clock)",
+                behind as f64 / 1000.0
+            ));
         }
     }
     if let Some(lines) = answer["progress"].as_array() {
@@ -261,6 +266,44 @@ pub async fn show(server: &str, name: &str, as_json: bool) -> Result<(), CliErro
     }
     println!("{text}");
     Ok(())
+}
+
+/// The state each operator holds (rows, bytes) and each Kafka partition's lag, as lines.
+fn state_and_lag(latest: &Value) -> String {
+    let mut text = String::new();
+    if let Some(operators) = latest["operators"].as_object().filter(|m| !m.is_empty()) {
+        let parts: Vec<String> = operators
+            .iter()
+            .map(|(name, m)| {
+                format!(
+                    "{name} {} rows / {} bytes",
+                    m["state_rows"].as_u64().unwrap_or(0),
+                    m["state_bytes"].as_u64().unwrap_or(0)
+                )
+            })
+            .collect();
+        text.push_str(&format!("\nstate held: {}", parts.join(", ")));
+    }
+    if let Some(sources) = latest["lag"].as_object().filter(|m| !m.is_empty()) {
+        for (source, partitions) in sources {
+            let parts: Vec<String> = partitions
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let lag = p["end"].as_i64().unwrap_or(0) - p["next"].as_i64().unwrap_or(0);
+                    format!(
+                        "{}/{} {}",
+                        p["topic"].as_str().unwrap_or("?"),
+                        p["partition"],
+                        lag.max(0)
+                    )
+                })
+                .collect();
+            text.push_str(&format!("\nKafka lag of {source}: {}", parts.join(", ")));
+        }
+    }
+    text
 }
 
 /// `weir stop NAME` / `weir restart NAME`.

@@ -4,6 +4,10 @@
 //! in the state folder (`registry.rs`) and resumed when the server starts again.
 
 pub mod client;
+pub mod metrics;
+mod page;
+mod pg_wire;
+mod recent;
 mod registry;
 mod routes;
 
@@ -31,6 +35,10 @@ pub struct ServeArgs {
     /// A file holding the token every request must carry (also `WEIR_TOKEN`).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// Also serve the lake, read only, over the PostgreSQL wire protocol on this address
+    /// (loopback only), for psql, DBeaver, Grafana and dbt.
+    #[arg(long)]
+    pub pg_addr: Option<SocketAddr>,
 }
 
 /// The token from `--token-file` or `WEIR_TOKEN`.
@@ -56,11 +64,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let registry = registry::Registry::new(&args.lake, &args.state)?;
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     let bound = listener.local_addr()?;
+    if let Some(pg_addr) = args.pg_addr {
+        pg_wire::spawn(pg_addr, args.lake.clone()).await?;
+    }
     registry.resume().await?;
     let state = Arc::new(routes::AppState {
         registry,
         lake: args.lake.clone(),
-        token,
+        token: Arc::new(token),
+        metrics: metrics::exporter()?,
     });
     errln!(
         "weir serve: listening on http://{bound} (lake {}, state {})",

@@ -3,7 +3,7 @@
 //! for `weir run`), and a restarted server starts every pipeline that was not stopped, from
 //! its checkpoint. A pipeline that fails is marked failed with its error; the others go on.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,8 +12,9 @@ use serde::Serialize;
 use tokio::sync::Mutex as AsyncMutex;
 use weir_engine::runtime::progress::EpochReport;
 use weir_engine::runtime::RunOptions;
-use weir_engine::runtime::{PipelineHandle, RunState};
+use weir_engine::runtime::{GraphNode, PipelineHandle, RunState};
 
+use super::recent::{EpochPoint, Recent};
 use crate::commands::{default_threads, open_pipeline, plan, CliError};
 
 /// A file of a submitted pipeline: its `.sql` files, and the files beside them that its SQL
@@ -28,9 +29,6 @@ pub struct SubmittedFile {
 
 /// The marker file of a pipeline stopped on request (not started again with the server).
 const STOPPED: &str = ".stopped";
-
-/// How many progress lines a pipeline keeps for `weir logs`.
-const KEPT_LINES: usize = 500;
 
 /// What the API shows of a pipeline.
 #[derive(Debug, Clone, Serialize)]
@@ -56,7 +54,23 @@ struct Managed {
     /// Set when a start failed before the run began (its SQL no longer plans, a locked
     /// checkpoint).
     start_error: Option<String>,
-    lines: Arc<Mutex<VecDeque<String>>>,
+    /// Its sources, tables and views, as of its last start.
+    graph: Vec<GraphNode>,
+    /// Its recent epochs (kept across its restarts).
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// What the API shows of one pipeline in detail.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineDetail {
+    /// State, epoch, error and the last epoch's report.
+    pub pipeline: PipelineView,
+    /// Its recent progress lines, oldest first.
+    pub progress: Vec<String>,
+    /// Its recent epochs for charts, oldest first.
+    pub history: Vec<EpochPoint>,
+    /// Its sources, tables and views, each with what it reads.
+    pub graph: Vec<GraphNode>,
 }
 
 /// Every pipeline of one server.
@@ -111,7 +125,8 @@ impl Registry {
                 folder,
                 handle: None,
                 start_error: None,
-                lines: Arc::default(),
+                graph: Vec::new(),
+                recent: Arc::default(),
             });
             if !stopped {
                 tracing::info!(pipeline = %name, "resuming from its checkpoint");
@@ -176,7 +191,8 @@ impl Registry {
                 folder: folder.clone(),
                 handle: None,
                 start_error: None,
-                lines: Arc::default(),
+                graph: Vec::new(),
+                recent: Arc::default(),
             });
         start(&self.lake, name, managed).await;
         Ok(())
@@ -188,16 +204,21 @@ impl Registry {
         pipelines.iter().map(|(n, m)| m.view(n)).collect()
     }
 
-    /// One pipeline, with its recent progress lines.
-    pub async fn show(&self, name: &str) -> Option<(PipelineView, Vec<String>)> {
+    /// One pipeline, with its recent epochs and its graph.
+    pub async fn show(&self, name: &str) -> Option<PipelineDetail> {
         let pipelines = self.pipelines.lock().await;
         let managed = pipelines.get(name)?;
-        let lines = managed
-            .lines
+        let (progress, history) = managed
+            .recent
             .lock()
-            .map(|l| l.iter().cloned().collect())
+            .map(|r| (r.lines(), r.points()))
             .unwrap_or_default();
-        Some((managed.view(name), lines))
+        Some(PipelineDetail {
+            pipeline: managed.view(name),
+            progress,
+            history,
+            graph: managed.graph.clone(),
+        })
     }
 
     /// Asks a pipeline to stop after its current epoch, and keeps it stopped across server
@@ -293,8 +314,11 @@ impl Managed {
 async fn start(lake: &Path, name: &str, managed: &mut Managed) {
     managed.start_error = None;
     managed.handle = None;
-    match spawn(lake, name, &managed.folder, managed.lines.clone()).await {
-        Ok(handle) => managed.handle = Some(handle),
+    match spawn(lake, name, &managed.folder, managed.recent.clone()).await {
+        Ok((handle, graph)) => {
+            managed.handle = Some(handle);
+            managed.graph = graph;
+        }
         Err(e) => {
             tracing::warn!(pipeline = %name, "cannot start: {e}");
             managed.start_error = Some(e.to_string());
@@ -306,24 +330,17 @@ async fn spawn(
     lake: &Path,
     name: &str,
     folder: &Path,
-    lines: Arc<Mutex<VecDeque<String>>>,
-) -> Result<PipelineHandle, CliError> {
+    recent: Arc<Mutex<Recent>>,
+) -> Result<(PipelineHandle, Vec<GraphNode>), CliError> {
     let pipeline = open_pipeline(folder, lake, None, default_threads()).await?;
+    let graph = pipeline.graph();
     let pipeline_name = name.to_string();
     let options = RunOptions {
         trigger_interval: Duration::from_secs(1),
         on_epoch: Some(Arc::new(move |report: &EpochReport| {
-            let line = format!(
-                "{} {}",
-                chrono::Utc::now().to_rfc3339(),
-                report.status_line()
-            );
             tracing::info!(pipeline = %pipeline_name, "{}", report.status_line());
-            if let Ok(mut lines) = lines.lock() {
-                if lines.len() == KEPT_LINES {
-                    lines.pop_front();
-                }
-                lines.push_back(line);
+            if let Ok(mut recent) = recent.lock() {
+                recent.record(report);
             }
         })),
         ..RunOptions::default()
@@ -336,5 +353,5 @@ async fn spawn(
             tracing::warn!(pipeline = %failed, "failed: {e}");
         }
     });
-    Ok(handle)
+    Ok((handle, graph))
 }

@@ -1,13 +1,16 @@
 //! The HTTP API of `weir serve` (JSON; every route is in the README): pipelines submitted,
-//! listed, shown, stopped and restarted, and read-only batch queries over the lake.
+//! listed, shown, stopped and restarted, read-only batch queries over the lake (JSON rows or
+//! Arrow IPC), `/metrics` for Prometheus, and the live page at `/`.
 
 use std::sync::Arc;
 
+use arrow::datatypes::SchemaRef;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -20,38 +23,60 @@ pub struct AppState {
     pub registry: Registry,
     /// The lake the queries read.
     pub lake: std::path::PathBuf,
-    /// Every request must carry `Authorization: Bearer <token>` when set.
-    pub token: Option<String>,
+    /// Every request but the page's own must carry `Authorization: Bearer <token>` when set.
+    pub token: Arc<Option<String>>,
+    /// The Prometheus exporter `/metrics` renders.
+    pub metrics: PrometheusHandle,
 }
 
-/// The routes.
+/// The routes: the API and `/metrics` behind the token, the page (which holds no data and
+/// asks for the token) without it.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let token = state.token.clone();
+    let api = Router::new()
         .route("/api/pipelines", get(list).post(submit))
         .route("/api/pipelines/{name}", get(show))
         .route("/api/pipelines/{name}/stop", post(stop))
         .route("/api/pipelines/{name}/restart", post(restart))
         .route("/api/query", post(query))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            require_token,
-        ))
-        .with_state(state)
+        .with_state(state.clone())
+        .route(
+            "/metrics",
+            get(super::metrics::render).with_state(state.metrics.clone()),
+        )
+        .layer(axum::middleware::from_fn(move |request, next| {
+            check_token(token.clone(), request, next)
+        }));
+    Router::new()
+        .route("/", get(super::page::page))
+        .route("/api/session", get(session).with_state(state.token.clone()))
+        .merge(api)
 }
 
-/// 401 for a request without the server's token (when it has one).
-async fn require_token(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+/// Whether the server needs a token and whether the request carries it: the page asks for
+/// the token only when it must, without a failed request.
+async fn session(State(token): State<Arc<Option<String>>>, headers: HeaderMap) -> Response {
+    let required = token.is_some();
+    let ok = token.as_deref().is_none_or(|t| bearer(&headers) == Some(t));
+    Json(json!({ "token_required": required, "token_ok": ok })).into_response()
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// 401 for a request without `token` (when there is one) as `Authorization: Bearer`.
+pub async fn check_token(
+    token: Arc<Option<String>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let Some(token) = &state.token {
-        let given = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
+    if let Some(token) = token.as_ref() {
+        if bearer(request.headers()) != Some(token.as_str()) {
             return error(
                 StatusCode::UNAUTHORIZED,
                 "this server needs its token: set WEIR_TOKEN to it".to_string(),
@@ -108,7 +133,7 @@ async fn submit(State(state): State<Arc<AppState>>, Json(body): Json<Submission>
 
 async fn show(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
     match state.registry.show(&name).await {
-        Some((view, lines)) => Json(json!({ "pipeline": view, "progress": lines })).into_response(),
+        Some(detail) => Json(detail).into_response(),
         None => not_found(&name),
     }
 }
@@ -135,25 +160,56 @@ struct Query {
     sql: String,
 }
 
-async fn query(State(state): State<Arc<AppState>>, Json(body): Json<Query>) -> Response {
-    let batches = match query_batches(&body.sql, &state.lake).await {
-        Ok(b) => b,
+/// The media type of an Arrow IPC stream, which a query answers in when asked by `Accept`.
+pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+async fn query(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Json(body): Json<Query>,
+) -> Response {
+    let (schema, batches) = match query_batches(&body.sql, &state.lake).await {
+        Ok(answer) => answer,
         Err(e) => return failed(e),
     };
+    let wants_arrow = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(ARROW_STREAM));
+    if wants_arrow {
+        return arrow_answer(&schema, &batches);
+    }
+    json_answer(&schema, &batches)
+}
+
+/// The rows as an Arrow IPC stream (the schema, then the batches).
+fn arrow_answer(schema: &SchemaRef, batches: &[arrow::array::RecordBatch]) -> Response {
     let mut out = Vec::new();
-    let columns: Vec<String> = batches
-        .first()
-        .map(|b| {
-            b.schema()
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect()
-        })
-        .unwrap_or_default();
+    let written = (|| {
+        let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut out, schema)?;
+        for batch in batches {
+            writer.write(batch)?;
+        }
+        writer.finish()
+    })();
+    match written {
+        Ok(()) => (
+            StatusCode::OK,
+            [(axum::http::header::CONTENT_TYPE, ARROW_STREAM)],
+            out,
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The rows as `{"columns": [...], "rows": [{column: value}, ...]}`.
+fn json_answer(schema: &SchemaRef, batches: &[arrow::array::RecordBatch]) -> Response {
+    let mut out = Vec::new();
+    let columns: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
     {
         let mut writer = arrow::json::ArrayWriter::new(&mut out);
-        for batch in &batches {
+        for batch in batches {
             if let Err(e) = writer.write(batch) {
                 return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
             }

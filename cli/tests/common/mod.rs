@@ -11,6 +11,7 @@ use arrow::compute::concat_batches;
 use datafusion::prelude::SessionContext;
 
 pub mod postgres;
+pub mod server;
 
 /// The repository root (examples and scripts are found from there).
 pub fn repo() -> PathBuf {
