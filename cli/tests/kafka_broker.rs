@@ -743,3 +743,95 @@ fn partition_added_while_running_is_read_from_its_start() {
         "{table}"
     );
 }
+
+/// `weir run --metrics-addr` over a 3-partition topic: every partition's lag is a series of
+/// its own, and at every epoch the lag and the records read add up to what the topic holds.
+#[test]
+fn kafka_lag_per_partition_is_in_the_metrics() {
+    let Some(servers) = kafka_broker("the Kafka lag metrics test") else {
+        return;
+    };
+    let topic = unique_topic("lag");
+    create_topic(&servers, &topic, 3);
+    produce_events(&servers, &topic, 3000);
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("lagging");
+    std::fs::create_dir_all(&pipeline).unwrap();
+    for file in ["01_sources.sql", "02_bronze.sql"] {
+        std::fs::copy(
+            repo().join("examples/kafka").join(file),
+            pipeline.join(file),
+        )
+        .unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut run = weir()
+        .arg("run")
+        .arg(&pipeline)
+        .args([
+            "--progress",
+            "quiet",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+            "--lake",
+        ])
+        .arg(dir.path().join("lake"))
+        .envs([
+            ("KAFKA_BOOTSTRAP", servers.as_str()),
+            ("TOPIC", topic.as_str()),
+            ("RECORDS_PER_TRIGGER", "300"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen_lagging = false;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the run did not read the topic within 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let Some(text) = common::server::scrape_metrics(port) else {
+            continue;
+        };
+        let lags: Vec<(String, f64)> = text
+            .lines()
+            .filter(|l| l.starts_with("weir_kafka_lag_records{"))
+            .map(|l| {
+                let (series, value) = l.rsplit_once(' ').unwrap();
+                (series.to_string(), value.parse().unwrap())
+            })
+            .collect();
+        let read = common::server::metric_value(&text, "weir_source_records_total{");
+        let (Some(read), 3) = (read, lags.len()) else {
+            continue;
+        };
+        for (series, _) in &lags {
+            assert!(
+                series.contains(&format!("topic=\"{topic}\""))
+                    && series.contains("source=\"events\""),
+                "{series}"
+            );
+        }
+        let lag: f64 = lags.iter().map(|(_, v)| v).sum();
+        assert_eq!(
+            lag + read,
+            3000.0,
+            "lag and records read do not add up:\n{text}"
+        );
+        seen_lagging |= lag > 0.0;
+        if lag == 0.0 {
+            break;
+        }
+    }
+    let _ = run.kill();
+    let _ = run.wait();
+    assert!(seen_lagging, "the lag was never seen above 0");
+    delete_topic(&servers, &topic);
+}

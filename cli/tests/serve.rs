@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::server::{client, free_port, json, state_of, Server};
+use common::server::{client, free_port, json, metric_value, state_of, Server};
 use common::{assert_success, pipeline_on_example_source, weir};
 
 /// `weir serve` on `port` with `events` generated events for the example source.
@@ -208,8 +208,8 @@ fn weir_run_serves_its_metrics_while_it_runs() {
             Instant::now() < deadline,
             "no metrics of two epochs within 120 s"
         );
-        if let Ok(text) = scrape(port) {
-            if value(&text, "weir_epochs_total{").is_some_and(|epochs| epochs >= 2.0) {
+        if let Some(text) = common::server::scrape_metrics(port) {
+            if metric_value(&text, "weir_epochs_total{").is_some_and(|epochs| epochs >= 2.0) {
                 break text;
             }
         }
@@ -227,24 +227,6 @@ fn weir_run_serves_its_metrics_while_it_runs() {
         assert!(text.contains(series), "{series} missing:\n{text}");
     }
     // Every epoch so far read 500 records.
-    let read = value(&text, "weir_source_records_total{").unwrap();
+    let read = metric_value(&text, "weir_source_records_total{").unwrap();
     assert!(read >= 1000.0 && read % 500.0 == 0.0, "{text}");
-}
-
-/// The value of the first series starting with `prefix` in a Prometheus text answer.
-fn value(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// `GET /metrics` from a plain `weir run` (no token on loopback).
-fn scrape(port: u16) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    Ok(answer)
 }

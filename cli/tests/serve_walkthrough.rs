@@ -68,6 +68,19 @@ fn check_psql(psql_bin: &Path, port: u16, silver: u64) {
         String::from_utf8_lossy(&out.stdout).trim(),
         silver.to_string()
     );
+    let out = psql(psql_bin, port, "\\dt");
+    assert_success(&out, "psql \\dt");
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    for table in [
+        "silver|events|table",
+        "gold|revenue_per_minute|table",
+        "_dead_letter|events|table",
+    ] {
+        assert!(
+            listed.contains(table),
+            "\\dt does not list {table}:\n{listed}"
+        );
+    }
     let out = psql(
         psql_bin,
         port,
@@ -182,17 +195,11 @@ fn check_metrics(port: u16) {
     ] {
         assert!(text.contains(series), "{series} missing from /metrics:\n{text}");
     }
-    let (status, _) = {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        use std::io::{Read, Write};
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        (answer.split_whitespace().nth(1).unwrap().to_string(), ())
-    };
-    assert_eq!(status, "401", "/metrics without the token");
+    let without_token = common::server::scrape_metrics(port).unwrap();
+    assert!(
+        without_token.starts_with("HTTP/1.1 401"),
+        "/metrics without the token: {without_token}"
+    );
 }
 
 /// Queries through the server: JSON rows, the same count as an Arrow IPC stream, and every

@@ -254,8 +254,8 @@ pub async fn show(server: &str, name: &str, as_json: bool) -> Result<(), CliErro
                 .map_or(wm.to_string(), |t| t.to_rfc3339());
             let behind = latest["finished_at_ms"].as_i64().unwrap_or(wm) - wm;
             text.push_str(&format!(
-                "\nwatermark: {at} ({:.1} s behind the wall clock)",
-                behind as f64 / 1000.0
+                "\nwatermark: {at} ({} behind the wall clock)",
+                duration_text(behind as f64 / 1000.0)
             ));
         }
     }
@@ -266,6 +266,20 @@ pub async fn show(server: &str, name: &str, as_json: bool) -> Result<(), CliErro
     }
     println!("{text}");
     Ok(())
+}
+
+/// Seconds as a person reads them: `42.0 s`, `12.5 min`, `3.2 h`, `1005.1 d`.
+fn duration_text(seconds: f64) -> String {
+    let a = seconds.abs();
+    if a < 120.0 {
+        format!("{seconds:.1} s")
+    } else if a < 7200.0 {
+        format!("{:.1} min", seconds / 60.0)
+    } else if a < 172_800.0 {
+        format!("{:.1} h", seconds / 3600.0)
+    } else {
+        format!("{:.1} d", seconds / 86_400.0)
+    }
 }
 
 /// The state each operator holds (rows, bytes) and each Kafka partition's lag, as lines.
