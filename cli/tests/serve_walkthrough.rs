@@ -41,9 +41,15 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
         .then_some((python, psql))
 }
 
-/// `psql -At -c sql` against the server's PostgreSQL endpoint.
+/// `psql -At -c sql` against the server's PostgreSQL endpoint, the token as password.
 fn psql(psql: &Path, port: u16, sql: &str) -> std::process::Output {
+    psql_with_password(psql, port, sql, TOKEN)
+}
+
+fn psql_with_password(psql: &Path, port: u16, sql: &str, password: &str) -> std::process::Output {
     std::process::Command::new(psql)
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
         .args([
             "-h",
             "127.0.0.1",
@@ -59,9 +65,16 @@ fn psql(psql: &Path, port: u16, sql: &str) -> std::process::Output {
         .unwrap()
 }
 
-/// The lake through psql: the same count as the HTTP query, a grouped query, and a write
-/// refused as read only.
+/// The lake through psql: refused without the token, then the same count as the HTTP query,
+/// `\dt`, a grouped query, and a write refused as read only.
 fn check_psql(psql_bin: &Path, port: u16, silver: u64) {
+    let out = psql_with_password(psql_bin, port, "SELECT 1", "not-the-token");
+    assert!(!out.status.success(), "psql without the token was let in");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Password authentication failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = psql(psql_bin, port, "SELECT count(*) FROM silver.events");
     assert_success(&out, "psql count");
     assert_eq!(

@@ -35,8 +35,8 @@ pub struct ServeArgs {
     /// A file holding the token every request must carry (also `WEIR_TOKEN`).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
-    /// Also serve the lake, read only, over the PostgreSQL wire protocol on this address
-    /// (loopback only), for psql, DBeaver, Grafana and dbt.
+    /// Also serve the lake, read only, over the PostgreSQL wire protocol on this address, for
+    /// psql, DBeaver, Grafana and dbt (with a token, clients give it as their password).
     #[arg(long)]
     pub pg_addr: Option<SocketAddr>,
 }
@@ -65,7 +65,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     let bound = listener.local_addr()?;
     if let Some(pg_addr) = args.pg_addr {
-        pg_wire::spawn(pg_addr, args.lake.clone()).await?;
+        pg_wire::spawn(pg_addr, args.lake.clone(), token.clone()).await?;
     }
     registry.resume().await?;
     let state = Arc::new(routes::AppState {

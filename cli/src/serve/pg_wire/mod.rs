@@ -3,7 +3,9 @@
 //! postgres adapter query Weir's tables as they are (`silver.events` is table `events` of
 //! schema `silver`). Every query first reloads the lake's tables, so it sees every epoch
 //! committed before it; anything but a read or a client's session statement is refused with
-//! SQLSTATE 25006 (read-only transaction).
+//! SQLSTATE 25006 (read-only transaction). Who may connect is `auth.rs`.
+
+mod auth;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,17 +25,18 @@ use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use datafusion_postgres::{QueryHook, ServerOptions};
+use datafusion_postgres::{DfSessionService, QueryHook, ServerOptions};
 
 use crate::commands::{query_session, CliError};
 use crate::read_only::{is_read, is_session_statement};
 
-/// Starts serving the lake on `addr` (loopback only: the protocol has no token here yet).
-pub async fn spawn(addr: SocketAddr, lake: PathBuf) -> Result<(), CliError> {
-    if !addr.ip().is_loopback() {
+/// Starts serving the lake on `addr`. With `token`, a client's password must be the token;
+/// off loopback a token is required.
+pub async fn spawn(addr: SocketAddr, lake: PathBuf, token: Option<String>) -> Result<(), CliError> {
+    if !addr.ip().is_loopback() && token.is_none() {
         return Err(CliError::Usage(format!(
-            "--pg-addr {addr} is not loopback: the PostgreSQL endpoint has no authentication \
-             yet, so bind it to 127.0.0.1"
+            "--pg-addr {addr} (not loopback) needs a token: set WEIR_TOKEN or --token-file \
+             (clients give it as their password); without one, bind to 127.0.0.1"
         )));
     }
     // Found busy now rather than in a log line later.
@@ -54,9 +57,10 @@ pub async fn spawn(addr: SocketAddr, lake: PathBuf) -> Result<(), CliError> {
     let options = ServerOptions::new()
         .with_host(addr.ip().to_string())
         .with_port(addr.port());
+    let service = DfSessionService::new_with_hooks(Arc::new(ctx), hooks);
+    let handlers = Arc::new(auth::LakeHandlers::new(service, token));
     tokio::spawn(async move {
-        if let Err(e) = datafusion_postgres::serve_with_hooks(Arc::new(ctx), &options, hooks).await
-        {
+        if let Err(e) = datafusion_postgres::serve_with_handlers(handlers, &options).await {
             tracing::error!("the PostgreSQL endpoint on {addr} stopped: {e}");
         }
     });
