@@ -108,6 +108,24 @@ fn a_submitted_pipeline_runs_resumes_after_a_server_restart_and_stays_stopped_wh
         err.contains("02_broken.sql:2:8") && err.contains("amout"),
         "{err}"
     );
+    // A table written outside the server's lake is refused at submission, with its place.
+    let outside = dir.path().join("outside");
+    pipeline_on_example_source(
+        &outside,
+        &format!(
+            "CREATE TABLE escaped WITH (path = '{}', allow_outside_lake = true)\n\
+             AS SELECT event_id FROM events;",
+            dir.path().join("escaped").display()
+        ),
+    );
+    let out = client(port, &["submit", outside.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("02_tables.sql:1:") && err.contains("outside the server's lake"),
+        "{err}"
+    );
+    assert!(!dir.path().join("escaped").exists());
     let out = client(
         port,
         &["query", "COPY (SELECT 1) TO '/tmp/weir-serve-copy.csv'"],

@@ -177,7 +177,11 @@ impl Registry {
             }
             std::fs::write(path, &f.text)?;
         }
-        if let Err(e) = plan(&target, default_threads()).await {
+        let checked = match plan(&target, default_threads()).await {
+            Ok(planned) => writes_inside_lake(&planned),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e);
         }
@@ -273,6 +277,26 @@ impl Registry {
             }
         }
     }
+}
+
+/// Refuses a submitted pipeline with a table written outside the server's lake (an absolute
+/// path with `allow_outside_lake = true`): what is submitted to a server writes only into
+/// its lake (and its declared Kafka topics and PostgreSQL tables).
+fn writes_inside_lake(planned: &weir_sql::planner::PlannedPipeline) -> Result<(), CliError> {
+    for node in &planned.nodes {
+        let Some(path) = node.sink.as_ref().and_then(|s| s.planned.lake_path()) else {
+            continue;
+        };
+        if Path::new(path).is_absolute() {
+            return Err(CliError::Usage(format!(
+                "{}: table `{}` writes to '{path}', outside the server's lake; a pipeline \
+                 submitted to weir serve writes only inside its lake: give a relative path \
+                 (or run it with weir run)",
+                node.location, node.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl Managed {
