@@ -2,10 +2,11 @@
 //! names from their paths (`<lake>/bronze/events` is `bronze.events`), for `weir query` and for
 //! batch oracles in tests.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::catalog::MemorySchemaProvider;
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::common::TableReference;
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
@@ -54,14 +55,16 @@ fn walk(
     Ok(())
 }
 
-/// Registers every Delta table of `lake` with `ctx` at its latest version (replacing tables
-/// registered before, so a long-lived session can call it again to see new commits); returns
-/// the registered names.
+/// Registers every Delta table of `lake` with `ctx` at its latest version; returns the
+/// registered names. A long-lived session calls it again to see new commits: the tables of
+/// each schema (`gold`) are swapped in at once, as a new schema, so a query planned meanwhile
+/// sees the old tables or the new ones, never a missing one.
 pub async fn register_lake(
     ctx: &SessionContext,
     lake: &Path,
 ) -> Result<Vec<String>, LakehouseError> {
     let mut names = Vec::new();
+    let mut schemas: BTreeMap<String, Arc<MemorySchemaProvider>> = BTreeMap::new();
     for (name, path) in find_delta_tables(lake)? {
         let delta_err = |source| LakehouseError::Delta {
             table: path.display().to_string(),
@@ -87,19 +90,28 @@ pub async fn register_lake(
             table: name.clone(),
             source: Box::new(source),
         };
-        if let Some(schema) = reference.schema() {
-            if let Some(catalog) = ctx.catalog("datafusion") {
-                if catalog.schema(schema).is_none() {
-                    catalog
-                        .register_schema(schema, Arc::new(MemorySchemaProvider::new()))
-                        .map_err(df_err)?;
-                }
-            }
+        if let TableReference::Partial { schema, table } = &reference {
+            schemas
+                .entry(schema.to_string())
+                .or_default()
+                .register_table(table.to_string(), provider)
+                .map_err(df_err)?;
+        } else {
+            // A table at the lake's top, or three folders deep: registered on its own.
+            ctx.deregister_table(reference.clone()).map_err(df_err)?;
+            ctx.register_table(reference, provider).map_err(df_err)?;
         }
-        // Registering again (a long-lived session reloading the lake) replaces the table.
-        ctx.deregister_table(reference.clone()).map_err(df_err)?;
-        ctx.register_table(reference, provider).map_err(df_err)?;
         names.push(name);
+    }
+    if let Some(catalog) = ctx.catalog("datafusion") {
+        for (schema, tables) in schemas {
+            catalog.register_schema(&schema, tables).map_err(|source| {
+                LakehouseError::DataFusion {
+                    table: schema.clone(),
+                    source: Box::new(source),
+                }
+            })?;
+        }
     }
     Ok(names)
 }
