@@ -405,10 +405,8 @@ fn check_read_only(statement: &datafusion::sql::parser::Statement) -> Result<(),
     if read_only {
         return Ok(());
     }
-    let text = statement.to_string();
-    let kind: Vec<&str> = text.split_whitespace().take(2).collect();
     Err(CliError::NotReadOnly {
-        statement: format!("`{} ...`", kind.join(" ")),
+        statement: crate::read_only::statement_kind(statement),
     })
 }
 

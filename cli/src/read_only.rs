@@ -19,6 +19,13 @@ pub fn is_read(statement: &Statement) -> bool {
     }
 }
 
+/// A refused statement as messages name it: its first two words (`` `INSERT INTO ...` ``).
+pub fn statement_kind(statement: &impl std::fmt::Display) -> String {
+    let text = statement.to_string();
+    let kind: Vec<&str> = text.split_whitespace().take(2).collect();
+    format!("`{} ...`", kind.join(" "))
+}
+
 /// The session statements a PostgreSQL client sends on its own (psql, DBeaver, Grafana,
 /// dbt): settings, `SHOW` of a setting, transactions (no-ops over a read-only lake) and
 /// cursors.

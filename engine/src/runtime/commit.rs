@@ -142,16 +142,17 @@ impl Pipeline {
                         SinkSlot::Table(i) => self.nodes[*i].name.clone(),
                         SinkSlot::DeadLetter(source) => format!("_dead_letter.{source}"),
                     };
-                    report.commit_ms.insert(table, took.as_millis() as u64);
-                    if let SinkSlot::Table(i) = slot {
-                        let name = self.nodes[i].name.clone();
+                    report
+                        .commit_ms
+                        .insert(table.clone(), took.as_millis() as u64);
+                    if matches!(slot, SinkSlot::Table(_)) {
                         if written.already_committed {
-                            report.already_committed.push(name.clone());
+                            report.already_committed.push(table.clone());
                         }
                         if let Some(new) = written.rows_inserted {
-                            report.rows_new.insert(name.clone(), new);
+                            report.rows_new.insert(table.clone(), new);
                         }
-                        report.rows_out.insert(name, rows);
+                        report.rows_out.insert(table, rows);
                     }
                 }
                 Err(cause) => {

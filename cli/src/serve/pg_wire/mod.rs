@@ -28,7 +28,7 @@ use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::{DfSessionService, QueryHook, ServerOptions};
 
 use crate::commands::{query_session, CliError};
-use crate::read_only::{is_read, is_session_statement};
+use crate::read_only::{is_read, is_session_statement, statement_kind};
 
 /// Starts serving the lake on `addr`. With `token`, a client's password must be the token;
 /// off loopback a token is required.
@@ -85,14 +85,12 @@ impl ReadOnlyLake {
             return None;
         }
         if !is_read(statement) {
-            let text = statement.to_string();
-            let kind: Vec<&str> = text.split_whitespace().take(2).collect();
             return Some(user_error(
                 "25006",
                 format!(
-                    "`{} ...` is refused: Weir serves the lake read only (tables are written by \
+                    "{} is refused: Weir serves the lake read only (tables are written by \
                      pipelines only)",
-                    kind.join(" ")
+                    statement_kind(statement)
                 ),
             ));
         }
