@@ -764,31 +764,15 @@ fn kafka_lag_per_partition_is_in_the_metrics() {
         )
         .unwrap();
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut run = weir()
-        .arg("run")
-        .arg(&pipeline)
-        .args([
-            "--progress",
-            "quiet",
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-            "--lake",
-        ])
-        .arg(dir.path().join("lake"))
-        .envs([
+    let (mut run, port) = common::server::run_with_metrics(
+        &pipeline,
+        &dir.path().join("lake"),
+        &[
             ("KAFKA_BOOTSTRAP", servers.as_str()),
             ("TOPIC", topic.as_str()),
             ("RECORDS_PER_TRIGGER", "300"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        ],
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut seen_lagging = false;
     loop {

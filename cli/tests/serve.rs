@@ -205,21 +205,11 @@ fn weir_run_serves_its_metrics_while_it_runs() {
         &pipeline,
         "CREATE TABLE bronze.events AS SELECT event_id, amount, event_time FROM events;",
     );
-    let port = free_port();
-    let mut run = weir()
-        .arg("run")
-        .arg(&pipeline)
-        .args([
-            "--progress",
-            "quiet",
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-            "--lake",
-        ])
-        .arg(dir.path().join("lake"))
-        .envs([("EVENTS", "6000"), ("EVENTS_PER_TRIGGER", "500")])
-        .spawn()
-        .unwrap();
+    let (mut run, port) = common::server::run_with_metrics(
+        &pipeline,
+        &dir.path().join("lake"),
+        &[("EVENTS", "6000"), ("EVENTS_PER_TRIGGER", "500")],
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
     let text = loop {
         assert!(

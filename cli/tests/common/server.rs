@@ -177,3 +177,22 @@ pub fn metric_value(text: &str, prefix: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// `weir run PIPELINE --metrics-addr 127.0.0.1:<free port>` into `lake` with `envs`, its
+/// output discarded; the running process and the port of its `/metrics`.
+pub fn run_with_metrics(pipeline: &Path, lake: &Path, envs: &[(&str, &str)]) -> (Child, u16) {
+    let port = free_port();
+    let child = weir()
+        .arg("run")
+        .arg(pipeline)
+        .args(["--progress", "quiet", "--metrics-addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--lake")
+        .arg(lake)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, port)
+}
