@@ -10,6 +10,7 @@
 //! split off, the rest offered to the state; the rows the state releases get `rn = 1` and the
 //! rest of the table's plan runs over them.
 
+pub mod keys;
 pub mod node;
 pub mod state;
 
@@ -178,7 +179,7 @@ impl DedupeOperator {
                     }
                     continue;
                 }
-                let offered = opened.state.offer(&keys, row, index, time);
+                let offered = opened.state.offer(keys.row(row).as_ref(), row, index, time);
                 if first_arrived {
                     numbers.push(match offered {
                         Offered::Kept => 1,

@@ -6,8 +6,6 @@
 //! epoch the candidates still waiting are compacted into one batch, so old input batches are
 //! released.
 
-// DataFusion's hash map (hashbrown with foldhash): much faster than SipHash on short keys.
-use datafusion::common::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -16,7 +14,8 @@ use arrow::array::{
 use arrow::compute::{concat_batches, filter_record_batch, interleave_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
-use arrow::row::Rows;
+
+use super::keys::KeyTable;
 
 /// Which row of a key a dedupe keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
@@ -57,7 +56,7 @@ pub struct DedupeState {
     /// A key is forgotten once the watermark passes its time by this much (Spark keeps a key
     /// until the watermark passes its event time plus the watermark delay).
     horizon_ms: i64,
-    keys: HashMap<Box<[u8]>, Seen>,
+    keys: KeyTable<Seen>,
     batches: Vec<RecordBatch>,
     input_schema: SchemaRef,
     /// Keys whose row waits to be emitted (so an epoch without any skips the scan for them).
@@ -77,7 +76,7 @@ impl DedupeState {
         DedupeState {
             keep,
             horizon_ms,
-            keys: HashMap::default(),
+            keys: KeyTable::default(),
             batches: Vec::new(),
             input_schema,
             waiting: 0,
@@ -91,18 +90,25 @@ impl DedupeState {
         self.batches.len() - 1
     }
 
-    /// Offers row `row` of batch `batch` (its key in `keys`, its event time) to the state.
-    pub fn offer(&mut self, keys: &Rows, row: usize, batch: usize, time_ms: i64) -> Offered {
-        let key = keys.row(row);
+    /// Offers row `row` of batch `batch` (its key's bytes, its event time) to the state.
+    pub fn offer(&mut self, key: &[u8], row: usize, batch: usize, time_ms: i64) -> Offered {
         let at = Some((batch as u32, row as u32));
-        match (self.keep, self.keys.get_mut(key.as_ref())) {
-            (Keep::FirstArrived, Some(_)) => Offered::Duplicate,
-            // Emitted by the caller at once (see `Offers::numbered`): nothing waits.
-            (Keep::FirstArrived, None) => {
-                self.insert(key.as_ref(), time_ms, None);
-                Offered::Kept
+        let keep = self.keep;
+        let (seen, inserted) = self.keys.get_or_insert_with(key, || Seen {
+            time_ms,
+            // A first-arrived row is emitted by the caller at once (see `Offers::numbered`):
+            // nothing waits.
+            candidate: if keep == Keep::FirstArrived { None } else { at },
+        });
+        if inserted {
+            if seen.candidate.is_some() {
+                self.waiting += 1;
             }
-            (Keep::Earliest, Some(seen)) => match seen.candidate {
+            return Offered::Kept;
+        }
+        match keep {
+            Keep::FirstArrived => Offered::Duplicate,
+            Keep::Earliest => match seen.candidate {
                 Some(_) if time_ms < seen.time_ms => {
                     *seen = Seen {
                         time_ms,
@@ -112,7 +118,7 @@ impl DedupeState {
                 }
                 _ => Offered::Duplicate,
             },
-            (Keep::Latest, Some(seen)) if time_ms > seen.time_ms => {
+            Keep::Latest if time_ms > seen.time_ms => {
                 if seen.candidate.is_none() {
                     self.waiting += 1;
                 }
@@ -122,20 +128,17 @@ impl DedupeState {
                 };
                 Offered::Kept
             }
-            (Keep::Latest, Some(_)) => Offered::Duplicate,
-            (_, None) => {
-                self.insert(key.as_ref(), time_ms, at);
-                Offered::Kept
-            }
+            Keep::Latest => Offered::Duplicate,
         }
     }
 
-    fn insert(&mut self, key: &[u8], time_ms: i64, candidate: Option<(u32, u32)>) {
+    /// Puts back a key read from a snapshot.
+    fn restore_key(&mut self, key: &[u8], time_ms: i64, candidate: Option<(u32, u32)>) {
         if candidate.is_some() {
             self.waiting += 1;
         }
         self.keys
-            .insert(key.to_vec().into_boxed_slice(), Seen { time_ms, candidate });
+            .get_or_insert_with(key, || Seen { time_ms, candidate });
     }
 
     /// Ends the epoch at `watermark_ms`: returns the rows to emit (earliest: candidates the
@@ -164,7 +167,7 @@ impl DedupeState {
         let rows = self.take_rows(&emit)?;
         if let Some(wm) = watermark_ms.filter(|wm| self.evicted_at != Some(*wm)) {
             let horizon = self.horizon_ms;
-            self.keys.retain(|_, seen| {
+            self.keys.retain(|seen| {
                 seen.candidate.is_some() || seen.time_ms.saturating_add(horizon) >= wm
             });
             self.evicted_at = Some(wm);
@@ -233,11 +236,8 @@ impl DedupeState {
 
     /// Approximate bytes held: keys, the map's slots and the waiting rows.
     pub fn memory_size(&self) -> usize {
-        let keys: usize = self.keys.keys().map(|k| k.len()).sum();
-        let slots = self.keys.capacity()
-            * (std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<Seen>() + 1);
         let rows: usize = self.batches.iter().map(|b| b.get_array_memory_size()).sum();
-        keys + slots + rows
+        self.keys.memory_size() + rows
     }
 
     /// Whether rows wait in the state (keep-earliest): only then does a snapshot hold them.
@@ -274,8 +274,8 @@ impl DedupeState {
         let mut at = Vec::with_capacity(self.keys.len());
         // Row 0 of the extra batch is all nulls, for keys without a waiting row.
         let null_batch = self.batches.len();
-        for (key, seen) in &self.keys {
-            keys.push(key.as_ref());
+        for (key, seen) in self.keys.iter() {
+            keys.push(key);
             times.push(seen.time_ms);
             waiting.push(seen.candidate.is_some());
             at.push(match seen.candidate {
@@ -346,7 +346,7 @@ impl DedupeState {
             };
             if !self.holds_rows() {
                 for i in 0..keys.len() {
-                    self.insert(keys.value(i), times.value(i), None);
+                    self.restore_key(keys.value(i), times.value(i), None);
                 }
                 continue;
             }
@@ -361,7 +361,7 @@ impl DedupeState {
             waiting_rows.push(rows);
             for i in 0..keys.len() {
                 let candidate = waiting.value(i).then_some((index as u32, i as u32));
-                self.insert(keys.value(i), times.value(i), candidate);
+                self.restore_key(keys.value(i), times.value(i), candidate);
             }
         }
         if self.holds_rows() {
