@@ -86,6 +86,16 @@ pub struct StateSnapshot {
     pub batches: Vec<RecordBatch>,
 }
 
+/// An operator's state as read back from a checkpoint.
+#[derive(Debug, Clone)]
+pub struct StoredState {
+    /// The state format it was written in (at most the operator's own
+    /// [`StateLayout::format_version`]): an operator reads older formats too.
+    pub format_version: u32,
+    /// The state rows.
+    pub batches: Vec<RecordBatch>,
+}
+
 /// What an operator's state looks like; a checkpoint refuses state of another layout.
 #[derive(Debug, Clone)]
 pub struct StateLayout {
@@ -126,7 +136,7 @@ pub trait StreamOperator: Send + Sync {
     async fn open(&mut self, ctx: &SessionContext, plan: &LogicalPlan) -> Result<StateLayout>;
 
     /// Puts back the state of a snapshot whose layout matched (after a restart).
-    fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<()>;
+    fn restore(&mut self, state: StoredState) -> Result<()>;
 
     /// Processes one epoch: reads the step's input from the epoch's streams, folds it into
     /// the state (leaving late rows out), and returns what the state releases at the

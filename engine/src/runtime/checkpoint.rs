@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
@@ -17,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{EngineError, Result};
-use crate::operators::{StateLayout, StateSnapshot};
+use crate::operators::{StateLayout, StateSnapshot, StoredState};
 use crate::runtime::partition::MaxEventTimes;
 
 /// Version of the files in this folder; a different version is refused, never reinterpreted.
@@ -132,7 +131,7 @@ impl Checkpoint {
         node: &str,
         epoch: u64,
         layout: &StateLayout,
-    ) -> Result<Option<Vec<RecordBatch>>> {
+    ) -> Result<Option<StoredState>> {
         let (expected, definition) = (&layout.schema, layout.definition.as_str());
         let path = self.state_file(node, epoch);
         if !path.exists() {
@@ -202,7 +201,10 @@ impl Checkpoint {
         let batches = reader
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| EngineError::checkpoint(&path, "is not a readable state file", e))?;
-        Ok(Some(batches))
+        Ok(Some(StoredState {
+            format_version: format,
+            batches,
+        }))
     }
 }
 

@@ -357,8 +357,8 @@ impl Pipeline {
                 .open(&self.ctx, &node.plan)
                 .await
                 .map_err(|e| in_node(e, &node.name, epoch))?;
-            if let Some(batches) = self.checkpoint.read_state(&node.name, epoch, &layout)? {
-                operator.restore(batches)?;
+            if let Some(state) = self.checkpoint.read_state(&node.name, epoch, &layout)? {
+                operator.restore(state)?;
             } else if stateful.contains(&node.name) {
                 return Err(EngineError::Checkpoint {
                     path: self.checkpoint.state_file(&node.name, epoch),

@@ -10,33 +10,35 @@
 //! split off, the rest offered to the state; the rows the state releases get `rn = 1` and the
 //! rest of the table's plan runs over them.
 
+pub mod key_bytes;
 pub mod keys;
 pub mod node;
 pub mod state;
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt64Array};
+use arrow::array::{ArrayRef, BinaryArray, BooleanArray, RecordBatch, UInt64Array};
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::SchemaRef;
-use arrow::row::{RowConverter, SortField};
+use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::collect;
 use datafusion::prelude::SessionContext;
 
+use self::key_bytes::KeyEncoder;
 use self::state::{DedupeState, Keep, Offered};
 use crate::dead_letter::LATE_BEFORE_WATERMARK;
 use crate::error::{EngineError, Result};
 use crate::operators::step_exec::{plan_over_released, StatefulStepExec};
 use crate::operators::times_ms;
 use crate::operators::{
-    EpochStep, LateRows, OperatorMetrics, OperatorOutput, StateLayout, StateSnapshot,
+    EpochStep, LateRows, OperatorMetrics, OperatorOutput, StateLayout, StateSnapshot, StoredState,
     StreamOperator,
 };
 
-/// The version of the dedupe state format in checkpoints.
-pub const DEDUPE_STATE_FORMAT: u32 = 1;
+/// The version of the dedupe state format in checkpoints. 1: every key in Arrow's row format;
+/// 2: a single text or binary key as its own bytes (see `key_bytes`). Format 1 still restores.
+pub const DEDUPE_STATE_FORMAT: u32 = 2;
 
 /// A dedupe as the planner found it.
 #[derive(Debug, Clone)]
@@ -61,7 +63,8 @@ pub struct DedupeConfig {
 #[derive(Debug)]
 struct Opened {
     state: DedupeState,
-    converter: RowConverter,
+    keys: KeyEncoder,
+    key_types: Vec<DataType>,
     key_columns: Vec<usize>,
     time_column: Option<usize>,
 }
@@ -161,7 +164,7 @@ impl DedupeOperator {
                 .iter()
                 .map(|&i| batch.column(i).clone())
                 .collect();
-            let keys = opened.converter.convert_columns(&keys)?;
+            let keys = opened.keys.encode(&keys)?;
             let times = match opened.time_column {
                 Some(i) => Some(times_ms(batch.column(i))?),
                 None => None,
@@ -179,7 +182,7 @@ impl DedupeOperator {
                     }
                     continue;
                 }
-                let offered = opened.state.offer(keys.row(row).as_ref(), row, index, time);
+                let offered = opened.state.offer(keys.get(row), row, index, time);
                 if first_arrived {
                     numbers.push(match offered {
                         Offered::Kept => 1,
@@ -232,25 +235,37 @@ impl StreamOperator for DedupeOperator {
         if let Some(i) = time_column {
             times_ms(&arrow::array::new_empty_array(schema.field(i).data_type()))?;
         }
-        let fields = key_columns
+        let key_types: Vec<DataType> = key_columns
             .iter()
-            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+            .map(|&i| schema.field(i).data_type().clone())
             .collect();
         let state = DedupeState::new(self.config.keep, self.config.horizon_ms, schema);
         let layout = self.layout(&state);
         self.opened = Some(Opened {
             state,
-            converter: RowConverter::new(fields)?,
+            keys: KeyEncoder::new(&key_types)?,
+            key_types,
             key_columns,
             time_column,
         });
         Ok(layout)
     }
 
-    fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
+    fn restore(&mut self, stored: StoredState) -> Result<()> {
         let opened = self.opened.as_mut().ok_or_else(|| {
             EngineError::internal("the dedupe operator was used before it was opened")
         })?;
+        let batches = if stored.format_version < 2 {
+            // Format 1 held every key in Arrow's row format.
+            let convert = |keys: &BinaryArray| opened.keys.from_row_format(&opened.key_types, keys);
+            stored
+                .batches
+                .iter()
+                .map(|batch| state::with_keys_converted(batch, convert))
+                .collect::<std::result::Result<Vec<_>, _>>()?
+        } else {
+            stored.batches
+        };
         Ok(opened.state.restore(batches)?)
     }
 

@@ -322,7 +322,7 @@ impl DedupeState {
         RecordBatch::try_new(nullable, columns)
     }
 
-    /// Puts back a snapshot's batches.
+    /// Puts back a snapshot's batches (of [`DedupeState::snapshot_schema`]).
     pub fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<(), ArrowError> {
         self.keys.clear();
         self.waiting = 0;
@@ -368,5 +368,65 @@ impl DedupeState {
             self.batches = waiting_rows;
         }
         self.compact()
+    }
+}
+
+/// A snapshot batch with its key column rewritten by `convert` (when the key encoding changed
+/// between state formats).
+pub fn with_keys_converted(
+    batch: &RecordBatch,
+    convert: impl FnOnce(&BinaryArray) -> Result<BinaryArray, ArrowError>,
+) -> Result<RecordBatch, ArrowError> {
+    let index = batch.schema().index_of(KEY)?;
+    let keys = batch
+        .column(index)
+        .as_any()
+        .downcast_ref::<BinaryArray>()
+        .ok_or_else(|| ArrowError::SchemaError(format!("state column `{KEY}` is not binary")))?;
+    let mut columns = batch.columns().to_vec();
+    columns[index] = Arc::new(convert(keys)?);
+    RecordBatch::try_new(batch.schema(), columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operators::dedupe::key_bytes::KeyEncoder;
+    use arrow::array::StringArray;
+    use arrow::row::{RowConverter, SortField};
+
+    #[test]
+    fn a_format_1_state_with_row_format_keys_restores_as_plain_keys() {
+        let input = Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)]));
+        let ids: ArrayRef = Arc::new(StringArray::from(vec!["e-1", "e-2"]));
+        let row_format = RowConverter::new(vec![SortField::new(DataType::Utf8)])
+            .unwrap()
+            .convert_columns(&[ids.clone()])
+            .unwrap();
+        let old = DedupeState::new(Keep::FirstArrived, 60_000, input.clone());
+        let stored = RecordBatch::try_new(
+            old.snapshot_schema(),
+            vec![
+                Arc::new(BinaryArray::from_iter_values(
+                    row_format.iter().map(|r| r.as_ref().to_vec()),
+                )),
+                Arc::new(Int64Array::from(vec![1_000, 2_000])),
+                Arc::new(BooleanArray::from(vec![false, false])),
+            ],
+        )
+        .unwrap();
+        let encoder = KeyEncoder::new(&[DataType::Utf8]).unwrap();
+        let converted = with_keys_converted(&stored, |keys| {
+            encoder.from_row_format(&[DataType::Utf8], keys)
+        })
+        .unwrap();
+        let mut state = DedupeState::new(Keep::FirstArrived, 60_000, input);
+        state.restore(vec![converted]).unwrap();
+        let fresh = encoder
+            .encode(&[Arc::new(StringArray::from(vec!["e-2", "e-3"])) as ArrayRef])
+            .unwrap();
+        assert_eq!(state.offer(fresh.get(0), 0, 0, 3_000), Offered::Duplicate);
+        assert_eq!(state.offer(fresh.get(1), 1, 0, 3_000), Offered::Kept);
+        assert_eq!(state.len(), 3);
     }
 }

@@ -37,7 +37,7 @@ use crate::error::{EngineError, Result};
 use crate::operators::step_exec::{plan_over_released, StatefulStepExec};
 use crate::operators::{
     stateful_steps, EpochStep, LateRows, OperatorMetrics, OperatorOutput, StateLayout,
-    StateSnapshot, StreamOperator,
+    StateSnapshot, StoredState, StreamOperator,
 };
 
 /// The version of the join state format in checkpoints.
@@ -308,9 +308,9 @@ impl StreamOperator for JoinOperator {
         Ok(layout)
     }
 
-    fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
+    fn restore(&mut self, state: StoredState) -> Result<()> {
         let opened = self.opened()?;
-        for batch in batches {
+        for batch in state.batches {
             let (left, right) = sides::split_snapshot(&batch, &opened.left, &opened.right)?;
             let left = opened.left.restored(left, &opened.converter)?;
             let right = opened.right.restored(right, &opened.converter)?;

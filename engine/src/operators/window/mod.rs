@@ -21,7 +21,6 @@ pub use state::{UpdatedRows, WindowAggregateState};
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
@@ -30,7 +29,7 @@ use crate::dead_letter::{LATE_BEFORE_WATERMARK, LATE_WINDOW_ENDED};
 use crate::error::{EngineError, Result};
 use crate::operators::step_exec::StatefulStepExec;
 use crate::operators::{
-    EpochStep, LateRows, OperatorMetrics, OperatorOutput, StateLayout, StateSnapshot,
+    EpochStep, LateRows, OperatorMetrics, OperatorOutput, StateLayout, StateSnapshot, StoredState,
     StreamOperator,
 };
 
@@ -143,8 +142,11 @@ impl StreamOperator for WindowOperator {
         Ok(layout)
     }
 
-    fn restore(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
-        self.state.as_mut().ok_or_else(not_opened)?.restore(batches);
+    fn restore(&mut self, state: StoredState) -> Result<()> {
+        self.state
+            .as_mut()
+            .ok_or_else(not_opened)?
+            .restore(state.batches);
         Ok(())
     }
 
