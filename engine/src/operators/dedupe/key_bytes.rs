@@ -107,7 +107,16 @@ fn encode_plain(column: &dyn Array) -> EncodedKeys {
     let n = column.len();
     let mut offsets = Vec::with_capacity(n + 1);
     offsets.push(0);
-    let mut data = Vec::new();
+    // The values' bytes and one marker byte per row: sized once, so the buffer never grows
+    // (each growth would copy it and fault in fresh pages).
+    let value_bytes = column
+        .to_data()
+        .buffers()
+        .iter()
+        .map(|b| b.len())
+        .max()
+        .unwrap_or(0);
+    let mut data = Vec::with_capacity(value_bytes + n);
     let mut push = |value: Option<&[u8]>| {
         match value {
             Some(bytes) => {

@@ -127,6 +127,11 @@ impl<V> KeyTable<V> {
         self.live_bytes = 0;
     }
 
+    /// Bytes of the keys held (their own bytes, without the arena's holes).
+    pub fn key_bytes(&self) -> usize {
+        self.live_bytes
+    }
+
     /// Keys held.
     pub fn len(&self) -> usize {
         self.slots.len()

@@ -9,7 +9,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    new_null_array, Array, ArrayRef, BinaryArray, BooleanArray, Int64Array, RecordBatch,
+    new_null_array, Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, Int64Array,
+    RecordBatch,
 };
 use arrow::compute::{concat_batches, filter_record_batch, interleave_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -303,20 +304,20 @@ impl DedupeState {
     /// The state as one batch of [`DedupeState::snapshot_schema`] (after `finish_epoch`).
     pub fn snapshot(&self) -> Result<RecordBatch, ArrowError> {
         let schema = self.snapshot_schema();
-        let mut keys = Vec::with_capacity(self.keys.len());
+        let mut keys = BinaryBuilder::with_capacity(self.keys.len(), self.keys.key_bytes());
         let mut times = Vec::with_capacity(self.keys.len());
         let mut waiting = Vec::with_capacity(self.keys.len());
         let mut at = Vec::with_capacity(self.keys.len());
         // Row 0 of the extra batch is all nulls, for keys without a waiting row.
         let null_batch = self.batches.len();
         for (key, seen) in self.keys.iter() {
-            keys.push(key);
+            keys.append_value(key);
             times.push(seen.time_ms);
             waiting.push(seen.candidate.is_some());
             at.push(seen.candidate.get().unwrap_or((null_batch, 0)));
         }
         let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(BinaryArray::from(keys)),
+            Arc::new(keys.finish()),
             Arc::new(Int64Array::from(times)),
             Arc::new(BooleanArray::from(waiting)),
         ];
