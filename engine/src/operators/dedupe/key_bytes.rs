@@ -195,7 +195,7 @@ mod tests {
         let column = strings(&[Some("event-1"), None, Some("")]);
         let old = KeyEncoder::row_converter(&types)
             .unwrap()
-            .convert_columns(&[column.clone()])
+            .convert_columns(std::slice::from_ref(&column))
             .unwrap();
         let stored = BinaryArray::from_iter_values(old.iter().map(|r| r.as_ref().to_vec()));
         let encoder = KeyEncoder::new(&types).unwrap();

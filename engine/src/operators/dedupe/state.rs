@@ -444,7 +444,7 @@ mod tests {
         let ids: ArrayRef = Arc::new(StringArray::from(vec!["e-1", "e-2"]));
         let row_format = RowConverter::new(vec![SortField::new(DataType::Utf8)])
             .unwrap()
-            .convert_columns(&[ids.clone()])
+            .convert_columns(std::slice::from_ref(&ids))
             .unwrap();
         let old = DedupeState::new(Keep::FirstArrived, 60_000, input.clone());
         let stored = RecordBatch::try_new(
