@@ -39,21 +39,10 @@ pub fn compact_count() -> AggregateUDF {
     AggregateUDF::new_from_impl(CompactCount::default())
 }
 
-/// Whether `count(DISTINCT x)` of this type uses the shared accumulator.
-fn is_byte_type(data_type: &DataType) -> bool {
-    matches!(
-        data_type,
-        DataType::Utf8
-            | DataType::LargeUtf8
-            | DataType::Utf8View
-            | DataType::Binary
-            | DataType::LargeBinary
-            | DataType::BinaryView
-    )
-}
-
 fn distinct_over_bytes(args: &AccumulatorArgs) -> bool {
-    args.is_distinct && args.exprs.len() == 1 && is_byte_type(args.expr_fields[0].data_type())
+    args.is_distinct
+        && args.exprs.len() == 1
+        && crate::types::is_byte_type(args.expr_fields[0].data_type())
 }
 
 impl AggregateUDFImpl for CompactCount {

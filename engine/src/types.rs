@@ -125,3 +125,18 @@ pub fn sql_type_name(data_type: &DataType) -> String {
         other => other.to_string(),
     }
 }
+
+/// Whether values of this type are strings or bytes (of any offset width or views): such
+/// columns share byte-oriented fast paths (`count(DISTINCT x)`'s accumulator, a dedupe's plain
+/// keys).
+pub fn is_byte_type(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Binary
+            | DataType::LargeBinary
+            | DataType::BinaryView
+    )
+}

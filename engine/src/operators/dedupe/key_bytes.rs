@@ -10,6 +10,8 @@ use arrow::datatypes::DataType;
 use arrow::error::ArrowError;
 use arrow::row::{RowConverter, Rows, SortField};
 
+use crate::types::is_byte_type;
+
 /// The last byte of a plain key: the value's bytes precede it.
 const VALID: u8 = 1;
 /// A null plain key is this byte alone.
@@ -46,7 +48,7 @@ impl KeyEncoder {
     /// The encoder for key columns of `types`.
     pub fn new(types: &[DataType]) -> Result<Self, ArrowError> {
         match types {
-            [t] if is_plain(t) => Ok(KeyEncoder::Plain),
+            [t] if is_byte_type(t) => Ok(KeyEncoder::Plain),
             _ => Ok(KeyEncoder::Rows(Self::row_converter(types)?)),
         }
     }
@@ -88,18 +90,6 @@ impl KeyEncoder {
             (0..keys.len()).map(|i| encoded.get(i)),
         ))
     }
-}
-
-fn is_plain(t: &DataType) -> bool {
-    matches!(
-        t,
-        DataType::Utf8
-            | DataType::LargeUtf8
-            | DataType::Utf8View
-            | DataType::Binary
-            | DataType::LargeBinary
-            | DataType::BinaryView
-    )
 }
 
 /// One text or binary column as plain keys.
