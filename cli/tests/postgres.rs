@@ -225,6 +225,7 @@ fn a_mistake_on_the_url_line_is_shown_without_the_password() {
 
 #[test]
 fn killed_at_random_moments_postgres_still_equals_delta() {
+    const EVENTS: &str = "120000";
     let Some(pg) = PgServer::start("killed_at_random_moments_postgres_still_equals_delta") else {
         return;
     };
@@ -235,33 +236,53 @@ fn killed_at_random_moments_postgres_still_equals_delta() {
             .and_then(|e| e.parse::<u64>().ok())
             .unwrap_or(0)
     };
+    // 120,000 events are 60 epochs of 2,000: a debug build commits 2–11 of them between a
+    // start and a kill 0.6–3 s later (about 0.26 s an epoch here), so six kills leave input
+    // for the last run. With 60,000 events three kills used it all up on a quiet machine.
     let mut delays = KillDelays::new(0x9e37, 600, 2400);
     let mut killed_after = Vec::new();
+    // What each run did: killed after N committed epochs, or how it ended by itself.
+    let mut runs = Vec::new();
     for _ in 0..40 {
         let now = committed();
         if killed_after.len() >= 6 && now >= 8 {
             break;
         }
         let delay = delays.next(now as usize);
-        let mut child = run(dir.path(), &pg, "60000")
+        let log = dir.path().join("run.log");
+        let mut child = run(dir.path(), &pg, EVENTS)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         std::thread::sleep(delay);
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL: mid-COPY, mid-transaction or between commits
-            child.wait().unwrap();
-            killed_after.push(committed());
+        match child.try_wait().unwrap() {
+            None => {
+                child.kill().unwrap(); // SIGKILL: mid-COPY, mid-transaction or between commits
+                child.wait().unwrap();
+                killed_after.push(committed());
+                runs.push(format!("killed after {delay:?} at epoch {}", committed()));
+            }
+            Some(status) => {
+                let err = std::fs::read_to_string(&log).unwrap_or_default();
+                assert!(status.success(), "a run failed by itself: {status}\n{err}");
+                // The input is used up: further runs would have nothing left to kill.
+                runs.push(format!(
+                    "ended by itself after {delay:?} at epoch {}",
+                    committed()
+                ));
+                break;
+            }
         }
     }
     let mut distinct = killed_after.clone();
     distinct.dedup();
     assert!(
         killed_after.len() >= 4 && distinct.len() >= 3,
-        "runs were killed after {killed_after:?} committed epochs; lengthen the run"
+        "runs were killed after {killed_after:?} committed epochs; lengthen the run. Runs:\n{}",
+        runs.join("\n")
     );
-    let last = run(dir.path(), &pg, "60000").output().unwrap();
+    let last = run(dir.path(), &pg, EVENTS).output().unwrap();
     assert_success(&last, "the last restart");
     assert_postgres_equals_delta(dir.path(), &pg);
 }
