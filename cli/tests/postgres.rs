@@ -260,8 +260,9 @@ fn killed_at_random_moments_postgres_still_equals_delta() {
             None => {
                 child.kill().unwrap(); // SIGKILL: mid-COPY, mid-transaction or between commits
                 child.wait().unwrap();
-                killed_after.push(committed());
-                runs.push(format!("killed after {delay:?} at epoch {}", committed()));
+                let now = committed();
+                killed_after.push(now);
+                runs.push(format!("killed after {delay:?} at epoch {now}"));
             }
             Some(status) => {
                 let err = std::fs::read_to_string(&log).unwrap_or_default();

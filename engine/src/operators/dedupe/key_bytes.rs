@@ -20,8 +20,9 @@ const NULL: u8 = 0;
 /// How keys of one dedupe are encoded.
 #[derive(Debug)]
 pub enum KeyEncoder {
-    /// One text or binary column: the value's bytes, then [`VALID`]; a null is [`NULL`].
-    Plain,
+    /// One text or binary column (of this type): the value's bytes, then [`VALID`]; a null
+    /// is [`NULL`].
+    Plain(DataType),
     /// Any other key: Arrow's row format.
     Rows(RowConverter),
 }
@@ -48,7 +49,7 @@ impl KeyEncoder {
     /// The encoder for key columns of `types`.
     pub fn new(types: &[DataType]) -> Result<Self, ArrowError> {
         match types {
-            [t] if is_byte_type(t) => Ok(KeyEncoder::Plain),
+            [t] if is_byte_type(t) => Ok(KeyEncoder::Plain(t.clone())),
             _ => Ok(KeyEncoder::Rows(Self::row_converter(types)?)),
         }
     }
@@ -63,7 +64,7 @@ impl KeyEncoder {
             KeyEncoder::Rows(converter) => {
                 Ok(EncodedKeys::Rows(converter.convert_columns(columns)?))
             }
-            KeyEncoder::Plain => {
+            KeyEncoder::Plain(_) => {
                 let column = columns.first().ok_or_else(|| {
                     ArrowError::InvalidArgumentError("a dedupe key needs a column".into())
                 })?;
@@ -74,15 +75,11 @@ impl KeyEncoder {
 
     /// Keys stored in Arrow's row format (state format 1, which used it for every key) in this
     /// encoder's form: decoded to columns, then encoded again.
-    pub fn from_row_format(
-        &self,
-        types: &[DataType],
-        keys: &BinaryArray,
-    ) -> Result<BinaryArray, ArrowError> {
-        if matches!(self, KeyEncoder::Rows(_)) {
+    pub fn from_row_format(&self, keys: &BinaryArray) -> Result<BinaryArray, ArrowError> {
+        let KeyEncoder::Plain(key_type) = self else {
             return Ok(keys.clone());
-        }
-        let converter = Self::row_converter(types)?;
+        };
+        let converter = Self::row_converter(std::slice::from_ref(key_type))?;
         let parser = converter.parser();
         let columns = converter.convert_rows(keys.iter().flatten().map(|k| parser.parse(k)))?;
         let encoded = self.encode(&columns)?;
@@ -189,7 +186,7 @@ mod tests {
             .unwrap();
         let stored = BinaryArray::from_iter_values(old.iter().map(|r| r.as_ref().to_vec()));
         let encoder = KeyEncoder::new(&types).unwrap();
-        let converted = encoder.from_row_format(&types, &stored).unwrap();
+        let converted = encoder.from_row_format(&stored).unwrap();
         let fresh = encoder.encode(&[column]).unwrap();
         for i in 0..3 {
             assert_eq!(converted.value(i), fresh.get(i), "row {i}");

@@ -64,7 +64,6 @@ pub struct DedupeConfig {
 struct Opened {
     state: DedupeState,
     keys: KeyEncoder,
-    key_types: Vec<DataType>,
     key_columns: Vec<usize>,
     time_column: Option<usize>,
 }
@@ -244,7 +243,6 @@ impl StreamOperator for DedupeOperator {
         self.opened = Some(Opened {
             state,
             keys: KeyEncoder::new(&key_types)?,
-            key_types,
             key_columns,
             time_column,
         });
@@ -257,7 +255,7 @@ impl StreamOperator for DedupeOperator {
         })?;
         let batches = if stored.format_version < 2 {
             // Format 1 held every key in Arrow's row format.
-            let convert = |keys: &BinaryArray| opened.keys.from_row_format(&opened.key_types, keys);
+            let convert = |keys: &BinaryArray| opened.keys.from_row_format(keys);
             stored
                 .batches
                 .iter()

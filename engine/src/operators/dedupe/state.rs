@@ -69,6 +69,10 @@ impl Candidate {
     fn is_some(self) -> bool {
         self.batch != u32::MAX
     }
+
+    fn is_none(self) -> bool {
+        !self.is_some()
+    }
 }
 
 /// What one row did to the state.
@@ -155,7 +159,7 @@ impl DedupeState {
                 _ => Offered::Duplicate,
             },
             Keep::Latest if time_ms > seen.time_ms => {
-                if !seen.candidate.is_some() {
+                if seen.candidate.is_none() {
                     self.waiting += 1;
                 }
                 *seen = Seen {
@@ -459,10 +463,7 @@ mod tests {
         )
         .unwrap();
         let encoder = KeyEncoder::new(&[DataType::Utf8]).unwrap();
-        let converted = with_keys_converted(&stored, |keys| {
-            encoder.from_row_format(&[DataType::Utf8], keys)
-        })
-        .unwrap();
+        let converted = with_keys_converted(&stored, |keys| encoder.from_row_format(keys)).unwrap();
         let mut state = DedupeState::new(Keep::FirstArrived, 60_000, input);
         state.restore(vec![converted]).unwrap();
         let fresh = encoder
