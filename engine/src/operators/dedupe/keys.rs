@@ -1,52 +1,51 @@
-//! The keys a dedupe has seen: their bytes in one arena, found through a hash table of small
-//! slots (where the key's bytes are, what the dedupe knows of it).
+//! The keys a dedupe has seen: their bytes in an arena of chunks (`arena`), found through a
+//! hash table of small slots (where the key's bytes are, 32 bits of its hash, what the dedupe
+//! knows of it).
 //!
 //! Why not a `HashMap<Box<[u8]>, _>`: a box costs one allocation per new key, a pointer per
 //! slot and a free per forgotten key. Here a new key is appended to the arena; the table's
-//! control bytes (7 bits of each hash) rule out nearly every other key without reading the
-//! arena, so it is read for real matches (duplicates) and, rarely, a 1-in-128 look-alike.
-//! The hash is not stored: it is computed again from the arena only when the table grows.
-//! Keys the watermark forgets leave holes in the arena; once the holes outweigh the live keys
-//! the arena is rewritten.
+//! control bytes (7 bits of each hash) and the slot's 32 bits of hash rule out nearly every
+//! other key without reading the arena, so it is read for real matches (duplicates) only.
+//! The stored hash also lets the table grow or clean out its tombstones without reading and
+//! hashing every key again (one cache miss per key, tens of milliseconds an epoch at 400,000
+//! keys).
 
 use std::hash::BuildHasher;
 
 use hashbrown::hash_table::Entry;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-/// One key: its bytes' place in the arena, and its value (16 bytes before the value).
+use super::arena::{KeyArena, KeyPlace, KeyTooLong};
+
+/// One key: its bytes' place in the arena, 32 bits of its hash, and its value (16 bytes
+/// before the value).
 #[derive(Debug)]
 struct Slot<V> {
-    start: usize,
-    len: usize,
+    place: KeyPlace,
+    hash: u32,
     value: V,
 }
 
-impl<V> Slot<V> {
-    fn key<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
-        &arena[self.start..self.start + self.len]
-    }
+/// The table's 64-bit hash of a key, from the 32 bits a slot keeps: spread over all 64 bits
+/// (the table takes the bucket from the low bits and its control byte from the top 7).
+#[inline]
+fn table_hash(hash: u32) -> u64 {
+    u64::from(hash).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// A hash map from byte keys to `V`, with the keys' bytes in one arena.
 #[derive(Debug)]
 pub struct KeyTable<V> {
     slots: HashTable<Slot<V>>,
-    arena: Vec<u8>,
-    /// Bytes of `arena` that belong to keys still held.
-    live_bytes: usize,
+    arena: KeyArena,
     hasher: DefaultHashBuilder,
 }
-
-/// The arena is rewritten only above this size, so a small state never churns.
-const MIN_ARENA_TO_COMPACT: usize = 1 << 20;
 
 impl<V> Default for KeyTable<V> {
     fn default() -> Self {
         KeyTable {
             slots: HashTable::new(),
-            arena: Vec::new(),
-            live_bytes: 0,
+            arena: KeyArena::default(),
             hasher: DefaultHashBuilder::default(),
         }
     }
@@ -55,26 +54,29 @@ impl<V> Default for KeyTable<V> {
 impl<V> KeyTable<V> {
     /// The value held for `key`, inserting `new()` first when the key is not held yet;
     /// the flag says whether it was inserted.
-    pub fn get_or_insert_with(&mut self, key: &[u8], new: impl FnOnce() -> V) -> (&mut V, bool) {
-        let (arena, hasher) = (&self.arena, &self.hasher);
-        let hash = hasher.hash_one(key);
+    pub fn get_or_insert_with(
+        &mut self,
+        key: &[u8],
+        new: impl FnOnce() -> V,
+    ) -> Result<(&mut V, bool), KeyTooLong> {
+        // Truncated on purpose: 32 bits are kept in the slot and spread again.
+        let hash = self.hasher.hash_one(key) as u32;
+        let arena = &self.arena;
         let entry = self.slots.entry(
-            hash,
-            |slot| slot.key(arena) == key,
-            |slot| hasher.hash_one(slot.key(arena)),
+            table_hash(hash),
+            |slot| slot.hash == hash && arena.get(slot.place) == key,
+            |slot| table_hash(slot.hash),
         );
         match entry {
-            Entry::Occupied(occupied) => (&mut occupied.into_mut().value, false),
+            Entry::Occupied(occupied) => Ok((&mut occupied.into_mut().value, false)),
             Entry::Vacant(vacant) => {
-                let start = self.arena.len();
-                self.arena.extend_from_slice(key);
-                self.live_bytes += key.len();
+                let place = self.arena.push(key)?;
                 let slot = vacant.insert(Slot {
-                    start,
-                    len: key.len(),
+                    place,
+                    hash,
                     value: new(),
                 });
-                (&mut slot.into_mut().value, true)
+                Ok((&mut slot.into_mut().value, true))
             }
         }
     }
@@ -82,37 +84,26 @@ impl<V> KeyTable<V> {
     /// Keeps the keys for which `keep` returns true (it may change their values) and forgets
     /// the rest.
     pub fn retain(&mut self, mut keep: impl FnMut(&mut V) -> bool) {
-        let mut freed = 0;
+        let arena = &mut self.arena;
         self.slots.retain(|slot| {
             let kept = keep(&mut slot.value);
             if !kept {
-                freed += slot.len;
+                arena.forget(slot.place);
             }
             kept
         });
-        self.live_bytes -= freed;
-        let holes = self.arena.len() - self.live_bytes;
-        if self.arena.len() > MIN_ARENA_TO_COMPACT && holes > self.live_bytes {
-            self.compact_arena();
+        self.arena.reclaim();
+        if self.arena.wants_evacuation() {
+            self.arena
+                .evacuate(self.slots.iter_mut().map(|slot| &mut slot.place));
         }
-    }
-
-    /// Rewrites the arena with only the bytes of keys still held.
-    fn compact_arena(&mut self) {
-        let mut arena = Vec::with_capacity(self.live_bytes + self.live_bytes / 2);
-        for slot in self.slots.iter_mut() {
-            let start = arena.len();
-            arena.extend_from_slice(slot.key(&self.arena));
-            slot.start = start;
-        }
-        self.arena = arena;
     }
 
     /// Every key with its value, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &V)> {
         self.slots
             .iter()
-            .map(|slot| (slot.key(&self.arena), &slot.value))
+            .map(|slot| (self.arena.get(slot.place), &slot.value))
     }
 
     /// Every value, mutably, in the same order as [`KeyTable::iter`] while nothing changes.
@@ -124,12 +115,11 @@ impl<V> KeyTable<V> {
     pub fn clear(&mut self) {
         self.slots.clear();
         self.arena.clear();
-        self.live_bytes = 0;
     }
 
     /// Bytes of the keys held (their own bytes, without the arena's holes).
     pub fn key_bytes(&self) -> usize {
-        self.live_bytes
+        self.arena.live_bytes()
     }
 
     /// Keys held.
@@ -142,9 +132,10 @@ impl<V> KeyTable<V> {
         self.slots.is_empty()
     }
 
-    /// Bytes held: the arena (holes included) and the table's slots and control bytes.
+    /// Bytes held: the arena (holes and spare chunks included) and the table's slots and
+    /// control bytes.
     pub fn memory_size(&self) -> usize {
-        self.arena.capacity() + self.slots.capacity() * (std::mem::size_of::<Slot<V>>() + 1)
+        self.arena.memory_size() + self.slots.capacity() * (std::mem::size_of::<Slot<V>>() + 1)
     }
 }
 
@@ -162,28 +153,38 @@ mod tests {
     #[test]
     fn a_key_is_found_again_by_its_bytes() {
         let mut table = KeyTable::default();
-        let (value, inserted) = table.get_or_insert_with(b"a", || 1);
+        let (value, inserted) = table.get_or_insert_with(b"a", || 1).unwrap();
         assert!(inserted);
         *value += 10;
-        assert_eq!(table.get_or_insert_with(b"a", || 99), (&mut 11, false));
-        assert_eq!(table.get_or_insert_with(b"ab", || 2), (&mut 2, true));
-        assert_eq!(table.get_or_insert_with(b"", || 3), (&mut 3, true));
+        assert_eq!(
+            table.get_or_insert_with(b"a", || 99).unwrap(),
+            (&mut 11, false)
+        );
+        assert_eq!(
+            table.get_or_insert_with(b"ab", || 2).unwrap(),
+            (&mut 2, true)
+        );
+        assert_eq!(table.get_or_insert_with(b"", || 3).unwrap(), (&mut 3, true));
         assert_eq!(table.len(), 3);
     }
 
     #[test]
-    fn forgotten_keys_are_compacted_out_of_the_arena_and_the_rest_stay_findable() {
+    fn forgotten_keys_are_evacuated_from_the_arena_and_the_rest_stay_findable() {
         let mut table = KeyTable::default();
         let key = |i: u64| format!("key-{i:032}").into_bytes();
-        for i in 0..100_000 {
-            table.get_or_insert_with(&key(i), || i);
+        for i in 0..200_000 {
+            table.get_or_insert_with(&key(i), || i).unwrap();
         }
-        let before = table.arena.len();
+        let before = table.memory_size();
+        // Nine keys in ten forgotten, spread over the whole arena (out of time order).
         table.retain(|v| *v % 10 == 0);
-        assert_eq!(table.len(), 10_000);
-        assert!(table.arena.len() < before / 5, "the arena was rewritten");
-        for i in 0..100_000 {
-            let (value, inserted) = table.get_or_insert_with(&key(i), || u64::MAX);
+        assert_eq!(table.len(), 20_000);
+        assert!(
+            table.arena.memory_size() < before / 5,
+            "the keys left were moved out of mostly empty chunks"
+        );
+        for i in 0..200_000 {
+            let (value, inserted) = table.get_or_insert_with(&key(i), || u64::MAX).unwrap();
             assert_eq!(inserted, i % 10 != 0, "key {i}");
             if !inserted {
                 assert_eq!(*value, i);
@@ -191,7 +192,34 @@ mod tests {
         }
         let mut seen: Vec<(Vec<u8>, u64)> = table.iter().map(|(k, v)| (k.to_vec(), *v)).collect();
         seen.sort();
-        assert_eq!(seen.len(), 100_000);
+        assert_eq!(seen.len(), 200_000);
         assert_eq!(seen[0], (key(0), 0));
+    }
+
+    #[test]
+    fn keys_forgotten_in_arrival_order_free_their_chunks_and_the_table_stays_right() {
+        // The watermark's usual pattern: each round adds new keys and forgets the round
+        // before last's, many times over (the table fills with tombstones and rehashes).
+        let mut table = KeyTable::default();
+        let key = |i: u64| format!("{i:x}-event").into_bytes();
+        let per_round = 50_000;
+        for round in 0..12u64 {
+            for i in round * per_round..(round + 1) * per_round {
+                let (_, inserted) = table.get_or_insert_with(&key(i), || round).unwrap();
+                assert!(inserted);
+            }
+            table.retain(|r| *r + 1 >= round);
+            let held = table.len() as u64;
+            assert_eq!(held, per_round * (round + 1).min(2), "round {round}");
+        }
+        // Only the last two rounds' keys are held, in a bounded arena.
+        assert!(table.arena.memory_size() < 8 << 20);
+        for i in 0..12 * per_round {
+            let (round, inserted) = table.get_or_insert_with(&key(i), || u64::MAX).unwrap();
+            assert_eq!(!inserted, i >= 10 * per_round, "key {i}");
+            if !inserted {
+                assert_eq!(*round, i / per_round);
+            }
+        }
     }
 }

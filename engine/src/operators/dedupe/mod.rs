@@ -10,6 +10,7 @@
 //! split off, the rest offered to the state; the rows the state releases get `rn = 1` and the
 //! rest of the table's plan runs over them.
 
+pub mod arena;
 pub mod key_bytes;
 pub mod keys;
 pub mod node;
@@ -181,7 +182,7 @@ impl DedupeOperator {
                     }
                     continue;
                 }
-                let offered = opened.state.offer(keys.get(row), row, index, time);
+                let offered = opened.state.offer(keys.get(row), row, index, time)?;
                 if first_arrived {
                     numbers.push(match offered {
                         Offered::Kept => 1,

@@ -127,7 +127,13 @@ impl DedupeState {
     }
 
     /// Offers row `row` of batch `batch` (its key's bytes, its event time) to the state.
-    pub fn offer(&mut self, key: &[u8], row: usize, batch: usize, time_ms: i64) -> Offered {
+    pub fn offer(
+        &mut self,
+        key: &[u8],
+        row: usize,
+        batch: usize,
+        time_ms: i64,
+    ) -> Result<Offered, ArrowError> {
         let at = Candidate::at(batch, row);
         let keep = self.keep;
         let (seen, inserted) = self.keys.get_or_insert_with(key, || Seen {
@@ -139,14 +145,14 @@ impl DedupeState {
             } else {
                 at
             },
-        });
+        })?;
         if inserted {
             if seen.candidate.is_some() {
                 self.waiting += 1;
             }
-            return Offered::Kept;
+            return Ok(Offered::Kept);
         }
-        match keep {
+        Ok(match keep {
             Keep::FirstArrived => Offered::Duplicate,
             Keep::Earliest => match seen.candidate.get() {
                 Some(_) if time_ms < seen.time_ms => {
@@ -169,16 +175,22 @@ impl DedupeState {
                 Offered::Kept
             }
             Keep::Latest => Offered::Duplicate,
-        }
+        })
     }
 
     /// Puts back a key read from a snapshot.
-    fn restore_key(&mut self, key: &[u8], time_ms: i64, candidate: Candidate) {
+    fn restore_key(
+        &mut self,
+        key: &[u8],
+        time_ms: i64,
+        candidate: Candidate,
+    ) -> Result<(), ArrowError> {
         if candidate.is_some() {
             self.waiting += 1;
         }
         self.keys
-            .get_or_insert_with(key, || Seen { time_ms, candidate });
+            .get_or_insert_with(key, || Seen { time_ms, candidate })?;
+        Ok(())
     }
 
     /// Ends the epoch at `watermark_ms`: returns the rows to emit (earliest: candidates the
@@ -383,7 +395,7 @@ impl DedupeState {
             };
             if !self.holds_rows() {
                 for i in 0..keys.len() {
-                    self.restore_key(keys.value(i), times.value(i), Candidate::NONE);
+                    self.restore_key(keys.value(i), times.value(i), Candidate::NONE)?;
                 }
                 continue;
             }
@@ -402,7 +414,7 @@ impl DedupeState {
                 } else {
                     Candidate::NONE
                 };
-                self.restore_key(keys.value(i), times.value(i), candidate);
+                self.restore_key(keys.value(i), times.value(i), candidate)?;
             }
         }
         if self.holds_rows() {
@@ -469,8 +481,14 @@ mod tests {
         let fresh = encoder
             .encode(&[Arc::new(StringArray::from(vec!["e-2", "e-3"])) as ArrayRef])
             .unwrap();
-        assert_eq!(state.offer(fresh.get(0), 0, 0, 3_000), Offered::Duplicate);
-        assert_eq!(state.offer(fresh.get(1), 1, 0, 3_000), Offered::Kept);
+        assert_eq!(
+            state.offer(fresh.get(0), 0, 0, 3_000).unwrap(),
+            Offered::Duplicate
+        );
+        assert_eq!(
+            state.offer(fresh.get(1), 1, 0, 3_000).unwrap(),
+            Offered::Kept
+        );
         assert_eq!(state.len(), 3);
     }
 }
