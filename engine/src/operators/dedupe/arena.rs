@@ -99,7 +99,10 @@ impl KeyArena {
     /// Appends `key`; returns its place.
     pub fn push(&mut self, key: &[u8]) -> Result<KeyPlace, KeyTooLong> {
         let len = u32::try_from(key.len()).map_err(|_| KeyTooLong { len: key.len() })?;
-        let last = self.first.wrapping_add(self.chunks.len() as u32).wrapping_sub(1);
+        let last = self
+            .first
+            .wrapping_add(self.chunks.len() as u32)
+            .wrapping_sub(1);
         let roomy = |c: &&mut Chunk| c.bytes.capacity() - c.bytes.len() >= key.len();
         let (chunk, offset) = match self.chunks.back_mut().filter(roomy) {
             Some(chunk) => (last, chunk.append(key)),
