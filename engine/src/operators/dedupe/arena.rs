@@ -27,18 +27,6 @@ pub struct KeyPlace {
     len: u32,
 }
 
-impl KeyPlace {
-    /// The key's length in bytes.
-    pub fn len(self) -> usize {
-        self.len as usize
-    }
-
-    /// Whether the key is empty (no bytes).
-    pub fn is_empty(self) -> bool {
-        self.len == 0
-    }
-}
-
 /// A key longer than a [`KeyPlace`] can describe (4 GiB).
 #[derive(Debug, thiserror::Error)]
 #[error("a deduplication key of {len} bytes is longer than the 4 GiB a key may have")]
@@ -99,6 +87,11 @@ impl KeyArena {
     /// Appends `key`; returns its place.
     pub fn push(&mut self, key: &[u8]) -> Result<KeyPlace, KeyTooLong> {
         let len = u32::try_from(key.len()).map_err(|_| KeyTooLong { len: key.len() })?;
+        Ok(self.push_measured(key, len))
+    }
+
+    /// [`KeyArena::push`] for a key whose length `len` is known to fit a place.
+    fn push_measured(&mut self, key: &[u8], len: u32) -> KeyPlace {
         let last = self
             .first
             .wrapping_add(self.chunks.len() as u32)
@@ -125,7 +118,7 @@ impl KeyArena {
             }
         };
         self.live_bytes += key.len();
-        Ok(KeyPlace { chunk, offset, len })
+        KeyPlace { chunk, offset, len }
     }
 
     /// Forgets the key at `place` (its bytes stay until its chunk is emptied or evacuated;
@@ -169,7 +162,8 @@ impl KeyArena {
 
     /// Moves every key of a chunk under half full (the chunk being filled excepted) to the
     /// end of the arena: `places` yields every key's place, which is updated. Afterwards every
-    /// chunk but the last is at least half full, so holes never outweigh keys by much.
+    /// chunk but the one that was being filled and the new last one is at least half full, so
+    /// holes never outweigh keys by much.
     pub fn evacuate<'a>(&mut self, places: impl Iterator<Item = &'a mut KeyPlace>) {
         let last = self.chunks.len().saturating_sub(1);
         let leaving: Vec<bool> = self
@@ -188,10 +182,7 @@ impl KeyArena {
             key.clear();
             key.extend_from_slice(self.get(*place));
             self.forget(*place);
-            // The key was held, so its length fits a place.
-            if let Ok(moved) = self.push(&key) {
-                *place = moved;
-            }
+            *place = self.push_measured(&key, place.len);
         }
         // Chunks filled by moving keys say nothing of the next round's needs.
         self.started = started;
