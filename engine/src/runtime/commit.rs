@@ -53,8 +53,10 @@ impl Pipeline {
         prefetch: &PrefetchPlan,
     ) -> Result<Option<Prefetched>> {
         let epoch = entry.epoch;
-        let state_written = self.spawn_state_write(epoch);
+        // The sinks start writing first: taking the operators' snapshots (tens of
+        // milliseconds for a large dedupe) then overlaps their Parquet encoding.
         let commits = self.spawn_commits(epoch, outputs);
+        let state_written = self.spawn_state_write(epoch);
         let prefetched = self.finish_prefetch(reading, epoch, prefetch).await?;
         self.await_commits(epoch, commits, report).await?;
         crash_point("sinks-committed", epoch);
