@@ -12,6 +12,8 @@ import sys
 
 import duckdb
 
+from duckdb_join import abandoned_adds
+
 data, table, per_trigger, delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 
 
@@ -35,11 +37,11 @@ con.execute("CREATE TABLE epochs (file VARCHAR, epoch INT)")
 con.executemany("INSERT INTO epochs VALUES (?, ?)",
                 [(f, i // per_trigger + 1) for i, f in enumerate(files)])
 con.execute(
-    "CREATE TABLE ev AS SELECT event_id, event_type, user_id, "
+    "CREATE TABLE ev AS SELECT event_id, event_type, user_id, product_id, "
     "CAST(event_time AS TIMESTAMP) AS event_time, epochs.epoch "
     "FROM read_json(?, format = 'newline_delimited', ignore_errors = true, filename = true, "
     "columns = {event_id: 'VARCHAR', event_type: 'VARCHAR', user_id: 'VARCHAR', "
-    "event_time: 'VARCHAR'}) j JOIN epochs ON j.filename = epochs.file "
+    "product_id: 'VARCHAR', event_time: 'VARCHAR'}) j JOIN epochs ON j.filename = epochs.file "
     "WHERE event_time IS NOT NULL",
     [files],
 )
@@ -49,13 +51,7 @@ con.execute(
     f"    - INTERVAL {delay} MINUTE AS watermark FROM (SELECT DISTINCT epoch FROM ev) e"
     f") w USING (epoch) WHERE w.watermark IS NULL OR ev.event_time >= w.watermark"
 )
-con.execute(
-    "CREATE TABLE oracle AS SELECT a.event_id "
-    "FROM (SELECT * FROM on_time WHERE event_type = 'add_to_cart') a "
-    "LEFT JOIN (SELECT * FROM on_time WHERE event_type IN ('checkout', 'purchase')) o "
-    "ON a.user_id = o.user_id AND o.event_time BETWEEN a.event_time "
-    "AND a.event_time + INTERVAL 30 MINUTE WHERE o.user_id IS NULL"
-)
+con.execute(f"CREATE TABLE oracle AS SELECT event_id FROM ({abandoned_adds('on_time')})")
 con.execute("CREATE TABLE weir AS SELECT event_id FROM read_parquet(?)", [live_files(table)])
 rows = con.execute("SELECT count(*) FROM oracle").fetchone()[0]
 extra = con.execute("SELECT count(*) FROM (FROM weir EXCEPT ALL FROM oracle)").fetchone()[0]
