@@ -36,19 +36,6 @@ pub enum EncodedKeys {
 }
 
 impl EncodedKeys {
-    /// Rows (keys) held.
-    pub fn len(&self) -> usize {
-        match self {
-            EncodedKeys::Plain { offsets, .. } => offsets.len() - 1,
-            EncodedKeys::Rows(rows) => rows.num_rows(),
-        }
-    }
-
-    /// Whether no key is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Row `row`'s key.
     pub fn get(&self, row: usize) -> &[u8] {
         match self {

@@ -61,17 +61,6 @@ impl<V> KeyTable<V> {
     ) -> Result<(&mut V, bool), KeyTooLong> {
         // Truncated on purpose: 32 bits are kept in the slot and spread again.
         let hash = self.hasher.hash_one(key) as u32;
-        self.get_or_insert_hashed(key, hash, new)
-    }
-
-    /// [`KeyTable::get_or_insert_with`] for a key whose hash the caller has computed (with
-    /// any good hasher, the same for every key of this table): 32 bits of it.
-    pub fn get_or_insert_hashed(
-        &mut self,
-        key: &[u8],
-        hash: u32,
-        new: impl FnOnce() -> V,
-    ) -> Result<(&mut V, bool), KeyTooLong> {
         let arena = &self.arena;
         let entry = self.slots.entry(
             table_hash(hash),

@@ -14,7 +14,6 @@ pub mod arena;
 pub mod key_bytes;
 pub mod keys;
 pub mod node;
-mod shard;
 pub mod state;
 
 use std::sync::Arc;
@@ -28,7 +27,7 @@ use datafusion::physical_plan::collect;
 use datafusion::prelude::SessionContext;
 
 use self::key_bytes::KeyEncoder;
-use self::state::{BatchKeys, DedupeState, Fate, Keep};
+use self::state::{DedupeState, Keep, Offered};
 use crate::dead_letter::LATE_BEFORE_WATERMARK;
 use crate::error::{EngineError, Result};
 use crate::operators::step_exec::{plan_over_released, StatefulStepExec};
@@ -157,43 +156,49 @@ impl DedupeOperator {
             EngineError::internal("the dedupe operator was used before it was opened")
         })?;
         let mut offers = Offers::default();
-        let mut inputs = Vec::with_capacity(batches.len());
-        for batch in &batches {
-            offers.rows_in += batch.num_rows() as u64;
+        for batch in batches {
+            let n = batch.num_rows();
+            offers.rows_in += n as u64;
             let keys: Vec<ArrayRef> = opened
                 .key_columns
                 .iter()
                 .map(|&i| batch.column(i).clone())
                 .collect();
-            inputs.push(BatchKeys {
-                batch: opened.state.add_batch(batch.clone()),
-                keys: opened.keys.encode(&keys)?,
-                times: match opened.time_column {
-                    Some(i) => Some(times_ms(batch.column(i))?),
-                    None => None,
-                },
-            });
-        }
-        let fates = opened.state.offer(&inputs, late_ms)?;
-        drop(inputs);
-        for (batch, fates) in batches.into_iter().zip(fates) {
-            let late = fates.iter().filter(|f| **f == Fate::Late).count();
-            offers.late += late as u64;
-            if keep_late && late > 0 {
-                let mask: BooleanArray = fates.iter().map(|f| Some(*f == Fate::Late)).collect();
-                offers.late_rows.push(filter_record_batch(&batch, &mask)?);
+            let keys = opened.keys.encode(&keys)?;
+            let times = match opened.time_column {
+                Some(i) => Some(times_ms(batch.column(i))?),
+                None => None,
+            };
+            let index = opened.state.add_batch(batch.clone());
+            let mut late = vec![false; n];
+            let mut numbers = Vec::with_capacity(if first_arrived { n } else { 0 });
+            for (row, is_late) in late.iter_mut().enumerate() {
+                let time = times.as_ref().map_or(i64::MIN, |t| t[row]);
+                if times.is_some() && late_ms.is_some_and(|wm| time < wm) {
+                    *is_late = true;
+                    offers.late += 1;
+                    if first_arrived {
+                        numbers.push(DROPPED_ROW_NUMBER);
+                    }
+                    continue;
+                }
+                let offered = opened.state.offer(keys.get(row), row, index, time)?;
+                if first_arrived {
+                    numbers.push(match offered {
+                        Offered::Kept => 1,
+                        Offered::Duplicate => DROPPED_ROW_NUMBER,
+                    });
+                }
             }
             if first_arrived {
-                let numbers: UInt64Array = fates
-                    .iter()
-                    .map(|f| match f {
-                        Fate::Kept => 1,
-                        Fate::Duplicate | Fate::Late => DROPPED_ROW_NUMBER,
-                    })
-                    .collect::<Vec<u64>>()
-                    .into();
-                offers.kept += fates.iter().filter(|f| **f == Fate::Kept).count() as u64;
-                offers.numbered.push((batch, numbers));
+                offers.kept += numbers.iter().filter(|&&n| n == 1).count() as u64;
+                offers
+                    .numbered
+                    .push((batch.clone(), UInt64Array::from(numbers)));
+            }
+            if keep_late && late.iter().any(|l| *l) {
+                let mask = BooleanArray::from(late);
+                offers.late_rows.push(filter_record_batch(&batch, &mask)?);
             }
         }
         Ok(offers)
@@ -234,9 +239,7 @@ impl StreamOperator for DedupeOperator {
             .iter()
             .map(|&i| schema.field(i).data_type().clone())
             .collect();
-        // The keys are offered on as many threads as the pipeline's plans run on.
-        let threads = ctx.state().config().target_partitions();
-        let state = DedupeState::new(self.config.keep, self.config.horizon_ms, schema, threads);
+        let state = DedupeState::new(self.config.keep, self.config.horizon_ms, schema);
         let layout = self.layout(&state);
         self.opened = Some(Opened {
             state,
