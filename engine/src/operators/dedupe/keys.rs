@@ -52,13 +52,11 @@ impl<V> Default for KeyTable<V> {
 }
 
 impl<V> KeyTable<V> {
-    /// The value held for `key`, inserting `new()` first when the key is not held yet;
-    /// the flag says whether it was inserted.
-    pub fn get_or_insert_with(
-        &mut self,
-        key: &[u8],
-        new: impl FnOnce() -> V,
-    ) -> Result<(&mut V, bool), KeyTooLong> {
+    /// The value held for `key` when the key is held already; otherwise `value` is inserted
+    /// for it and `None` returned. The inserted value is not handed back on purpose: the
+    /// caller has it, and reading the fresh slot back would wait for its cache line (the
+    /// largest single cost of offering a new key in a table larger than the cache).
+    pub fn get_or_insert(&mut self, key: &[u8], value: V) -> Result<Option<&mut V>, KeyTooLong> {
         // Truncated on purpose: 32 bits are kept in the slot and spread again.
         let hash = self.hasher.hash_one(key) as u32;
         let arena = &self.arena;
@@ -68,15 +66,11 @@ impl<V> KeyTable<V> {
             |slot| table_hash(slot.hash),
         );
         match entry {
-            Entry::Occupied(occupied) => Ok((&mut occupied.into_mut().value, false)),
+            Entry::Occupied(occupied) => Ok(Some(&mut occupied.into_mut().value)),
             Entry::Vacant(vacant) => {
                 let place = self.arena.push(key)?;
-                let slot = vacant.insert(Slot {
-                    place,
-                    hash,
-                    value: new(),
-                });
-                Ok((&mut slot.into_mut().value, true))
+                vacant.insert(Slot { place, hash, value });
+                Ok(None)
             }
         }
     }
@@ -153,18 +147,13 @@ mod tests {
     #[test]
     fn a_key_is_found_again_by_its_bytes() {
         let mut table = KeyTable::default();
-        let (value, inserted) = table.get_or_insert_with(b"a", || 1).unwrap();
-        assert!(inserted);
-        *value += 10;
-        assert_eq!(
-            table.get_or_insert_with(b"a", || 99).unwrap(),
-            (&mut 11, false)
-        );
-        assert_eq!(
-            table.get_or_insert_with(b"ab", || 2).unwrap(),
-            (&mut 2, true)
-        );
-        assert_eq!(table.get_or_insert_with(b"", || 3).unwrap(), (&mut 3, true));
+        assert_eq!(table.get_or_insert(b"a", 1).unwrap(), None);
+        *table.get_or_insert(b"a", 99).unwrap().unwrap() += 10;
+        assert_eq!(table.get_or_insert(b"a", 99).unwrap(), Some(&mut 11));
+        assert_eq!(table.get_or_insert(b"ab", 2).unwrap(), None);
+        assert_eq!(table.get_or_insert(b"ab", 99).unwrap(), Some(&mut 2));
+        assert_eq!(table.get_or_insert(b"", 3).unwrap(), None);
+        assert_eq!(table.get_or_insert(b"", 99).unwrap(), Some(&mut 3));
         assert_eq!(table.len(), 3);
     }
 
@@ -173,7 +162,7 @@ mod tests {
         let mut table = KeyTable::default();
         let key = |i: u64| format!("key-{i:032}").into_bytes();
         for i in 0..200_000 {
-            table.get_or_insert_with(&key(i), || i).unwrap();
+            table.get_or_insert(&key(i), i).unwrap();
         }
         let before = table.memory_size();
         // Nine keys in ten forgotten, spread over the whole arena (out of time order).
@@ -184,10 +173,10 @@ mod tests {
             "the keys left were moved out of mostly empty chunks"
         );
         for i in 0..200_000 {
-            let (value, inserted) = table.get_or_insert_with(&key(i), || u64::MAX).unwrap();
-            assert_eq!(inserted, i % 10 != 0, "key {i}");
-            if !inserted {
-                assert_eq!(*value, i);
+            let held = table.get_or_insert(&key(i), u64::MAX).unwrap().copied();
+            assert_eq!(held.is_none(), i % 10 != 0, "key {i}");
+            if let Some(value) = held {
+                assert_eq!(value, i);
             }
         }
         let mut seen: Vec<(Vec<u8>, u64)> = table.iter().map(|(k, v)| (k.to_vec(), *v)).collect();
@@ -205,8 +194,7 @@ mod tests {
         let per_round = 50_000;
         for round in 0..12u64 {
             for i in round * per_round..(round + 1) * per_round {
-                let (_, inserted) = table.get_or_insert_with(&key(i), || round).unwrap();
-                assert!(inserted);
+                assert!(table.get_or_insert(&key(i), round).unwrap().is_none());
             }
             table.retain(|r| *r + 1 >= round);
             let held = table.len() as u64;
@@ -215,10 +203,10 @@ mod tests {
         // Only the last two rounds' keys are held, in a bounded arena.
         assert!(table.arena.memory_size() < 8 << 20);
         for i in 0..12 * per_round {
-            let (round, inserted) = table.get_or_insert_with(&key(i), || u64::MAX).unwrap();
-            assert_eq!(!inserted, i >= 10 * per_round, "key {i}");
-            if !inserted {
-                assert_eq!(*round, i / per_round);
+            let held = table.get_or_insert(&key(i), u64::MAX).unwrap().copied();
+            assert_eq!(held.is_some(), i >= 10 * per_round, "key {i}");
+            if let Some(round) = held {
+                assert_eq!(round, i / per_round);
             }
         }
     }

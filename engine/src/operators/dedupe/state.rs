@@ -136,7 +136,7 @@ impl DedupeState {
     ) -> Result<Offered, ArrowError> {
         let at = Candidate::at(batch, row);
         let keep = self.keep;
-        let (seen, inserted) = self.keys.get_or_insert_with(key, || Seen {
+        let new = Seen {
             time_ms,
             // A first-arrived row is emitted by the caller at once (see `Offers::numbered`):
             // nothing waits.
@@ -145,13 +145,13 @@ impl DedupeState {
             } else {
                 at
             },
-        })?;
-        if inserted {
-            if seen.candidate.is_some() {
+        };
+        let Some(seen) = self.keys.get_or_insert(key, new)? else {
+            if new.candidate.is_some() {
                 self.waiting += 1;
             }
             return Ok(Offered::Kept);
-        }
+        };
         Ok(match keep {
             Keep::FirstArrived => Offered::Duplicate,
             Keep::Earliest => match seen.candidate.get() {
@@ -188,8 +188,7 @@ impl DedupeState {
         if candidate.is_some() {
             self.waiting += 1;
         }
-        self.keys
-            .get_or_insert_with(key, || Seen { time_ms, candidate })?;
+        self.keys.get_or_insert(key, Seen { time_ms, candidate })?;
         Ok(())
     }
 
